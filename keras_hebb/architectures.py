@@ -1,0 +1,142 @@
+"""VGG-style architectures: HaH networks and their standard baselines.
+
+`build_vgg` is the general builder; the presets fix the paper's networks
+(`hah_vgg16`, `vgg16_bn`) and CPU-sized ones (`hah_vgg_small`,
+`vgg_small_bn`). A model with HaH blocks is a `HebbianModel`; one without
+is a plain functional `keras.Model`. Every model takes images in [0, 1]
+and normalizes them inside, so attack budgets are in pixel space, and
+returns logits.
+"""
+
+import keras
+
+from keras_hebb.hebbian_model import HebbianModel
+from keras_hebb.layers.hah_block import HaHBlock
+
+#: "M" marks a 2x2 max pooling.
+VGG16_WIDTHS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
+                512, 512, 512, "M", 512, 512, 512, "M")
+SMALL_WIDTHS = (32, "M", 64, "M", 128, "M")
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+FASHION_MNIST_MEAN = (0.2860,)
+FASHION_MNIST_STD = (0.3530,)
+
+
+def build_vgg(
+    widths,
+    hah_blocks=0,
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    mean=None,
+    std=None,
+    hah_alphas=None,
+    block_options=None,
+    name="vgg",
+):
+    """Builds a VGG-style network: 3x3 convs without bias, then Dense.
+
+    Args:
+        widths: sequence of conv widths (ints) and `"M"` (2x2 max pooling).
+        hah_blocks: how many of the leading convs are `HaHBlock`s; the
+            others are conv -> ReLU -> BatchNormalization. Defaults to `0`.
+        input_shape: `(height, width, channels)`. Defaults to `(32, 32, 3)`.
+        num_classes: size of the output logits. Defaults to `10`.
+        mean, std: per-channel input statistics for the normalization inside
+            the model; `None` picks Fashion-MNIST's for 1 channel and
+            CIFAR-10's for 3.
+        hah_alphas: HaH cost weights, see `HebbianModel`.
+        block_options: dict of extra `HaHBlock` arguments (e.g.
+            `{"threshold": None}` for an ablation).
+        name: model name. Defaults to `"vgg"`.
+
+    Returns:
+        A `HebbianModel` if `hah_blocks > 0`, else a `keras.Model`.
+    """
+    convs = [w for w in widths if w != "M"]
+    bad = [w for w in widths if w != "M" and not (isinstance(w, int) and w > 0)]
+    if bad or not convs:
+        raise ValueError(
+            "Invalid value for `widths`: expected positive ints and 'M'. "
+            f"Received: widths={list(widths)!r}"
+        )
+    if not isinstance(hah_blocks, int) or not 0 <= hah_blocks <= len(convs):
+        raise ValueError(
+            f"Invalid value for `hah_blocks`: expected an int in [0, "
+            f"{len(convs)}]. Received: hah_blocks={hah_blocks!r}"
+        )
+    if len(input_shape) != 3:
+        raise ValueError(
+            "Invalid value for `input_shape`: expected (height, width, "
+            f"channels). Received: input_shape={tuple(input_shape)!r}"
+        )
+    channels = input_shape[-1]
+    if mean is None:
+        mean = FASHION_MNIST_MEAN if channels == 1 else CIFAR10_MEAN
+    if std is None:
+        std = FASHION_MNIST_STD if channels == 1 else CIFAR10_STD
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(
+            f"Invalid value for `mean`/`std`: expected {channels} values, one "
+            f"per channel. Received: mean={list(mean)}, std={list(std)}"
+        )
+
+    inputs = keras.Input(input_shape, name="images")
+    x = keras.layers.Normalization(
+        mean=list(mean), variance=[s * s for s in std], name="input_normalization"
+    )(inputs)
+    conv_index = 0
+    pool_index = 0
+    for width in widths:
+        if width == "M":
+            pool_index += 1
+            x = keras.layers.MaxPooling2D(2, name=f"pool{pool_index}")(x)
+            continue
+        conv_index += 1
+        prefix = f"block{conv_index}"
+        if conv_index <= hah_blocks:
+            x = HaHBlock(width, name=f"{prefix}_hah", **(block_options or {}))(x)
+        else:
+            x = keras.layers.Conv2D(
+                width, 3, padding="same", use_bias=False, name=f"{prefix}_conv"
+            )(x)
+            x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
+            x = keras.layers.BatchNormalization(name=f"{prefix}_bn")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    if hah_blocks:
+        return HebbianModel(inputs, outputs, hah_alphas=hah_alphas, name=name)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def hah_vgg16(input_shape=(32, 32, 3), num_classes=10, **kwargs):
+    """The paper's HaH-VGG16: the first six of 13 convs are HaH blocks."""
+    return build_vgg(VGG16_WIDTHS, 6, input_shape, num_classes,
+                     name="hah_vgg16", **kwargs)
+
+
+def vgg16_bn(input_shape=(32, 32, 3), num_classes=10, **kwargs):
+    """The paper's baseline: VGG16 with batch norm, no HaH blocks."""
+    return build_vgg(VGG16_WIDTHS, 0, input_shape, num_classes,
+                     name="vgg16_bn", **kwargs)
+
+
+def hah_vgg_small(input_shape=(28, 28, 1), num_classes=10, **kwargs):
+    """CPU-sized HaH network: convs 32-64-128 with pooling, 2 HaH blocks."""
+    return build_vgg(SMALL_WIDTHS, 2, input_shape, num_classes,
+                     name="hah_vgg_small", **kwargs)
+
+
+def vgg_small_bn(input_shape=(28, 28, 1), num_classes=10, **kwargs):
+    """The standard counterpart of `hah_vgg_small`."""
+    return build_vgg(SMALL_WIDTHS, 0, input_shape, num_classes,
+                     name="vgg_small_bn", **kwargs)
+
+
+PRESETS = {
+    "hah_vgg16": hah_vgg16,
+    "vgg16_bn": vgg16_bn,
+    "hah_vgg_small": hah_vgg_small,
+    "vgg_small_bn": vgg_small_bn,
+}

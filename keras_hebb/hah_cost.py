@@ -1,0 +1,96 @@
+"""The Hebbian/anti-Hebbian (HaH) cost and the scope that collects it."""
+
+import contextlib
+import math
+import threading
+
+from keras import ops
+
+from keras_hebb import _checks
+
+
+def hah_cost(z, ratio=0.1, demote=1.0):
+    """Hebbian/anti-Hebbian cost of a layer's pre-activation `z` (NHWC).
+
+    With `r = relu(z)` and, at every position `(n, h, w)`, the `K =
+    ceil(ratio * C)` largest of the `C` channel values:
+
+        HaH = mean_{n,h,w} [mean(top-K of r) - demote * mean(other C-K of r)]
+
+    Maximizing it (the training loss adds `-alpha * HaH`) pushes the winning
+    neurons' filters towards the input patch (Hebbian) and the other active
+    ones away from it (anti-Hebbian). Uses a top-k over channels, not a
+    sort. Computed in float32.
+
+    Args:
+        z: tensor of rank >= 2, channels last.
+        ratio: fraction of winners per position, in `(0, 1]`.
+            Defaults to `0.1`.
+        demote: weight of the losers' mean, `>= 0`. Defaults to `1.0`
+            (the paper's code; the authors' later package uses `0.1`).
+
+    Returns:
+        A float32 scalar.
+    """
+    ratio = _checks.check_fraction("ratio", ratio)
+    demote = _checks.check_non_negative("demote", demote)
+    channels = z.shape[-1]
+    if channels is None:
+        raise ValueError(
+            f"hah_cost needs a known number of channels. Received: "
+            f"z.shape={tuple(z.shape)}"
+        )
+    r = ops.relu(ops.cast(z, "float32"))
+    winners = winner_count(channels, ratio)
+    top, _ = ops.top_k(r, winners)
+    top_sum = ops.sum(top, axis=-1)
+    per_position = top_sum / float(winners)
+    if winners < channels:
+        rest_sum = ops.sum(r, axis=-1) - top_sum
+        per_position = per_position - demote * rest_sum / float(channels - winners)
+    return ops.mean(per_position)
+
+
+def winner_count(channels, ratio):
+    """`K = ceil(ratio * channels)`, robust to float error (0.1 * 30)."""
+    return max(1, math.ceil(round(ratio * channels, 6)))
+
+
+class HaHCostScope:
+    """Collects the HaH cost of every HaH layer called inside it.
+
+    `HebbianModel` opens one around its forward pass; a HaH layer called
+    inside it computes its cost (on a layer-local branch when `training`)
+    and records it here. Outside a scope (predict, serving, export) no cost
+    is computed at all.
+    """
+
+    def __init__(self):
+        self.costs = {}
+
+    def record(self, layer, cost):
+        if layer.name in self.costs:
+            raise ValueError(
+                f"HaH layer '{layer.name}' was called twice in one forward "
+                "pass; HebbianModel needs each HaH layer used once."
+            )
+        self.costs[layer.name] = cost
+
+
+_state = threading.local()
+
+
+def current_scope():
+    """The innermost active `HaHCostScope` of this thread, or `None`."""
+    return getattr(_state, "scope", None)
+
+
+@contextlib.contextmanager
+def collect_hah_costs():
+    """Context manager: `with collect_hah_costs() as scope: model(x)`."""
+    previous = current_scope()
+    _state.scope = scope = HaHCostScope()
+    try:
+        yield scope
+    finally:
+        _state.scope = previous

@@ -1,0 +1,93 @@
+"""Divisive normalization by a local suppression field (replaces batch norm)."""
+
+import keras
+from keras import ops
+
+from keras_hebb import _checks
+
+FIELDS = ("linf", "l1", "l2")
+
+
+@keras.saving.register_keras_serializable(package="keras_hebb")
+class DivisiveNormalization(keras.layers.Layer):
+    """Divides activations by a smoothed, channel-averaged local field.
+
+    For NHWC activations `a` (normally after a ReLU):
+
+    1. suppression field per channel, over a `size x size` neighbourhood
+       (stride 1, zero padding): `"linf"`: `s_c = maxpool(|a_c|)`,
+       `"l1"`: `s_c = sum(|a_c|)`, `"l2"`: `s_c = sqrt(sum(a_c * a_c))`;
+    2. channel average `S = mean_c s_c`, shape `(N, H, W, 1)`;
+    3. `D = sigma * max_{h,w} S + (1 - sigma) * S + 1e-7`, output `a / D`.
+
+    A strong response next to weak ones keeps its size, uniform responses
+    are flattened: the layer sharpens the contrast between neurons without
+    batch statistics, so it behaves the same in training and inference. No
+    trainable weights; the math runs in float32 under mixed precision.
+
+    Example:
+
+    >>> layer = DivisiveNormalization(field="linf", sigma=0.1)
+    >>> layer(np.ones((1, 8, 8, 4), "float32")).shape
+    (1, 8, 8, 4)
+
+    Args:
+        field: `"linf"`, `"l1"` or `"l2"`, how the neighbourhood is pooled.
+            Defaults to `"linf"`.
+        size: odd side of the square neighbourhood. Defaults to `3`.
+        sigma: weight of the image-wide maximum against the local field,
+            in `[0, 1]`. Defaults to `0.1`.
+        **kwargs: Base layer keyword arguments.
+
+    Reference:
+        Cekic, Bakiskan, Madhow, "Neuro-Inspired Deep Neural Networks with
+        Sparse, Strong Activations", arXiv:2202.13074, 2022.
+    """
+
+    def __init__(self, field="linf", size=3, sigma=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.field = _checks.check_choice("field", field, FIELDS)
+        self.size = _checks.check_positive_int("size", size, odd=True)
+        self.sigma = _checks.check_fraction("sigma", sigma, allow_zero=True)
+
+    def build(self, input_shape):
+        _checks.check_image_rank(self, input_shape)
+
+    def _window_sum(self, x):
+        # Zero-padded sum over the neighbourhood: pad, then a valid average
+        # pool times its area (a "same" average pool would not count the
+        # padding as zeros at the borders).
+        half = self.size // 2
+        x = ops.pad(x, ((0, 0), (half, half), (half, half), (0, 0)))
+        pooled = ops.average_pool(x, self.size, strides=1, padding="valid")
+        return pooled * float(self.size * self.size)
+
+    def suppression_field(self, activations):
+        """The channel-averaged field `S`, shape `(N, H, W, 1)`, float32."""
+        a = ops.cast(activations, "float32")
+        if self.field == "linf":
+            s = ops.max_pool(ops.abs(a), self.size, strides=1, padding="same")
+            return ops.mean(s, axis=-1, keepdims=True)
+        if self.field == "l1":
+            # The window sum is linear: average the channels first.
+            return self._window_sum(ops.mean(ops.abs(a), axis=-1, keepdims=True))
+        s = ops.sqrt(self._window_sum(a * a))
+        return ops.mean(s, axis=-1, keepdims=True)
+
+    def call(self, inputs):
+        field = self.suppression_field(inputs)
+        peak = ops.max(field, axis=(1, 2), keepdims=True)
+        denominator = self.sigma * peak + (1.0 - self.sigma) * field + 1e-7
+        outputs = ops.cast(inputs, "float32") / denominator
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "field": self.field,
+            "size": self.size,
+            "sigma": self.sigma,
+        }

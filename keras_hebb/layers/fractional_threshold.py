@@ -1,0 +1,74 @@
+"""Keeps the strongest fraction of each channel's activations."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_hebb import _checks
+
+
+@keras.saving.register_keras_serializable(package="keras_hebb")
+class FractionalThreshold(keras.layers.Layer):
+    """Keeps, per image and channel, the top `ratio` of the spatial values.
+
+    With `H * W` spatial positions, `k = floor((1 - ratio) * H * W)` and
+    `t` the k-th smallest value of the channel in that image, the output is
+    `x * [x > t]`: at most `H * W - k` values survive, fewer when values tie
+    at `t`. The same rule applies in training and inference. Height and
+    width must be known when the layer is built (the number of kept values
+    is static, as TFLite, XLA and TPUs need).
+
+    Example:
+
+    >>> layer = FractionalThreshold(ratio=0.25)
+    >>> x = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
+    >>> int((layer(x) > 0).numpy().sum())
+    4
+
+    Args:
+        ratio: fraction of values kept, in `(0, 1]`. Defaults to `0.2`.
+        **kwargs: Base layer keyword arguments.
+
+    Reference:
+        Cekic, Bakiskan, Madhow, "Neuro-Inspired Deep Neural Networks with
+        Sparse, Strong Activations", arXiv:2202.13074, 2022.
+    """
+
+    def __init__(self, ratio=0.2, **kwargs):
+        super().__init__(**kwargs)
+        self.ratio = _checks.check_fraction("ratio", ratio)
+
+    def build(self, input_shape):
+        _checks.check_image_rank(self, input_shape)
+        height, width = input_shape[1], input_shape[2]
+        if height is None or width is None:
+            raise ValueError(
+                f"Layer '{self.name}' (FractionalThreshold) needs a known "
+                f"height and width. Received: input_shape={tuple(input_shape)}"
+            )
+        positions = height * width
+        # round() guards against 0.8 * 100 = 79.99999... style float error.
+        self._dropped = math.floor(round((1.0 - self.ratio) * positions, 6))
+        self._positions = positions
+
+    def call(self, inputs):
+        if self._dropped == 0:
+            return inputs
+        x = ops.cast(inputs, "float32")
+        channels = ops.shape(x)[-1]
+        flat = ops.transpose(
+            ops.reshape(x, (-1, self._positions, channels)), (0, 2, 1)
+        )
+        # The k-th smallest is the (positions - k + 1)-th largest: a top-k
+        # over the kept fraction instead of a full sort.
+        top, _ = ops.top_k(flat, self._positions - self._dropped + 1)
+        threshold = ops.reshape(top[..., -1], (-1, 1, 1, channels))
+        outputs = ops.where(x > threshold, x, 0.0)
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "ratio": self.ratio}

@@ -1,0 +1,175 @@
+"""The HaH block: unit-norm conv, ReLU, divisive normalization, threshold."""
+
+import keras
+from keras import ops
+
+from keras_hebb import _checks
+from keras_hebb.hah_cost import current_scope, hah_cost
+from keras_hebb.layers.adaptive_threshold import AdaptiveThreshold
+from keras_hebb.layers.divisive_normalization import FIELDS, DivisiveNormalization
+from keras_hebb.layers.fractional_threshold import FractionalThreshold
+from keras_hebb.layers.unit_norm_conv2d import UnitNormConv2D
+
+THRESHOLDS = ("fractional", "adaptive", None)
+
+
+@keras.saving.register_keras_serializable(package="keras_hebb")
+class HaHBlock(keras.layers.Layer):
+    """UnitNormConv2D -> ReLU -> DivisiveNormalization -> threshold.
+
+    The building block of HaH networks: implicitly normalized filters,
+    divisive normalization instead of batch norm, and a threshold that keeps
+    only the strongest activations. Inside a `HebbianModel`'s training or
+    evaluation step the block also computes its Hebbian/anti-Hebbian cost
+    (`keras_hebb.hah_cost`) on the convolution output; in training that cost
+    reaches only this block's kernel (layer-local learning). Elsewhere
+    (predict, export) the block is a plain feed-forward layer.
+
+    Example:
+
+    >>> block = HaHBlock(16)
+    >>> block(np.random.rand(2, 28, 28, 1).astype("float32")).shape
+    (2, 28, 28, 16)
+
+    Args:
+        filters: number of output channels.
+        kernel_size: int or pair, convolution size. Defaults to `3`.
+        strides: int or pair. Defaults to `1`.
+        padding: `"same"` or `"valid"`. Defaults to `"same"`.
+        normalization_field: `"linf"`, `"l1"`, `"l2"` or `None` (no divisive
+            normalization). Defaults to `"linf"`.
+        normalization_size: odd neighbourhood side. Defaults to `3`.
+        sigma: divisive normalization's weight of the image maximum.
+            Defaults to `0.1`.
+        threshold: `"fractional"`, `"adaptive"` or `None`. Defaults to
+            `"fractional"`.
+        threshold_ratio: fraction kept by the fractional threshold.
+            Defaults to `0.2`.
+        threshold_scale: multiple of the mean used by the adaptive
+            threshold. Defaults to `1.0`.
+        cost_ratio: fraction of winning channels in the HaH cost.
+            Defaults to `0.1`.
+        cost_demote: weight of the losing channels in the HaH cost.
+            Defaults to `1.0`.
+        kernel_initializer: initializer of the convolution kernel.
+            Defaults to `"glorot_uniform"`.
+        **kwargs: Base layer keyword arguments.
+
+    Call arguments:
+        inputs: NHWC tensor.
+        training: whether the call is part of a training step.
+
+    Reference:
+        Cekic, Bakiskan, Madhow, "Neuro-Inspired Deep Neural Networks with
+        Sparse, Strong Activations", arXiv:2202.13074, 2022.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        strides=1,
+        padding="same",
+        normalization_field="linf",
+        normalization_size=3,
+        sigma=0.1,
+        threshold="fractional",
+        threshold_ratio=0.2,
+        threshold_scale=1.0,
+        cost_ratio=0.1,
+        cost_demote=1.0,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.padding = padding
+        self.normalization_field = _checks.check_choice(
+            "normalization_field", normalization_field, FIELDS + (None,)
+        )
+        self.normalization_size = normalization_size
+        self.sigma = sigma
+        self.threshold = _checks.check_choice("threshold", threshold, THRESHOLDS)
+        self.threshold_ratio = threshold_ratio
+        self.threshold_scale = threshold_scale
+        self.cost_ratio = _checks.check_fraction("cost_ratio", cost_ratio)
+        self.cost_demote = _checks.check_non_negative("cost_demote", cost_demote)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+        self.conv = UnitNormConv2D(
+            filters,
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="conv",
+        )
+        self.normalization = None
+        if normalization_field is not None:
+            self.normalization = DivisiveNormalization(
+                field=normalization_field,
+                size=normalization_size,
+                sigma=sigma,
+                dtype=self.dtype_policy,
+                name="normalization",
+            )
+        self.threshold_layer = None
+        if threshold == "fractional":
+            self.threshold_layer = FractionalThreshold(
+                threshold_ratio, dtype=self.dtype_policy, name="threshold"
+            )
+        elif threshold == "adaptive":
+            self.threshold_layer = AdaptiveThreshold(
+                threshold_scale, dtype=self.dtype_policy, name="threshold"
+            )
+
+    def build(self, input_shape):
+        _checks.check_image_rank(self, input_shape)
+        self.conv.build(input_shape)
+        output_shape = self.conv.compute_output_shape(input_shape)
+        for layer in (self.normalization, self.threshold_layer):
+            if layer is not None:
+                layer.build(output_shape)
+
+    def call(self, inputs, training=None):
+        scope = current_scope()
+        if scope is None:
+            z = self.conv(inputs)
+        elif training:
+            z, z_local = self.conv.call_with_local_branch(inputs)
+            scope.record(self, hah_cost(z_local, self.cost_ratio, self.cost_demote))
+        else:
+            z = self.conv(inputs)
+            scope.record(self, hah_cost(z, self.cost_ratio, self.cost_demote))
+        x = ops.relu(z)
+        if self.normalization is not None:
+            x = self.normalization(x)
+        if self.threshold_layer is not None:
+            x = self.threshold_layer(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "normalization_field": self.normalization_field,
+            "normalization_size": self.normalization_size,
+            "sigma": self.sigma,
+            "threshold": self.threshold,
+            "threshold_ratio": self.threshold_ratio,
+            "threshold_scale": self.threshold_scale,
+            "cost_ratio": self.cost_ratio,
+            "cost_demote": self.cost_demote,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+        }
