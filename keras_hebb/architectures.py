@@ -102,7 +102,8 @@ def build_vgg(
                 width, 3, padding="same", use_bias=False, name=f"{prefix}_conv"
             )(x)
             x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
-            x = keras.layers.BatchNormalization(name=f"{prefix}_bn")(x)
+            # momentum 0.9 = PyTorch's default (0.1), as in the paper's code.
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"{prefix}_bn")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     if hah_blocks:

@@ -60,10 +60,13 @@ class FractionalThreshold(keras.layers.Layer):
         flat = ops.transpose(
             ops.reshape(x, (-1, self._positions, channels)), (0, 2, 1)
         )
-        # The k-th smallest is the (positions - k + 1)-th largest: a top-k
-        # over the kept fraction instead of a full sort.
-        top, _ = ops.top_k(flat, self._positions - self._dropped + 1)
-        threshold = ops.reshape(top[..., -1], (-1, 1, 1, channels))
+        # The k-th smallest is the (positions - k + 1)-th largest: the
+        # minimum of an unsorted top-k over the kept fraction, not a sort.
+        # No gradient flows through the threshold itself (it only selects).
+        top, _ = ops.top_k(flat, self._positions - self._dropped + 1, sorted=False)
+        threshold = ops.stop_gradient(
+            ops.reshape(ops.min(top, axis=-1), (-1, 1, 1, channels))
+        )
         outputs = ops.where(x > threshold, x, 0.0)
         return ops.cast(outputs, self.compute_dtype)
 
