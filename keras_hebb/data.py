@@ -1,11 +1,31 @@
 """Datasets as arrays and as `tf.data` pipelines (images in [0, 1], NHWC).
 
-Fashion-MNIST is read offline from Debian's `dataset-fashion-mnist` files.
-(The data issue extends this module with tfds datasets and pipelines.)
+Five datasets, all 10-class image classification:
+
+- `fashion_mnist`: read offline from the IDX files of Debian's
+  `dataset-fashion-mnist` package (`/usr/share/datasets/fashion-mnist`, or
+  `$FASHION_MNIST_DIR`); tensorflow-datasets is the fallback when they are
+  not installed.
+- `mnist`, `cifar10`, `svhn_cropped`: through tensorflow-datasets, from a
+  prepared `data_dir` (default `$TFDS_DATA_DIR` or `~/tensorflow_datasets`)
+  or downloaded there on first use on a machine with internet.
+- `cifar10_sample`: the 20 real CIFAR-10 test images (with their true labels)
+  shipped in the `foolbox` wheel, for real-data smoke tests without a
+  download. It has one split, `test`; `train` names the same 20 images, so a
+  training program can run on it as a smoke test.
+
+`load_arrays` returns numpy arrays; `load_dataset` returns a batched
+`tf.data.Dataset` with the paper's augmentation (random crop with zero
+padding, horizontal flip where it fits the data), shuffling and augmentation
+reproducible from a seed, and prefetching.
 """
 
 import gzip
+import importlib.util
 import os
+import re
+import socket
+import threading
 
 import numpy as np
 
@@ -14,6 +34,54 @@ _FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+
+
+class DatasetSpec:
+    """What a dataset looks like and how it is augmented.
+
+    Args:
+        shape: image shape `(height, width, channels)`.
+        num_classes: number of labels.
+        crop_padding: zero padding of the random-crop augmentation.
+        flip: whether horizontal flips keep the label (not for digits).
+        download_host: `(host, port)` tfds downloads from, or `None`.
+    """
+
+    def __init__(self, shape, num_classes, crop_padding, flip, download_host):
+        self.shape = shape
+        self.num_classes = num_classes
+        self.crop_padding = crop_padding
+        self.flip = flip
+        self.download_host = download_host
+
+
+#: The datasets `load_arrays` and `load_dataset` know, by name.
+DATASETS = {
+    "fashion_mnist": DatasetSpec(
+        (28, 28, 1), 10, 2, True,
+        ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80)),
+    "mnist": DatasetSpec((28, 28, 1), 10, 2, False, ("storage.googleapis.com", 443)),
+    "cifar10": DatasetSpec((32, 32, 3), 10, 4, True, ("www.cs.toronto.edu", 443)),
+    "svhn_cropped": DatasetSpec((32, 32, 3), 10, 4, False, ("ufldl.stanford.edu", 80)),
+    "cifar10_sample": DatasetSpec((32, 32, 3), 10, 4, True, None),
+}
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog",
+                   "frog", "horse", "ship", "truck")
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A dataset is neither on this machine nor downloadable from here."""
+
+
+def dataset_spec(name):
+    """The `DatasetSpec` of a dataset name; `ValueError` if unknown."""
+    if name not in DATASETS:
+        raise ValueError(
+            f"Unknown dataset: expected one of {sorted(DATASETS)}. "
+            f"Received: name={name!r}"
+        )
+    return DATASETS[name]
 
 
 def _read_idx(path):
@@ -31,6 +99,18 @@ def _read_idx(path):
     return array.reshape(shape)
 
 
+def _fashion_mnist_dir(directory=None):
+    return directory or os.environ.get("FASHION_MNIST_DIR", FASHION_MNIST_DIR)
+
+
+def _fashion_mnist_installed(directory=None):
+    directory = _fashion_mnist_dir(directory)
+    return all(
+        os.path.exists(os.path.join(directory, name))
+        for files in _FASHION_MNIST_FILES.values() for name in files
+    )
+
+
 def load_fashion_mnist(split="train", directory=None):
     """Fashion-MNIST as `(images uint8 (N, 28, 28, 1), labels int64 (N,))`."""
     if split not in _FASHION_MNIST_FILES:
@@ -38,7 +118,7 @@ def load_fashion_mnist(split="train", directory=None):
             f"Invalid value for `split`: expected 'train' or 'test'. "
             f"Received: split={split!r}"
         )
-    directory = directory or os.environ.get("FASHION_MNIST_DIR", FASHION_MNIST_DIR)
+    directory = _fashion_mnist_dir(directory)
     image_file, label_file = (
         os.path.join(directory, name) for name in _FASHION_MNIST_FILES[split]
     )
@@ -53,11 +133,284 @@ def load_fashion_mnist(split="train", directory=None):
     return images, labels
 
 
-def load_arrays(name, split="train", limit=None):
-    """`(images float32 in [0, 1] NHWC, labels int64)` of a dataset split."""
-    if name != "fashion_mnist":
-        raise ValueError(f"Unknown dataset {name!r}.")
-    images, labels = load_fashion_mnist(split)
+def foolbox_data_dir():
+    """The `data` folder of the installed `foolbox` wheel (not imported)."""
+    spec = importlib.util.find_spec("foolbox")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetUnavailableError(
+            "Dataset 'cifar10_sample' needs the foolbox wheel, which holds "
+            "its 20 CIFAR-10 images: pip install foolbox==3.3.4 (or "
+            "pip install 'keras-hebb[data]')."
+        )
+    return os.path.join(list(spec.submodule_search_locations)[0], "data")
+
+
+def load_cifar10_sample(split="test"):
+    """The 20 CIFAR-10 test images of the foolbox wheel, in file order.
+
+    Returns:
+        `(images uint8 (20, 32, 32, 3), labels int64 (20,))`; the labels
+        are the true CIFAR-10 labels, read from the file names
+        `cifar10_<index>_<label>.png`.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(
+            "Invalid value for `split` of 'cifar10_sample': expected 'test' "
+            f"(or 'train', the same 20 images). Received: split={split!r}"
+        )
+    import tensorflow as tf
+
+    directory = foolbox_data_dir()
+    pattern = re.compile(r"^cifar10_(\d+)_(\d)\.png$")
+    found = sorted(
+        (int(match[1]), int(match[2]), name)
+        for name in os.listdir(directory)
+        if (match := pattern.match(name))
+    )
+    if len(found) != 20:
+        raise DatasetUnavailableError(
+            f"Expected the 20 CIFAR-10 images cifar10_NN_LABEL.png in "
+            f"{directory}, found {len(found)}: reinstall foolbox==3.3.4."
+        )
+    images = np.stack([
+        tf.io.decode_png(tf.io.read_file(os.path.join(directory, name)),
+                         channels=3).numpy()
+        for _, _, name in found
+    ])
+    labels = np.array([label for _, label, _ in found], dtype=np.int64)
+    return images, labels
+
+
+def _can_connect(host, port, timeout=5.0):
+    """Whether a TCP connection to `host:port` opens within `timeout` s.
+
+    Name resolution has no timeout of its own, so the attempt runs in a
+    daemon thread that is abandoned if it takes too long.
+    """
+    result = []
+
+    def attempt():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def tfds_builder(name, data_dir=None, download=True):
+    """A prepared tensorflow-datasets builder of `name`.
+
+    Prepares (downloads) it into `data_dir` when it is missing and the
+    download server answers. tfds itself retries a failing download for
+    minutes, so the server is probed first and a missing, undownloadable
+    dataset fails at once with `DatasetUnavailableError`.
+
+    Args:
+        name: a tfds dataset name, e.g. `"cifar10"`.
+        data_dir: tfds data directory; `None` is tfds's default
+            (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`).
+        download: whether a missing dataset may be downloaded.
+            Defaults to `True`.
+    """
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    where = builder.data_dir_root
+    how = (
+        f"prepare it on a machine with internet (python -c \"import "
+        f"tensorflow_datasets as tfds; tfds.builder('{name}', "
+        f"data_dir='DIR').download_and_prepare()\") and copy DIR/{name} "
+        f"into {where}, or pass the data_dir (config key `data_dir`, or "
+        f"$TFDS_DATA_DIR) of a directory that holds it"
+    )
+    if not download:
+        raise DatasetUnavailableError(
+            f"Dataset {name!r} is not prepared in {where} and downloads are "
+            f"off: {how}."
+        )
+    spec = DATASETS.get(name)
+    host = spec.download_host if spec else None
+    if host is not None and not _can_connect(*host):
+        raise DatasetUnavailableError(
+            f"Dataset {name!r} is not prepared in {where} and cannot be "
+            f"downloaded from here (no connection to {host[0]}): {how}."
+        )
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # tfds raises many kinds; keep it one line.
+        raise DatasetUnavailableError(
+            f"Dataset {name!r} is not prepared in {where} and its download "
+            f"failed ({type(error).__name__}: {str(error).splitlines()[0]}): "
+            f"{how}."
+        ) from error
+    return builder
+
+
+def _tfds_split(split, limit):
+    return split if limit is None else f"{split}[:{int(limit)}]"
+
+
+def _check_limit(limit):
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
+        or limit <= 0
+    ):
+        raise ValueError(
+            "Invalid value for `limit`: expected a positive int or None. "
+            f"Received: limit={limit!r}"
+        )
+
+
+def _uint8_arrays(name, split, limit, data_dir, download):
+    """`(images uint8 NHWC, labels int64)` from the dataset's source."""
+    _check_limit(limit)
+    if name == "cifar10_sample":
+        images, labels = load_cifar10_sample(split)
+    elif name == "fashion_mnist" and _fashion_mnist_installed():
+        images, labels = load_fashion_mnist(split)
+    else:
+        import tensorflow_datasets as tfds
+
+        builder = tfds_builder(name, data_dir, download)
+        dataset = builder.as_dataset(
+            _tfds_split(split, limit), batch_size=-1, as_supervised=True,
+            shuffle_files=False,
+        )
+        images, labels = tfds.as_numpy(dataset)
+        labels = labels.astype(np.int64)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
+    return images, labels
+
+
+def load_arrays(name, split="train", limit=None, data_dir=None, download=True):
+    """`(images float32 in [0, 1] NHWC, labels int64)` of a dataset split.
+
+    Args:
+        name: one of `DATASETS`: `"fashion_mnist"`, `"mnist"`,
+            `"cifar10"`, `"svhn_cropped"`, `"cifar10_sample"`.
+        split: `"train"` or `"test"` (tfds datasets accept any tfds split,
+            e.g. `"train[:10%]"`). Defaults to `"train"`.
+        limit: keep only the first `limit` examples. Defaults to `None`.
+        data_dir: tfds data directory (ignored by the offline datasets).
+        download: whether a missing tfds dataset may be downloaded.
+
+    Raises:
+        ValueError: unknown dataset, split or limit.
+        DatasetUnavailableError, FileNotFoundError: the data is not here
+            and cannot be fetched; the message says how to get it.
+    """
+    dataset_spec(name)
+    images, labels = _uint8_arrays(name, split, limit, data_dir, download)
     return images.astype(np.float32) / 255.0, labels
+
+
+def augment_image(image, seed, spec):
+    """The paper's augmentation of one uint8 HWC image, from a seed.
+
+    Random crop after zero padding by `spec.crop_padding` pixels, then a
+    random horizontal flip if `spec.flip`. `seed` is a stateless seed
+    (shape `(2,)` int), so the result is a function of image and seed.
+    """
+    import tensorflow as tf
+
+    pad = spec.crop_padding
+    crop_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, num=2)
+    )
+    if pad:
+        padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+        image = tf.image.stateless_random_crop(padded, spec.shape, seed=crop_seed)
+    if spec.flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    return image
+
+
+def load_dataset(
+    name,
+    split="train",
+    batch_size=128,
+    shuffle=False,
+    augment=False,
+    seed=None,
+    data_dir=None,
+    limit=None,
+    drop_remainder=False,
+    download=True,
+):
+    """A batched `tf.data.Dataset` of `(images float32 [0, 1] NHWC, labels)`.
+
+    The order of examples and the augmentation of each one are a function
+    of `seed` (and of how many times the dataset has been iterated: each
+    pass, i.e. each epoch, gets a new order and new crops, the same for
+    every run with that seed).
+
+    Example:
+
+    >>> train = load_dataset("fashion_mnist", "train", batch_size=128,
+    ...                      shuffle=True, augment=True, seed=2022)
+    >>> images, labels = next(iter(train))   # (128, 28, 28, 1), (128,)
+
+    Args:
+        name: one of `DATASETS`.
+        split: `"train"` or `"test"` (tfds datasets accept any tfds split).
+            Defaults to `"train"`.
+        batch_size: examples per batch. Defaults to `128`.
+        shuffle: shuffle the examples every pass. Defaults to `False`.
+        augment: random crop with padding, and horizontal flip where it
+            keeps the label (see `DATASETS`). Defaults to `False`.
+        seed: int seed of shuffling and augmentation; `None` picks one at
+            random. Defaults to `None`.
+        data_dir: tfds data directory. Defaults to tfds's default.
+        limit: use only the first `limit` examples. Defaults to `None`.
+        drop_remainder: drop a last, smaller batch. Defaults to `False`.
+        download: whether a missing tfds dataset may be downloaded.
+            Defaults to `True`.
+
+    Raises:
+        ValueError: unknown dataset or bad argument.
+        DatasetUnavailableError, FileNotFoundError: the data is not here
+            and cannot be fetched; the message says how to get it.
+    """
+    import tensorflow as tf
+
+    spec = dataset_spec(name)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(
+            "Invalid value for `batch_size`: expected a positive int. "
+            f"Received: batch_size={batch_size!r}"
+        )
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+    images, labels = _uint8_arrays(name, split, limit, data_dir, download)
+    # Images stay uint8 until batches are formed: 4x less memory, and the
+    # whole split fits a full-size shuffle buffer (a perfect shuffle).
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shuffle:
+        dataset = dataset.shuffle(
+            len(labels), seed=seed, reshuffle_each_iteration=True
+        )
+    if augment:
+        # One stateless seed per example, from a seeded stream that changes
+        # every pass: reproducible, and parallel map keeps the order.
+        seeds = tf.data.Dataset.random(
+            seed=seed + 1, rerandomize_each_iteration=True
+        ).batch(2)
+        dataset = tf.data.Dataset.zip(dataset, seeds).map(
+            lambda example, pair: (augment_image(example[0], pair, spec),
+                                   example[1]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        )
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(
+        lambda x, y: (tf.cast(x, tf.float32) / 255.0, y),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
