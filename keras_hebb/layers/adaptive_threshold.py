@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_hebb import _checks
+from keras_hebb.robustness import bpda
 
 
 @keras.saving.register_keras_serializable(package="keras_hebb")
@@ -40,7 +41,10 @@ class AdaptiveThreshold(keras.layers.Layer):
     def call(self, inputs):
         x = ops.cast(inputs, "float32")
         threshold = self.scale * ops.mean(x, axis=(1, 2), keepdims=True)
-        return ops.cast(ops.where(x > threshold, x, 0.0), self.compute_dtype)
+        outputs = ops.where(x > threshold, x, 0.0)
+        # Only inside `bpda.surrogate_gradients()`: same value, smooth gradient.
+        outputs = bpda.with_surrogate(outputs, bpda.threshold_surrogate(x, threshold))
+        return ops.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_hebb import _checks
+from keras_hebb.robustness import bpda
 
 
 @keras.saving.register_keras_serializable(package="keras_hebb")
@@ -68,6 +69,8 @@ class FractionalThreshold(keras.layers.Layer):
             ops.reshape(ops.min(top, axis=-1), (-1, 1, 1, channels))
         )
         outputs = ops.where(x > threshold, x, 0.0)
+        # Only inside `bpda.surrogate_gradients()`: same value, smooth gradient.
+        outputs = bpda.with_surrogate(outputs, bpda.threshold_surrogate(x, threshold))
         return ops.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

@@ -1,0 +1,37 @@
+"""Robustness evaluation: noise, a cleverhans attack suite, BPDA, reports.
+
+Every robustness number is the per-image worst case over a suite of attacks
+(PGD with cross-entropy and margin losses, momentum iteration, CW-L2, an
+adaptive BPDA attack, a transfer attack and gradient-free SPSA), with sanity
+checks that flag gradient masking. See docs/ROBUSTNESS.md.
+
+The submodules load lazily, so the layers can import `bpda` (the surrogate
+gradient scope) without importing the attack suite.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "surrogate_gradients": "bpda",
+    "with_surrogate": "bpda",
+    "has_surrogates": "bpda",
+    "make_model_fn": "attacks",
+    "SuiteConfig": "suite",
+    "QUICK": "suite",
+    "FULL": "suite",
+    "run_suite": "suite",
+    "worst_case_correct": "suite",
+    "noise_accuracy": "noise",
+    "write_report": "report",
+}
+
+__all__ = sorted(_EXPORTS) + ["attacks", "bpda", "noise", "report", "suite"]
+
+
+def __getattr__(name):
+    if name in ("attacks", "bpda", "noise", "report", "suite"):
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,382 @@
+"""Attacks: cleverhans 4.0.0 wrappers and Keras 3 shims, budgets enforced.
+
+Every attack takes images in [0, 1] (`float32`, NHWC), their true labels
+and a budget in pixel space, and returns numpy adversarial examples that
+are projected onto the budget ball and clipped to [0, 1] (a final
+projection removes float rounding; `check_budget` verifies it). Attacks
+are untargeted and use the true labels.
+
+`make_model_fn` turns a Keras model into the one `tf.function` that all
+attacks on it share (cleverhans traces per model_fn object: a new lambda
+per call retraces every step); with `surrogate=` it is the BPDA model,
+whose backward pass uses the layers' declared surrogates.
+
+Keras 3 shims (cleverhans 4.0.0 was written for tf.keras 2):
+- `carlini_wagner_l2`: cleverhans calls `optimizer.variables()` (a
+  property in Keras 3) and resets every optimizer variable to zero, which
+  in Keras 3 includes the learning rate (the attack then stops moving); its
+  trade-off constant has the shape of the images instead of one value per
+  image, a passed `y` silently turns the attack targeted, and one
+  optimizer is reused across batches of different shapes. The shim keeps
+  cleverhans' loss and gradient step and fixes those.
+- `spsa`: cleverhans' `SPSAAdam` calls `Adam(lr=...)`, which Keras 3
+  rejects; the shim builds it with `learning_rate=` and runs cleverhans'
+  `projected_optimization` inside one cached `tf.function`.
+"""
+
+import numpy as np
+import tensorflow as tf
+from cleverhans.tf2.attacks import carlini_wagner_l2 as _cw
+from cleverhans.tf2.attacks import spsa as _spsa
+from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+from cleverhans.tf2.attacks.momentum_iterative_method import (
+    momentum_iterative_method,
+)
+from cleverhans.tf2.attacks.projected_gradient_descent import (
+    projected_gradient_descent,
+)
+from cleverhans.tf2.utils import set_with_mask
+
+from keras_hebb.robustness import bpda
+
+NORMS = {"linf": np.inf, "l2": 2}
+#: Slack allowed by `check_budget` for float32 rounding.
+BUDGET_TOLERANCE = 1e-5
+
+
+def make_model_fn(model, surrogate=None, temperature=0.1):
+    """The `tf.function` (images -> float32 logits) that attacks call.
+
+    Args:
+        model: a Keras model taking images in [0, 1], returning logits.
+        surrogate: `None` for the true gradients, or a `bpda` mode
+            (`"smooth"`, `"identity"`) for the BPDA model: same forward
+            values, surrogate gradients. Defaults to `None`.
+        temperature: surrogate smoothing. Defaults to `0.1`.
+
+    Returns:
+        A `tf.function` with a batch-polymorphic input signature, so a new
+        batch size does not retrace the model.
+    """
+    spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
+
+    def connected(x, outputs):
+        # `+ 0 * sum(x)` leaves the value unchanged but keeps the gradient
+        # defined (zero) for a model whose output does not depend
+        # differentiably on its input; cleverhans would crash on `None`.
+        outputs = tf.cast(outputs, tf.float32)
+        return outputs + 0.0 * tf.reduce_sum(x, axis=list(range(1, x.shape.rank)))[:, None]
+
+    if surrogate is None:
+
+        def logits(x):
+            return connected(x, model(x, training=False))
+
+    else:
+        # Validate now, not at trace time.
+        with bpda.surrogate_gradients(surrogate, temperature):
+            pass
+
+        def logits(x):
+            with bpda.surrogate_gradients(surrogate, temperature):
+                return connected(x, model(x, training=False))
+
+    return tf.function(logits, input_signature=[spec])
+
+
+def cross_entropy_loss(labels, logits):
+    """Per-example softmax cross-entropy (the loss to maximize)."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def margin_loss(labels, logits):
+    """Per-example CW margin `max_{j != y} z_j - z_y` (the loss to maximize).
+
+    Unlike cross-entropy it does not saturate on confidently classified
+    images (float32 softmax reaches exactly 1 and the gradient vanishes).
+    """
+    labels = tf.cast(labels, tf.int32)
+    mask = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)
+    true_logit = tf.reduce_sum(mask * logits, axis=-1)
+    other = tf.reduce_max(logits - mask * 1e9, axis=-1)
+    return other - true_logit
+
+
+LOSSES = {"ce": cross_entropy_loss, "margin": margin_loss}
+
+
+def project(x, adversarial, norm, eps):
+    """Projects `adversarial` onto the `norm` ball of radius `eps` around
+    `x`, then clips to [0, 1] (numpy, float32)."""
+    x = np.asarray(x, np.float32)
+    delta = np.asarray(adversarial, np.float32) - x
+    if norm == "linf":
+        delta = np.clip(delta, -eps, eps)
+    elif norm == "l2":
+        flat = delta.reshape(len(delta), -1)
+        length = np.sqrt(np.sum(flat.astype(np.float64) ** 2, axis=1))
+        # Shrink a hair below eps so float32 rounding cannot leave the ball.
+        factor = np.minimum(1.0, eps * (1 - 1e-6) / np.maximum(length, 1e-12))
+        delta = (flat * factor[:, None].astype(np.float32)).reshape(delta.shape)
+    else:
+        raise ValueError(f"Invalid value for `norm`: expected 'linf' or 'l2'. Received: norm={norm!r}")
+    return np.clip(x + delta, 0.0, 1.0).astype(np.float32)
+
+
+def distances(x, adversarial, norm):
+    """Per-example `norm` distance between `x` and `adversarial`."""
+    delta = (np.asarray(adversarial, np.float64) - np.asarray(x, np.float64))
+    delta = delta.reshape(len(delta), -1)
+    if norm == "linf":
+        return np.abs(delta).max(axis=1) if delta.size else np.zeros(len(delta))
+    return np.sqrt(np.sum(delta * delta, axis=1))
+
+
+def check_budget(x, adversarial, norm, eps, tolerance=BUDGET_TOLERANCE):
+    """Raises `AssertionError` unless every example is in budget and [0, 1]."""
+    adversarial = np.asarray(adversarial)
+    if adversarial.shape != np.asarray(x).shape:
+        raise AssertionError(f"shape {adversarial.shape} != {np.asarray(x).shape}")
+    if not np.all(np.isfinite(adversarial)):
+        raise AssertionError("adversarial examples contain NaN or inf")
+    if adversarial.min(initial=0.0) < 0.0 or adversarial.max(initial=0.0) > 1.0:
+        raise AssertionError("adversarial examples leave [0, 1]")
+    worst = distances(x, adversarial, norm).max(initial=0.0)
+    if worst > eps + tolerance:
+        raise AssertionError(f"{norm} distance {worst} exceeds the budget {eps}")
+
+
+def _batches(n, batch_size):
+    for start in range(0, n, batch_size):
+        yield slice(start, min(n, start + batch_size))
+
+
+def _step_size(eps, steps, factor=2.5):
+    # Madry et al.'s rule of thumb: enough to cross the ball 2.5 times.
+    return min(eps, factor * eps / steps)
+
+
+def fgsm(model_fn, x, y, eps, norm="linf", batch_size=256):
+    """Fast gradient (sign) method: one step of size `eps` on the CE loss."""
+    out = np.empty_like(x)
+    for s in _batches(len(x), batch_size):
+        adv = fast_gradient_method(
+            model_fn, tf.constant(x[s]), eps, NORMS[norm],
+            loss_fn=cross_entropy_loss, clip_min=0.0, clip_max=1.0,
+            y=tf.constant(y[s]),
+        )
+        out[s] = adv.numpy()
+    return project(x, out, norm, eps)
+
+
+def pgd(model_fn, x, y, eps, norm="linf", steps=10, loss="ce", step_size=None,
+        random_start=True, batch_size=256):
+    """Projected gradient descent (cleverhans), untargeted.
+
+    Args:
+        model_fn: from `make_model_fn`.
+        x, y: images in [0, 1] and their integer labels.
+        eps: budget in pixel space.
+        norm: `"linf"` or `"l2"`. Defaults to `"linf"`.
+        steps: iterations. Defaults to `10`.
+        loss: `"ce"` (cross-entropy) or `"margin"` (CW margin).
+            Defaults to `"ce"`.
+        step_size: per-step size; `None` uses `2.5 * eps / steps`.
+        random_start: start uniformly inside the ball. Defaults to `True`.
+        batch_size: images per batch. Defaults to `256`.
+    """
+    if eps == 0:
+        return np.array(x, np.float32)
+    loss_fn = LOSSES[loss]
+    step = step_size if step_size is not None else _step_size(eps, steps)
+    out = np.empty_like(x)
+    for s in _batches(len(x), batch_size):
+        adv = projected_gradient_descent(
+            model_fn, tf.constant(x[s]), eps, step, steps, NORMS[norm],
+            loss_fn=loss_fn, clip_min=0.0, clip_max=1.0,
+            y=tf.constant(y[s]), rand_init=random_start,
+        )
+        out[s] = adv.numpy()
+    return project(x, out, norm, eps)
+
+
+def mim(model_fn, x, y, eps, norm="linf", steps=10, decay=1.0, batch_size=256):
+    """Momentum iterative method (cleverhans), CE loss, step `eps / steps`."""
+    if eps == 0:
+        return np.array(x, np.float32)
+    out = np.empty_like(x)
+    for s in _batches(len(x), batch_size):
+        adv = momentum_iterative_method(
+            model_fn, tf.constant(x[s]), eps=eps, eps_iter=eps / steps,
+            nb_iter=steps, norm=NORMS[norm], clip_min=0.0, clip_max=1.0,
+            y=tf.constant(y[s]), decay_factor=decay, sanity_checks=False,
+        )
+        out[s] = adv.numpy()
+    return project(x, out, norm, eps)
+
+
+class _CarliniWagnerL2(_cw.CarliniWagnerL2):
+    """cleverhans' CW-L2 (loss, tanh box, gradient step) fixed for Keras 3.
+
+    `_attack` is rewritten: one trade-off constant per image, a fresh Keras 3
+    Adam per binary-search step (cleverhans zeroed all optimizer variables,
+    the learning rate included), true labels passed per batch, untargeted.
+    """
+
+    def __init__(self, model_fn, **kwargs):
+        super().__init__(model_fn, **kwargs)
+        self.targeted = False
+
+    def attack(self, x, y):
+        adversarial = np.zeros_like(x)
+        for s in _batches(len(x), self.batch_size):
+            adversarial[s] = self._attack(x[s], y[s]).numpy()
+        return adversarial
+
+    def _attack(self, x, y):
+        import keras
+
+        original = tf.constant(x, tf.float32)
+        n = original.shape[0]
+        y = tf.one_hot(tf.constant(y, tf.int64), self.num_classes)
+        labels = tf.cast(tf.argmax(y, axis=1), tf.int32)
+        # To tanh space, as cleverhans does.
+        w = (original - self.clip_min) / (self.clip_max - self.clip_min)
+        w = tf.atanh((tf.clip_by_value(w, 0.0, 1.0) * 2.0 - 1.0) * 0.999999)
+
+        lower = tf.zeros((n,))
+        upper = tf.fill((n,), 1e10)
+        const = tf.fill((n,), float(self.initial_const))
+        best_l2 = tf.fill((n,), 1e10)
+        best_attack = original
+        modifier = tf.Variable(tf.zeros_like(w), trainable=True)
+
+        for _ in range(self.binary_search_steps):
+            modifier.assign(tf.zeros_like(w))
+            optimizer = keras.optimizers.Adam(self.learning_rate)
+            success = tf.zeros((n,), tf.bool)
+            previous = None
+            for iteration in range(self.max_iterations):
+                x_new, grads, loss, logits, l2_dist = self.gradient(w, y, modifier, const)
+                optimizer.apply_gradients([(grads, modifier)])
+                if self.abort_early and iteration % ((self.max_iterations // 10) or 1) == 0:
+                    if previous is not None and loss > previous * 0.9999:
+                        break
+                    previous = loss
+                pred = tf.cast(tf.argmax(logits + self.confidence * y, axis=1), tf.int32)
+                fooled = tf.not_equal(pred, labels)
+                success = tf.logical_or(success, fooled)
+                better = tf.logical_and(fooled, l2_dist < best_l2)
+                best_l2 = set_with_mask(best_l2, l2_dist, better)
+                best_attack = tf.where(tf.reshape(better, (-1, 1, 1, 1)), x_new, best_attack)
+            # Binary search on the constant, per image.
+            upper = tf.where(success, tf.minimum(upper, const), upper)
+            lower = tf.where(success, lower, tf.maximum(lower, const))
+            bounded = upper < 1e9
+            const = tf.where(bounded, (lower + upper) / 2.0, const * 10.0)
+        return best_attack
+
+
+def carlini_wagner_l2(model_fn, x, y, num_classes, steps=100, binary_search_steps=5,
+                      learning_rate=0.01, initial_const=0.1, confidence=0.0,
+                      batch_size=256):
+    """Carlini-Wagner L2 (minimal distortion; unbounded, see `project`).
+
+    Returns the closest adversarial example found per image, or the image
+    itself where the attack failed.
+    """
+    attack = _CarliniWagnerL2(
+        model_fn, batch_size=batch_size, clip_min=0.0, clip_max=1.0,
+        binary_search_steps=binary_search_steps, max_iterations=steps,
+        abort_early=True, confidence=confidence, initial_const=initial_const,
+        learning_rate=learning_rate,
+    )
+    attack.num_classes = num_classes
+    return np.clip(attack.attack(np.asarray(x, np.float32), np.asarray(y)), 0.0, 1.0)
+
+
+class _SPSAAdam(_spsa.SPSAAdam):
+    """cleverhans' SPSAAdam, built with Keras 3's `learning_rate=`."""
+
+    def __init__(self, lr=0.01, delta=0.01, num_samples=128, num_iters=1):
+        import keras
+
+        keras.optimizers.Adam.__init__(self, learning_rate=lr)
+        if num_samples % 2:
+            raise ValueError(f"SPSA needs an even number of samples. Received: {num_samples}")
+        self.lr = lr
+        self._delta = delta
+        self._num_samples = num_samples // 2  # mirrored +/- delta
+        self._num_iters = num_iters
+        self._compare_to_analytic_grad = False
+
+
+_SPSA_GRAPHS = {}
+
+
+def _spsa_graph(model_fn, image_shape, steps, samples, learning_rate, delta):
+    key = (id(model_fn), image_shape, steps, samples, learning_rate, delta)
+    if key not in _SPSA_GRAPHS:
+        optimizer = _SPSAAdam(learning_rate, delta, samples)
+
+        def loss_fn(images, label):
+            # Untargeted: minimize (true logit - best other logit).
+            logits = model_fn(images)
+            return -_spsa.margin_logit_loss(logits, label, nb_classes=logits.shape[-1])
+
+        @tf.function(input_signature=[
+            tf.TensorSpec((1,) + image_shape, tf.float32),
+            tf.TensorSpec((1,), tf.int64),
+            tf.TensorSpec((), tf.float32),
+        ])
+        def run(image, label, eps):
+            return _spsa.projected_optimization(
+                loss_fn, image, label, eps, steps, optimizer,
+                clip_min=0.0, clip_max=1.0, early_stop_loss_threshold=0.0,
+            )
+
+        _SPSA_GRAPHS[key] = (run, model_fn)  # keep model_fn alive with its id
+    return _SPSA_GRAPHS[key][0]
+
+
+def spsa(model_fn, x, y, eps, steps=20, samples=64, learning_rate=0.01, delta=0.01,
+         progress=None):
+    """SPSA (gradient-free, Linf, cleverhans), one image at a time.
+
+    Estimates gradients from `samples` random +/-delta probes per step, so
+    it cannot be fooled by masked or shattered gradients. Stops early on
+    an image once it is misclassified. `progress` is called after each
+    image (for a progress bar).
+    """
+    if eps == 0:
+        return np.array(x, np.float32)
+    run = _spsa_graph(model_fn, tuple(x.shape[1:]), int(steps), int(samples),
+                      float(learning_rate), float(delta))
+    out = np.empty_like(x)
+    for i in range(len(x)):
+        out[i] = run(tf.constant(x[i:i + 1]), tf.constant(y[i:i + 1], tf.int64),
+                     tf.constant(eps, tf.float32)).numpy()[0]
+        if progress is not None:
+            progress()
+    return project(x, out, "linf", eps)
+
+
+def predict(model_fn, x, batch_size=512):
+    """Predicted classes of `model_fn` on `x` (numpy int64)."""
+    out = []
+    for s in _batches(len(x), batch_size):
+        out.append(np.argmax(model_fn(tf.constant(x[s])).numpy(), axis=1))
+    return np.concatenate(out) if out else np.zeros((0,), np.int64)
+
+
+def input_gradients(model_fn, x, y, loss="margin", batch_size=256):
+    """Gradient of the per-example `loss` with respect to the input."""
+    loss_fn = LOSSES[loss]
+    out = np.empty_like(x)
+    for s in _batches(len(x), batch_size):
+        xs = tf.constant(x[s])
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            value = loss_fn(tf.constant(y[s]), model_fn(xs))
+        out[s] = tape.gradient(value, xs).numpy()
+    return out

@@ -1,0 +1,214 @@
+"""Reports of a suite run: JSON, Markdown and PNG plots (matplotlib, Agg)."""
+
+import json
+import os
+
+import numpy as np
+
+
+def first_layer_kernel(model):
+    """The first convolution's kernel `(kh, kw, in, out)` as numpy, or None.
+
+    For a `HaHBlock` the kernel is its `conv.kernel` (shown as normalized
+    by the plot); for a `Conv2D`, its `kernel`.
+    """
+    import keras
+
+    from keras_hebb.layers import HaHBlock
+
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, HaHBlock):
+            return keras.ops.convert_to_numpy(layer.conv.kernel)
+        if isinstance(layer, keras.layers.Conv2D):
+            return keras.ops.convert_to_numpy(layer.kernel)
+    return None
+
+
+def filter_grid(kernel, pad=1):
+    """Tiles the filters of `kernel` `(kh, kw, in, out)` into one image.
+
+    Each filter is scaled to [0, 1] on its own; 1 or 3 input channels give
+    a gray or RGB tile, others show the mean over input channels.
+    Returns an `(H, W)` or `(H, W, 3)` float array.
+    """
+    kh, kw, cin, cout = kernel.shape
+    tiles = np.transpose(kernel, (3, 0, 1, 2))
+    if cin not in (1, 3):
+        tiles = tiles.mean(axis=-1, keepdims=True)
+    low = tiles.min(axis=(1, 2, 3), keepdims=True)
+    high = tiles.max(axis=(1, 2, 3), keepdims=True)
+    tiles = (tiles - low) / np.maximum(high - low, 1e-12)
+    columns = int(np.ceil(np.sqrt(cout)))
+    rows = int(np.ceil(cout / columns))
+    channels = tiles.shape[-1]
+    grid = np.ones((rows * (kh + pad) + pad, columns * (kw + pad) + pad, channels))
+    for i in range(cout):
+        r, c = divmod(i, columns)
+        top, left = pad + r * (kh + pad), pad + c * (kw + pad)
+        grid[top:top + kh, left:left + kw] = tiles[i]
+    return grid[..., 0] if channels == 1 else grid
+
+
+def _robust_curve(entry, norm):
+    records = entry["attacks"].get(norm, [])
+    budgets = [0.0] + [r["budget"] for r in records]
+    accuracy = [entry["clean_accuracy"]] + [r["robust_accuracy"] for r in records]
+    return budgets, accuracy
+
+
+def plot_all(results, out_dir, kernels=None):
+    """Writes the PNG plots; returns their file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    models = results["models"]
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, entry in models.items():
+        sigmas = [0.0] + [n["sigma"] for n in entry["noise"]]
+        accuracy = [entry["clean_accuracy"]] + [n["accuracy"] for n in entry["noise"]]
+        ax.plot(sigmas, accuracy, marker="o", label=name)
+    ax.set(xlabel="Gaussian noise sigma (pixels in [0, 1])", ylabel="accuracy",
+           ylim=(0, 1), title="Accuracy under noise")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "noise.png"), dpi=120)
+    plt.close(fig)
+    written.append("noise.png")
+
+    for norm, label in (("linf", "L-inf"), ("l2", "L2")):
+        if not any(entry["attacks"].get(norm) for entry in models.values()):
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for name, entry in models.items():
+            budgets, accuracy = _robust_curve(entry, norm)
+            ax.plot(budgets, accuracy, marker="o", label=name)
+        ax.set(xlabel=f"{label} budget (pixels in [0, 1])",
+               ylabel="robust accuracy (worst case)", ylim=(0, 1),
+               title=f"Robust accuracy, {label}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, f"robust_{norm}.png"), dpi=120)
+        plt.close(fig)
+        written.append(f"robust_{norm}.png")
+
+    with_stats = {n: e["sparsity"] for n, e in models.items() if e.get("sparsity")}
+    if with_stats:
+        fig, axes = plt.subplots(1, len(with_stats), figsize=(4.5 * len(with_stats), 3.5),
+                                 squeeze=False)
+        for ax, (name, stats) in zip(axes[0], with_stats.items()):
+            layers = [s["layer"] for s in stats]
+            ax.bar(range(len(layers)), [s["nonzero_fraction"] for s in stats])
+            ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=7)
+            ax.set(ylabel="fraction of non-zero activations", ylim=(0, 1), title=name)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "sparsity.png"), dpi=120)
+        plt.close(fig)
+        written.append("sparsity.png")
+
+    for name, kernel in (kernels or {}).items():
+        if kernel is None:
+            continue
+        grid = filter_grid(kernel)
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(f"{name}: first-layer filters")
+        fig.tight_layout()
+        file_name = f"filters_{_safe(name)}.png"
+        fig.savefig(os.path.join(out_dir, file_name), dpi=120)
+        plt.close(fig)
+        written.append(file_name)
+    return written
+
+
+def _safe(name):
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _percent(value):
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def markdown(results):
+    """The human-readable summary: tables of accuracies and checks."""
+    models = results["models"]
+    settings = results["settings"]
+    lines = [
+        "# Robustness report",
+        "",
+        f"Dataset `{settings.get('dataset', '?')}` ({settings['images']} images), "
+        f"suite `{settings['name']}`, seed {settings['seed']}. Robust accuracy is the "
+        "per-image worst case over every attack of the suite at each budget "
+        "(budgets in [0, 1] pixel space).",
+        "",
+    ]
+    names = list(models)
+    lines += ["## Clean and noise accuracy", "",
+              "| model | clean | " + " | ".join(
+                  f"noise {n['sigma']:g}" for n in models[names[0]]["noise"]) + " |",
+              "|---" * (2 + len(models[names[0]]["noise"])) + "|"]
+    for name in names:
+        entry = models[name]
+        lines.append(f"| {name} | {_percent(entry['clean_accuracy'])} | " + " | ".join(
+            _percent(n["accuracy"]) for n in entry["noise"]) + " |")
+    for norm, label in (("linf", "L-inf"), ("l2", "L2")):
+        if not models[names[0]]["attacks"].get(norm):
+            continue
+        budgets = [r["budget"] for r in models[names[0]]["attacks"][norm]]
+        lines += ["", f"## Robust accuracy, {label} (worst case over the suite)", "",
+                  "| model | " + " | ".join(f"eps {b:g}" for b in budgets) + " |",
+                  "|---" * (1 + len(budgets)) + "|"]
+        for name in names:
+            records = models[name]["attacks"].get(norm, [])
+            lines.append(f"| {name} | " + " | ".join(
+                _percent(r["robust_accuracy"]) for r in records) + " |")
+        lines += ["", f"Accuracy after each stage kind ({label}; gradient = plain "
+                  "gradient attacks, adaptive = + BPDA, black box = + transfer and SPSA):", "",
+                  "| model | budget | after gradient | after adaptive | after black box |",
+                  "|---|---|---|---|---|"]
+        for name in names:
+            for r in models[name]["attacks"].get(norm, []):
+                lines.append(
+                    f"| {name} | {r['budget']:g} | {_percent(r['accuracy_after_gradient'])} | "
+                    f"{_percent(r['accuracy_after_adaptive'])} | "
+                    f"{_percent(r['accuracy_after_black_box'])} |")
+    lines += ["", "## Sanity checks", "",
+              "| model | " + " | ".join(models[names[0]]["checks"]) + " |",
+              "|---" * (1 + len(models[names[0]]["checks"])) + "|"]
+    for name in names:
+        checks = models[name]["checks"]
+        lines.append(f"| {name} | " + " | ".join(
+            "pass" if c["passed"] else "**FAIL**" for c in checks.values()) + " |")
+    lines += [""]
+    for key, check in models[names[0]]["checks"].items():
+        lines.append(f"- `{key}`: {check['meaning']}.")
+    if any(e.get("sparsity") for e in models.values()):
+        lines += ["", "## Activations (clean images)", "",
+                  "| model | layer | non-zero fraction | disparity |", "|---|---|---|---|"]
+        for name in names:
+            for s in models[name].get("sparsity") or []:
+                lines.append(f"| {name} | {s['layer']} | {s['nonzero_fraction']:.3f} | "
+                             f"{s['disparity']:.3f} |")
+    lines += ["", "## Cost", "", "| model | seconds | seconds per image |", "|---|---|---|"]
+    for name in names:
+        lines.append(f"| {name} | {models[name]['seconds']} | "
+                     f"{models[name]['seconds_per_image']} |")
+    lines += ["", "Every setting (attack, budget, steps, restarts, images, seed) and "
+              "every stage's count are in `report.json`.", ""]
+    return "\n".join(lines)
+
+
+def write_report(results, out_dir, kernels=None):
+    """Writes `report.json`, `report.md` and the plots into `out_dir`."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(markdown(results))
+    return ["report.json", "report.md"] + plot_all(results, out_dir, kernels)

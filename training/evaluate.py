@@ -1,0 +1,250 @@
+"""`python -m training evaluate`: robustness report of one or several models.
+
+    python -m training evaluate --model std.keras hah.keras \\
+        --dataset fashion_mnist --suite quick --images 500 --out reports/quick
+
+Every model is evaluated on exactly the same images, noise draws and
+attack seeds; the report (report.json, report.md, PNG plots) goes to
+`--out`. Robust accuracy is the per-image worst case over the whole suite
+(keras_hebb.robustness; docs/ROBUSTNESS.md). Mistakes a user can make
+(missing or invalid model file, mismatched dataset, unknown attack,
+negative budget) end with one line on stderr and exit status 2.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its inputs: one line, exit 2."""
+
+
+def _floats(text):
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, received {text!r}"
+        ) from None
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m training evaluate",
+        description="Clean, noise and worst-case adversarial accuracy, sanity "
+        "checks, activation sparsity; JSON, Markdown and PNG report.",
+    )
+    parser.add_argument("--model", nargs="+", required=True, metavar="MODEL.keras",
+                        help="one or several .keras models, evaluated side by side")
+    parser.add_argument("--transfer-from", nargs="*", default=None, metavar="MODEL.keras",
+                        help="source models of the transfer attack (default: the "
+                        "other --model files)")
+    parser.add_argument("--dataset", default="fashion_mnist",
+                        help="dataset name for keras_hebb.data.load_arrays "
+                        "(default: fashion_mnist)")
+    parser.add_argument("--split", default="test", help="dataset split (default: test)")
+    parser.add_argument("--suite", choices=("quick", "full"), default="quick",
+                        help="attack suite preset (default: quick)")
+    parser.add_argument("--images", type=int, default=None,
+                        help="number of images (default: 500 quick, 1000 full)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument("--out", default="robustness_report", help="output directory")
+    parser.add_argument("--attacks", default=None,
+                        help="comma-separated subset of the suite's attacks")
+    parser.add_argument("--linf-budgets", type=_floats, default=None,
+                        help="comma-separated Linf budgets in [0, 1] pixels")
+    parser.add_argument("--l2-budgets", type=_floats, default=None,
+                        help="comma-separated L2 budgets in [0, 1] pixels")
+    parser.add_argument("--noise-sigmas", type=_floats, default=None,
+                        help="comma-separated Gaussian noise sigmas")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _config(args):
+    import dataclasses
+
+    from keras_hebb.robustness import suite
+
+    config = suite.PRESETS[args.suite]
+    changes = {}
+    if args.attacks is not None:
+        names = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+        unknown = [a for a in names if a not in suite.ATTACK_NAMES]
+        if unknown or not names:
+            raise UsageError(
+                f"unknown attack {unknown[0] if unknown else args.attacks!r}; "
+                f"expected some of {', '.join(suite.ATTACK_NAMES)}"
+            )
+        changes["attacks"] = names
+    for option, field in (("linf_budgets", "linf_budgets"), ("l2_budgets", "l2_budgets"),
+                          ("noise_sigmas", "noise_sigmas")):
+        values = getattr(args, option)
+        if values is None:
+            continue
+        bad = [v for v in values if not v >= 0]
+        if bad:
+            flag = "--" + option.replace("_", "-")
+            raise UsageError(f"{flag} must be numbers >= 0, received {bad[0]:g}")
+        changes[field] = values
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1, received {args.batch_size}")
+        changes["batch_size"] = args.batch_size
+    try:
+        return dataclasses.replace(config, **changes)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _check_model_file(path):
+    # Before TensorFlow is imported: a typo fails in a fraction of a second.
+    import zipfile
+
+    if not os.path.isfile(path):
+        raise UsageError(f"model file not found: {path}")
+    if not path.endswith(".keras") or not zipfile.is_zipfile(path):
+        raise UsageError(f"could not load a Keras model from {path}: not a .keras archive")
+
+
+def _load_model(path):
+    _check_model_file(path)
+    import keras
+
+    import keras_hebb  # noqa: F401  (registers the custom layers)
+
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as error:  # any failure to read means a bad file
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"could not load a Keras model from {path}: {message}") from None
+    if not isinstance(model, keras.Model) or len(model.inputs) != 1:
+        raise UsageError(f"{path} is not a single-input Keras model")
+    return model
+
+
+def _model_names(paths):
+    names = []
+    for path in paths:
+        base = os.path.splitext(os.path.basename(path))[0]
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.append(name)
+    return names
+
+
+def run(args):
+    """Runs the evaluation for parsed `args`; returns the results dict."""
+    import numpy as np
+
+    for path in list(args.model) + list(args.transfer_from or []):
+        _check_model_file(path)
+    from keras_hebb import data, sparsity
+    from keras_hebb.robustness import report, suite
+
+    config = _config(args)
+    images_wanted = args.images if args.images is not None else (
+        500 if args.suite == "quick" else 1000)
+    if images_wanted < 1:
+        raise UsageError(f"--images must be >= 1, received {images_wanted}")
+    paths = list(dict.fromkeys(args.model))
+    names = _model_names(paths)
+    models = {name: _load_model(path) for name, path in zip(names, paths)}
+
+    try:
+        images, labels = data.load_arrays(args.dataset, args.split, images_wanted)
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        raise UsageError(f"could not load dataset {args.dataset!r} ({args.split}): "
+                         f"{str(error).splitlines()[0] if str(error) else error!r}") from None
+    images = np.asarray(images, np.float32)
+    for name, model in models.items():
+        expected = tuple(model.input_shape[1:])
+        if tuple(images.shape[1:]) != expected:
+            raise UsageError(
+                f"dataset {args.dataset!r} has images of shape {tuple(images.shape[1:])} "
+                f"but model {name!r} expects {expected}"
+            )
+        if int(model.output_shape[-1]) <= int(labels.max()):
+            raise UsageError(
+                f"model {name!r} has {model.output_shape[-1]} outputs but dataset "
+                f"{args.dataset!r} has label {int(labels.max())}"
+            )
+
+    transfer_sources = None
+    if args.transfer_from is not None:
+        sources = list(dict.fromkeys(args.transfer_from))
+        source_names = []
+        for path in sources:
+            if path in paths:
+                source_names.append(names[paths.index(path)])
+                continue
+            name = "source_" + _model_names([path])[0]
+            model = _load_model(path)
+            if tuple(model.input_shape[1:]) != tuple(images.shape[1:]):
+                raise UsageError(
+                    f"transfer source {path} expects {tuple(model.input_shape[1:])}, "
+                    f"dataset images are {tuple(images.shape[1:])}")
+            models[name] = model
+            source_names.append(name)
+        transfer_sources = {n: [s for s in source_names if s != n] for n in names}
+        for name in source_names:
+            transfer_sources.setdefault(name, [])
+    evaluated = {n: models[n] for n in names}
+    extra = {n: m for n, m in models.items() if n not in evaluated}
+
+    results = suite.run_suite(
+        {**evaluated, **extra}, images, labels, config, seed=args.seed,
+        transfer_sources=transfer_sources, progress=not args.no_progress,
+        evaluate=list(evaluated),
+    )
+    results["settings"].update({
+        "dataset": args.dataset, "split": args.split,
+        "model_files": dict(zip(names, paths)),
+        "transfer_files": args.transfer_from,
+    })
+    kernels = {}
+    for name, model in evaluated.items():
+        try:
+            stats = sparsity.activation_statistics(model, images)
+        except ValueError as error:
+            stats = None
+            results["models"][name]["sparsity_error"] = str(error)
+        results["models"][name]["sparsity"] = stats
+        kernels[name] = report.first_layer_kernel(model)
+    written = report.write_report(results, args.out, kernels)
+    return results, written
+
+
+def main(argv=None):
+    """Runs `evaluate` with `argv`; returns the exit status.
+
+    0 when the report was written (failed sanity checks are reported in it
+    and printed, not turned into an error), 2 for a usage mistake.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        results, written = run(args)
+    except UsageError as error:
+        print(f"evaluate: error: {error}", file=sys.stderr)
+        return 2
+    for name, entry in results["models"].items():
+        failed = [k for k, c in entry["checks"].items() if not c["passed"]]
+        print(f"{name}: clean {entry['clean_accuracy']:.3f}, checks "
+              f"{'all passed' if not failed else 'FAILED: ' + ', '.join(failed)}, "
+              f"{entry['seconds']:.0f} s")
+    print(f"report: {os.path.join(args.out, 'report.md')} ({', '.join(written)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
