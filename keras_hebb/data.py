@@ -344,13 +344,18 @@ def load_dataset(
     limit=None,
     drop_remainder=False,
     download=True,
+    epochs=None,
+    initial_epoch=0,
 ):
     """A batched `tf.data.Dataset` of `(images float32 [0, 1] NHWC, labels)`.
 
-    The order of examples and the augmentation of each one are a function
-    of `seed` (and of how many times the dataset has been iterated: each
-    pass, i.e. each epoch, gets a new order and new crops, the same for
-    every run with that seed).
+    The order of the examples and the augmentation of each one in an epoch
+    are a function of `(seed, epoch)` alone. By default the dataset is one
+    epoch long and each pass over it (each `fit` epoch) is the next epoch
+    of a seeded sequence. With `epochs`, it holds epochs `initial_epoch`,
+    ..., `epochs - 1` back to back (use it with `fit(steps_per_epoch=...)`):
+    a run resumed at epoch `initial_epoch` then sees exactly the data an
+    uninterrupted run would have seen. Batches never straddle two epochs.
 
     Example:
 
@@ -363,16 +368,20 @@ def load_dataset(
         split: `"train"` or `"test"` (tfds datasets accept any tfds split).
             Defaults to `"train"`.
         batch_size: examples per batch. Defaults to `128`.
-        shuffle: shuffle the examples every pass. Defaults to `False`.
-        augment: random crop with padding, and horizontal flip where it
-            keeps the label (see `DATASETS`). Defaults to `False`.
+        shuffle: shuffle the examples every epoch. Defaults to `False`.
+        augment: random crop with zero padding, and horizontal flip where
+            it keeps the label (see `DATASETS`). Defaults to `False`.
         seed: int seed of shuffling and augmentation; `None` picks one at
             random. Defaults to `None`.
         data_dir: tfds data directory. Defaults to tfds's default.
         limit: use only the first `limit` examples. Defaults to `None`.
-        drop_remainder: drop a last, smaller batch. Defaults to `False`.
+        drop_remainder: drop a last, smaller batch of each epoch.
+            Defaults to `False`.
         download: whether a missing tfds dataset may be downloaded.
             Defaults to `True`.
+        epochs: if given, the dataset holds the epochs `initial_epoch` to
+            `epochs - 1`. Defaults to `None` (one epoch per pass).
+        initial_epoch: first epoch when `epochs` is given. Defaults to `0`.
 
     Raises:
         ValueError: unknown dataset or bad argument.
@@ -382,35 +391,68 @@ def load_dataset(
     import tensorflow as tf
 
     spec = dataset_spec(name)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+    for key, value, low in (("batch_size", batch_size, 1),
+                            ("initial_epoch", initial_epoch, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"Invalid value for `{key}`: expected an int >= {low}. "
+                f"Received: {key}={value!r}"
+            )
+    if epochs is not None and (
+        isinstance(epochs, bool) or not isinstance(epochs, int)
+        or epochs <= initial_epoch
+    ):
         raise ValueError(
-            "Invalid value for `batch_size`: expected a positive int. "
-            f"Received: batch_size={batch_size!r}"
+            "Invalid value for `epochs`: expected None or an int greater "
+            f"than initial_epoch={initial_epoch}. Received: epochs={epochs!r}"
         )
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
     images, labels = _uint8_arrays(name, split, limit, data_dir, download)
-    # Images stay uint8 until batches are formed: 4x less memory, and the
-    # whole split fits a full-size shuffle buffer (a perfect shuffle).
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle:
-        dataset = dataset.shuffle(
-            len(labels), seed=seed, reshuffle_each_iteration=True
+    count = len(labels)
+    # Images stay uint8 until batches are formed (4x less memory); each
+    # epoch gathers them in a permutation drawn from (seed, epoch).
+    images = tf.constant(images)
+    labels = tf.constant(labels)
+    seed = tf.constant(seed, tf.int64)
+
+    def one_epoch(epoch):
+        epoch = tf.cast(epoch, tf.int64)
+        order = tf.range(count, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(
+                order, seed=tf.stack([seed, epoch])
+            )
+        positions = tf.range(count, dtype=tf.int64) + epoch * count
+
+        def example(index, position):
+            image = tf.gather(images, index)
+            if augment:
+                # A stateless seed per (seed, epoch, position): the same
+                # crops and flips in every run with this seed.
+                image = augment_image(image, tf.stack([seed + 1, position]), spec)
+            return image, tf.gather(labels, index)
+
+        dataset = tf.data.Dataset.from_tensor_slices((order, positions)).map(
+            example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
-    if augment:
-        # One stateless seed per example, from a seeded stream that changes
-        # every pass: reproducible, and parallel map keeps the order.
-        seeds = tf.data.Dataset.random(
-            seed=seed + 1, rerandomize_each_iteration=True
-        ).batch(2)
-        dataset = tf.data.Dataset.zip(dataset, seeds).map(
-            lambda example, pair: (augment_image(example[0], pair, spec),
-                                   example[1]),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
-        )
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    dataset = dataset.map(
+        return dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+    if epochs is None:
+        # One epoch per pass; the pass number comes from a seeded stream
+        # that moves on every time the dataset is iterated again.
+        epoch_numbers = tf.data.Dataset.random(
+            seed=int(tf.get_static_value(seed)), rerandomize_each_iteration=True
+        ).take(1).map(lambda n: n % (2 ** 31))
+    else:
+        epoch_numbers = tf.data.Dataset.range(initial_epoch, epochs)
+    dataset = epoch_numbers.flat_map(one_epoch).map(
         lambda x, y: (tf.cast(x, tf.float32) / 255.0, y),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(count, batch_size, drop_remainder=False):
+    """Number of batches in one epoch of `count` examples."""
+    return count // batch_size if drop_remainder else -(-count // batch_size)
