@@ -1,0 +1,347 @@
+"""Verification of an exported version against the Keras model.
+
+For each artifact (the SavedModel's two signatures, each TFLite file) it
+measures, on N test images: accuracy next to the Keras model's, argmax
+agreement with Keras, the largest logit difference, the file size and the
+latency at batch 1 and 32. It also checks servability: `saved_model_cli
+show` lists the signature, `saved_model_cli run` and a `PredictRequest`
+give Keras's logits, the warm-up requests replay, the TFLite files hold only
+builtin ops and the int8 graph has no undocumented float islands.
+
+Results go to `verification.json` and `verification.md` in the version
+directory; `VerificationError` is raised afterwards if a check failed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from export import VerificationError
+from export import tflite as tflite_lib
+from export.savedmodel import (
+    FLOAT_SIGNATURE,
+    INPUT_NAME,
+    SERVING_SIGNATURE,
+    load_for_serving,
+    predict_request,
+    read_warmup_requests,
+    run_predict_request,
+)
+
+#: float32 artifacts: max |logit - Keras logit| <= this * max(1, max |Keras logit|).
+FLOAT32_LOGIT_TOLERANCE = 1e-4
+#: float16 weights move HaH thresholds (a top-k is discontinuous), so the
+#: logits can move a lot on a few images: float16 is held to argmax agreement.
+FLOAT16_MIN_AGREEMENT = 0.98
+#: Largest accuracy loss (in points) allowed for float16, dynamic and int8.
+MAX_ACCURACY_DROP = 1.0
+CLI_IMAGES = 8
+
+
+def _saved_model_cli():
+    candidate = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    return candidate if os.path.exists(candidate) else "saved_model_cli"
+
+
+def _median_ms(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+def _batched(fn, images, batch_size=100):
+    return np.concatenate([
+        np.asarray(fn(images[start:start + batch_size]))
+        for start in range(0, len(images), batch_size)
+    ])
+
+
+def _dir_size(path, skip=()):
+    total = 0
+    for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if os.path.join(root, d) not in skip]
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
+def compare(logits, reference, labels):
+    """Accuracy, argmax agreement and max |logit diff| against `reference`."""
+    predicted, expected = logits.argmax(-1), reference.argmax(-1)
+    return {
+        "accuracy": float(np.mean(predicted == labels)),
+        "argmax_agreement": float(np.mean(predicted == expected)),
+        "max_logit_diff": float(np.max(np.abs(logits - reference))),
+        "disagreements": [int(i) for i in np.flatnonzero(predicted != expected)],
+    }
+
+
+def _check_float32(row, reference, tolerance):
+    """Failures of a float32 artifact: logits beyond tolerance, argmax flips
+    other than near-ties (Keras's top-2 gap within twice the tolerance)."""
+    scale = max(1.0, float(np.max(np.abs(reference))))
+    failures = []
+    if row["max_logit_diff"] > tolerance * scale:
+        failures.append(
+            f"max logit difference {row['max_logit_diff']:.3g} > {tolerance * scale:.3g}"
+        )
+    top2 = np.sort(reference, axis=-1)[:, -2:]
+    gaps = top2[:, 1] - top2[:, 0]
+    flips = [i for i in row["disagreements"] if gaps[i] > 2 * tolerance * scale]
+    if flips:
+        failures.append(f"argmax differs from Keras on {len(flips)} images (e.g. {flips[:5]})")
+    return failures
+
+
+def verify_version(version_dir, model, dataset, num_images=1000, *,
+                   logit_tolerance=FLOAT32_LOGIT_TOLERANCE,
+                   max_accuracy_drop=MAX_ACCURACY_DROP, num_threads=1,
+                   model_path=None, time_it=True):
+    """Verifies every artifact of `version_dir` against `model`.
+
+    Args:
+        version_dir: a version directory written by `export.pipeline`.
+        model: the Keras model (float32 images in [0, 1] -> logits).
+        dataset: `keras_hebb.data` dataset name; its test split is used.
+        num_images: how many test images. Defaults to `1000`.
+        logit_tolerance: float32 tolerance, see `FLOAT32_LOGIT_TOLERANCE`.
+        max_accuracy_drop: points of accuracy float16/dynamic/int8 may lose.
+        num_threads: TFLite interpreter threads. Defaults to `1`.
+        model_path: recorded in the report.
+        time_it: measure latencies. Defaults to `True`.
+
+    Returns:
+        The report dict (also written to `verification.json` and `.md`).
+
+    Raises:
+        VerificationError: after writing the report, if any check failed.
+    """
+    from keras_hebb import data
+
+    images, labels = data.load_arrays(dataset, "test", num_images)
+    pixels = np.round(images * 255.0).astype(np.uint8)
+    # The exact float32 values the uint8 signature computes.
+    images = pixels.astype(np.float32) / 255.0
+    keras_fn = tf.function(lambda x: model(x, training=False))
+    reference = _batched(lambda x: keras_fn(x).numpy(), images)
+    keras_accuracy = float(np.mean(reference.argmax(-1) == labels))
+    batch1, batch32 = pixels[:1], pixels[:32]
+
+    rows = []
+    rows.append({
+        "artifact": "keras", "file": model_path, "kind": "reference",
+        "size_bytes": os.path.getsize(model_path) if model_path and os.path.exists(model_path) else None,
+        **compare(reference, reference, labels),
+        "latency_ms_batch1": _median_ms(lambda: keras_fn(images[:1]), 20) if time_it else None,
+        "latency_ms_batch32": _median_ms(lambda: keras_fn(images[:32]), 5) if time_it else None,
+        "failures": [],
+    })
+
+    loaded = load_for_serving(version_dir)
+    savedmodel_size = _dir_size(version_dir, skip={os.path.join(version_dir, "tflite")})
+    for name, inputs, b1, b32 in (
+        (SERVING_SIGNATURE, pixels, batch1, batch32),
+        (FLOAT_SIGNATURE, images, images[:1], images[:32]),
+    ):
+        signature = loaded.signatures[name]
+
+        def call(x, signature=signature):
+            return signature(**{INPUT_NAME: tf.constant(x)})["logits"].numpy()
+
+        row = {"artifact": f"savedmodel:{name}", "file": version_dir, "kind": "float32",
+               "size_bytes": savedmodel_size, **compare(_batched(call, inputs), reference, labels),
+               "latency_ms_batch1": _median_ms(lambda: call(b1), 20) if time_it else None,
+               "latency_ms_batch32": _median_ms(lambda: call(b32), 5) if time_it else None}
+        row["failures"] = _check_float32(row, reference, logit_tolerance)
+        rows.append(row)
+
+    tflite_dir = os.path.join(version_dir, "tflite")
+    int8_graph = None
+    for variant in tflite_lib.VARIANTS:
+        path = os.path.join(tflite_dir, f"model_{variant}.tflite")
+        if not os.path.exists(path):
+            continue
+        runner = tflite_lib.TFLiteRunner(path, num_threads)
+        logits = runner.logits(pixels)
+        row = {"artifact": f"tflite:{variant}", "file": path, "kind": variant,
+               "size_bytes": os.path.getsize(path), **compare(logits, reference, labels),
+               "latency_ms_batch1": runner.latency_ms(batch1, 20) if time_it else None,
+               "latency_ms_batch32": runner.latency_ms(batch32, 5) if time_it else None}
+        failures = []
+        flex = tflite_lib.non_builtin_ops(path)
+        if flex:
+            failures.append(f"non-builtin ops {flex}")
+        drop = (keras_accuracy - row["accuracy"]) * 100.0
+        if variant == "float32":
+            failures += _check_float32(row, reference, logit_tolerance)
+        else:
+            if drop > max_accuracy_drop:
+                failures.append(f"accuracy drop {drop:.2f} points > {max_accuracy_drop}")
+            if variant == "float16" and row["argmax_agreement"] < FLOAT16_MIN_AGREEMENT:
+                failures.append(
+                    f"argmax agreement {row['argmax_agreement']:.4f} < {FLOAT16_MIN_AGREEMENT}"
+                )
+        if variant == "int8":
+            int8_graph = tflite_lib.float_ops(path)
+            int8_graph["documented_exceptions"] = dict(tflite_lib.DOCUMENTED_FLOAT_OPS)
+            islands = tflite_lib.undocumented_float_islands(path)
+            if islands:
+                failures.append(
+                    "float ops between the input quantize and the output dequantize: "
+                    + ", ".join(f"{op['op']}#{op['index']}" for op in islands)
+                )
+        row["failures"] = failures
+        rows.append(row)
+
+    servability = _check_servability(version_dir, loaded, pixels[:CLI_IMAGES],
+                                     reference[:CLI_IMAGES], logit_tolerance)
+    failures = [f"{row['artifact']}: {f}" for row in rows for f in row["failures"]]
+    failures += [f"{name}: {f}" for name, check in servability.items()
+                 for f in check.get("failures", [])]
+    for row in rows:
+        row["passed"] = not row["failures"]
+        row["keras_accuracy"] = keras_accuracy
+    report = {
+        "version_dir": os.path.abspath(version_dir),
+        "model": model_path,
+        "dataset": dataset,
+        "split": "test",
+        "images": int(len(labels)),
+        "keras_accuracy": keras_accuracy,
+        "tolerances": {
+            "float32_max_logit_diff": f"{logit_tolerance} * max(1, max|Keras logit|)",
+            "float16_min_argmax_agreement": FLOAT16_MIN_AGREEMENT,
+            "max_accuracy_drop_points": max_accuracy_drop,
+        },
+        "tflite_threads": num_threads,
+        "artifacts": rows,
+        "servability": servability,
+        "int8_graph": int8_graph,
+        "passed": not failures,
+        "failures": failures,
+    }
+    write_report(version_dir, report)
+    if failures:
+        raise VerificationError("verification failed: " + "; ".join(failures))
+    return report
+
+
+def _check_servability(version_dir, loaded, pixels, reference, tolerance):
+    """saved_model_cli show/run, a PredictRequest, the warm-up requests."""
+    scale = max(1.0, float(np.max(np.abs(reference))))
+    checks = {}
+    cli = _saved_model_cli()
+
+    show = subprocess.run(
+        [cli, "show", "--dir", version_dir, "--tag_set", "serve",
+         "--signature_def", SERVING_SIGNATURE],
+        capture_output=True, text=True)
+    wanted = ["inputs['images']", "DT_UINT8", "outputs['logits']",
+              "outputs['probabilities']", "outputs['classes']", "DT_INT64"]
+    missing = [w for w in wanted if w not in show.stdout]
+    checks["saved_model_cli_show"] = {
+        "output": show.stdout.strip(),
+        "failures": [f"exit status {show.returncode}: {show.stderr.strip()[-300:]}"]
+        if show.returncode else ([f"missing {missing}"] if missing else []),
+    }
+
+    with tempfile.TemporaryDirectory(prefix="keras_hebb_cli_") as scratch:
+        inputs = os.path.join(scratch, "images.npy")
+        np.save(inputs, pixels)
+        run = subprocess.run(
+            [cli, "run", "--dir", version_dir, "--tag_set", "serve",
+             "--signature_def", SERVING_SIGNATURE, "--inputs", f"images={inputs}",
+             "--outdir", scratch, "--overwrite"],
+            capture_output=True, text=True)
+        check = {"images": int(len(pixels)), "failures": []}
+        logits_file = os.path.join(scratch, "logits.npy")
+        if run.returncode or not os.path.exists(logits_file):
+            check["failures"].append(
+                f"exit status {run.returncode}: {run.stderr.strip()[-300:]}")
+        else:
+            diff = float(np.max(np.abs(np.load(logits_file) - reference)))
+            check["max_logit_diff"] = diff
+            if diff > tolerance * scale:
+                check["failures"].append(f"max logit difference {diff:.3g}")
+        checks["saved_model_cli_run"] = check
+
+    request = predict_request(pixels)
+    response = run_predict_request(loaded, request)
+    logits = tf.make_ndarray(response.outputs["logits"])
+    diff = float(np.max(np.abs(logits - reference)))
+    checks["predict_request"] = {
+        "images": int(len(pixels)), "outputs": sorted(response.outputs),
+        "max_logit_diff": diff,
+        "failures": [f"max logit difference {diff:.3g}"] if diff > tolerance * scale else [],
+    }
+
+    warmup = read_warmup_requests(version_dir)
+    failures = [] if warmup else ["no warm-up requests"]
+    for request in warmup:
+        try:
+            run_predict_request(loaded, request)
+        except ValueError as error:
+            failures.append(str(error))
+    checks["warmup_requests"] = {"count": len(warmup), "failures": failures}
+    return checks
+
+
+def _fmt(value, pattern):
+    return "n/a" if value is None else pattern.format(value)
+
+
+def markdown_table(report):
+    """The report's artifact table as Markdown."""
+    lines = [
+        f"Verification of `{report['version_dir']}` on {report['images']} "
+        f"{report['dataset']} {report['split']} images "
+        f"(TFLite with {report['tflite_threads']} thread(s)).",
+        "",
+        "| artifact | size | accuracy | Keras accuracy | argmax agreement "
+        "| max abs logit diff | latency b=1 (ms) | latency b=32 (ms) | check |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in report["artifacts"]:
+        size = row["size_bytes"]
+        lines.append(
+            f"| {row['artifact']} | {_fmt(size and size / 1024, '{:.1f} KiB')} "
+            f"| {row['accuracy'] * 100:.2f}% | {row['keras_accuracy'] * 100:.2f}% "
+            f"| {row['argmax_agreement'] * 100:.2f}% | {row['max_logit_diff']:.2e} "
+            f"| {_fmt(row['latency_ms_batch1'], '{:.2f}')} "
+            f"| {_fmt(row['latency_ms_batch32'], '{:.2f}')} "
+            f"| {'ok' if row['passed'] else 'FAIL: ' + '; '.join(row['failures'])} |"
+        )
+    lines += ["", "Servability:", ""]
+    for name, check in report["servability"].items():
+        status = "ok" if not check["failures"] else "FAIL: " + "; ".join(check["failures"])
+        lines.append(f"- {name}: {status}")
+    graph = report.get("int8_graph")
+    if graph is not None:
+        between = ", ".join(op["op"] for op in graph["between"]) or "none"
+        after = ", ".join(op["op"] for op in graph["after_output"]) or "none"
+        lines += ["", f"int8 graph: float ops between input quantize and output "
+                      f"dequantize: {between}; float ops after the output dequantize "
+                      f"(post-processing): {after}."]
+    lines += ["", f"Result: {'PASSED' if report['passed'] else 'FAILED'}", ""]
+    return "\n".join(lines)
+
+
+def write_report(version_dir, report):
+    """Writes `verification.json` and `verification.md` (atomic replace)."""
+    for name, text in (
+        ("verification.json", json.dumps(report, indent=2)),
+        ("verification.md", markdown_table(report)),
+    ):
+        path = os.path.join(version_dir, name)
+        with open(path + ".part", "w") as f:
+            f.write(text)
+        os.replace(path + ".part", path)
