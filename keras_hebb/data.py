@@ -268,8 +268,14 @@ def _check_limit(limit):
         )
 
 
-def _uint8_arrays(name, split, limit, data_dir, download):
-    """`(images uint8 NHWC, labels int64)` from the dataset's source."""
+def load_uint8_arrays(name, split="train", limit=None, data_dir=None,
+                      download=True):
+    """`(images uint8 NHWC, labels int64)` of a split, as stored.
+
+    Arguments as for `load_arrays`; `make_dataset` turns the result into
+    a pipeline.
+    """
+    dataset_spec(name)
     _check_limit(limit)
     if name == "cifar10_sample":
         images, labels = load_cifar10_sample(split)
@@ -308,7 +314,7 @@ def load_arrays(name, split="train", limit=None, data_dir=None, download=True):
             and cannot be fetched; the message says how to get it.
     """
     dataset_spec(name)
-    images, labels = _uint8_arrays(name, split, limit, data_dir, download)
+    images, labels = load_uint8_arrays(name, split, limit, data_dir, download)
     return images.astype(np.float32) / 255.0, labels
 
 
@@ -388,6 +394,34 @@ def load_dataset(
         DatasetUnavailableError, FileNotFoundError: the data is not here
             and cannot be fetched; the message says how to get it.
     """
+    images, labels = load_uint8_arrays(name, split, limit, data_dir, download)
+    return make_dataset(
+        images, labels, name, batch_size=batch_size, shuffle=shuffle,
+        augment=augment, seed=seed, drop_remainder=drop_remainder,
+        epochs=epochs, initial_epoch=initial_epoch,
+    )
+
+
+def make_dataset(
+    images,
+    labels,
+    name,
+    batch_size=128,
+    shuffle=False,
+    augment=False,
+    seed=None,
+    drop_remainder=False,
+    epochs=None,
+    initial_epoch=0,
+):
+    """The pipeline of `load_dataset` over arrays from `load_uint8_arrays`.
+
+    Args:
+        images: uint8 NHWC images.
+        labels: int labels.
+        name: the dataset's name in `DATASETS` (for its augmentation).
+        Others: as for `load_dataset`.
+    """
     import tensorflow as tf
 
     spec = dataset_spec(name)
@@ -408,7 +442,6 @@ def load_dataset(
         )
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-    images, labels = _uint8_arrays(name, split, limit, data_dir, download)
     count = len(labels)
     # Images stay uint8 until batches are formed (4x less memory); each
     # epoch gathers them in a permutation drawn from (seed, epoch).
@@ -446,7 +479,12 @@ def load_dataset(
         ).take(1).map(lambda n: n % (2 ** 31))
     else:
         epoch_numbers = tf.data.Dataset.range(initial_epoch, epochs)
-    dataset = epoch_numbers.flat_map(one_epoch).map(
+    dataset = epoch_numbers.flat_map(one_epoch)
+    # flat_map hides the length; Keras needs it to end validation cleanly.
+    per_epoch = steps_per_epoch(count, batch_size, drop_remainder)
+    passes = 1 if epochs is None else epochs - initial_epoch
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_epoch * passes))
+    dataset = dataset.map(
         lambda x, y: (tf.cast(x, tf.float32) / 255.0, y),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     )

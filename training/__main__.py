@@ -1,0 +1,41 @@
+"""`python -m training {train,evaluate} ...`: dispatch to a subcommand."""
+
+import os
+import sys
+
+# Before anything imports TensorFlow (a user's choice wins).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+USAGE = """usage: python -m training {train,evaluate} [options]
+
+  train     train a model from a YAML config into a run directory
+            (python -m training train --help)
+  evaluate  robustness report of trained models
+            (python -m training evaluate --help)"""
+
+
+def main(argv=None):
+    """Runs a subcommand; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    # Each subcommand is imported only when used: evaluate needs the
+    # attack libraries, train does not.
+    if command == "train":
+        from training import train
+
+        return train.main(rest)
+    if command == "evaluate":
+        from training import evaluate
+
+        return evaluate.main(rest)
+    print(f"error: unknown command {command!r}: expected 'train' or 'evaluate' "
+          "(python -m training --help).", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""Training configs: YAML files read with `safe_load`, validated, overridable.
+
+A config is a flat mapping; every key has a default (`DEFAULTS`) except
+`dataset` and `architecture`. Unknown keys and bad values raise
+`ConfigError` with one sentence naming the key, the value and what was
+expected. `--set key=value` overrides are parsed as YAML scalars or lists
+(`epochs=3`, `augment=false`, `hah_alphas=[0.01,0.005]`) and go through the
+same checks. (Checking dataset and architecture names imports keras_hebb.)
+"""
+
+import difflib
+import numbers
+
+import yaml
+
+#: Every key a config may hold, with its default.
+DEFAULTS = {
+    "description": "",
+    "dataset": None,
+    "data_dir": None,
+    "train_split": "train",
+    "validation_split": "test",
+    "train_limit": None,
+    "validation_limit": None,
+    "architecture": None,
+    "hah_alphas": None,
+    "block_options": {},
+    "epochs": 1,
+    "batch_size": 128,
+    "optimizer": "adam",
+    "learning_rate": 1e-3,
+    "lr_milestones": [],
+    "lr_factor": 0.1,
+    "augment": True,
+    "seed": 2022,
+    "deterministic": True,
+    "strategy": "auto",
+    "sparsity_images": 256,
+}
+REQUIRED = ("dataset", "architecture")
+OPTIMIZERS = ("adam", "sgd")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+#: HaHBlock arguments a config may set for ablations (e.g. threshold: null).
+BLOCK_OPTIONS = {
+    "normalization_field": ("linf", "l1", "l2", None),
+    "normalization_size": int,
+    "sigma": float,
+    "threshold": ("fractional", "adaptive", None),
+    "threshold_ratio": float,
+    "threshold_scale": float,
+    "cost_ratio": float,
+    "cost_demote": float,
+}
+
+
+class ConfigError(ValueError):
+    """A config or an override is invalid; the message is one sentence."""
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _bad(key, value, expected):
+    return ConfigError(
+        f"Invalid config value {key}={value!r}: expected {expected}."
+    )
+
+
+def _check_int(key, value, low, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if not _is_int(value) or value < low:
+        what = f"an integer >= {low}" + (" or null" if allow_none else "")
+        raise _bad(key, value, what)
+    return int(value)
+
+
+def _check_positive_number(key, value):
+    if not _is_number(value) or not value > 0:
+        raise _bad(key, value, "a number > 0")
+    return float(value)
+
+
+def _check_choice(key, value, choices):
+    if value not in choices:
+        raise _bad(key, value, f"one of {list(choices)}")
+    return value
+
+
+def _check_string(key, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _bad(key, value, "a non-empty string" + (" or null" if allow_none else ""))
+    return value
+
+
+def _check_architecture(value):
+    from keras_hebb.architectures import PRESETS
+
+    if isinstance(value, str):
+        return _check_choice("architecture", value, sorted(PRESETS))
+    if isinstance(value, dict):
+        # A custom VGG: {widths: [16, M, 32, M], hah_blocks: 1}.
+        unknown = sorted(set(value) - {"widths", "hah_blocks"})
+        widths = value.get("widths")
+        hah_blocks = value.get("hah_blocks", 0)
+        ok_widths = (
+            isinstance(widths, list) and widths
+            and all(w == "M" or (_is_int(w) and w > 0) for w in widths)
+        )
+        convs = [w for w in widths or [] if w != "M"] if ok_widths else []
+        if (not unknown and ok_widths and convs and _is_int(hah_blocks)
+                and 0 <= hah_blocks <= len(convs)):
+            return {"widths": list(widths), "hah_blocks": int(hah_blocks)}
+    raise _bad(
+        "architecture", value,
+        f"one of {sorted(PRESETS)} or a mapping {{widths: [ints and 'M'], "
+        f"hah_blocks: int <= number of convs}}",
+    )
+
+
+def _check_alphas(value):
+    if value is None or (_is_number(value) and value >= 0):
+        return value if value is None else float(value)
+    if isinstance(value, list) and value and all(
+        _is_number(a) and a >= 0 for a in value
+    ):
+        return [float(a) for a in value]
+    raise _bad("hah_alphas", value,
+               "null (the paper's), a number >= 0 or a list of numbers >= 0")
+
+
+def _check_block_options(value):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad("block_options", value, f"a mapping with keys from {list(BLOCK_OPTIONS)}")
+    checked = {}
+    for key, option in value.items():
+        full = f"block_options.{key}"
+        if key not in BLOCK_OPTIONS:
+            raise ConfigError(
+                f"Unknown config key {full!r}: expected one of "
+                f"{list(BLOCK_OPTIONS)}{_suggest(key, BLOCK_OPTIONS)}."
+            )
+        kind = BLOCK_OPTIONS[key]
+        if isinstance(kind, tuple):
+            checked[key] = _check_choice(full, option, kind)
+        elif kind is int:
+            checked[key] = _check_int(full, option, 1)
+        else:
+            checked[key] = _check_positive_number(full, option)
+    return checked
+
+
+def _check_milestones(value):
+    if not isinstance(value, list) or not all(_is_int(m) and m >= 1 for m in value) or (
+        sorted(set(value)) != value
+    ):
+        raise _bad("lr_milestones", value,
+                   "an increasing list of epoch numbers >= 1 (e.g. [60, 80])")
+    return [int(m) for m in value]
+
+
+def _suggest(key, known):
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def validate(raw):
+    """A complete, checked config from a mapping of user values.
+
+    Args:
+        raw: mapping of config keys to values (from YAML and overrides).
+
+    Returns:
+        A new dict with every key of `DEFAULTS`.
+
+    Raises:
+        ConfigError: an unknown key, a missing required key or a bad value.
+    """
+    from keras_hebb.data import DATASETS
+
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"Invalid config: expected a mapping of keys to values, received "
+            f"a {type(raw).__name__}."
+        )
+    for key in raw:
+        if key not in DEFAULTS:
+            raise ConfigError(
+                f"Unknown config key {key!r}{_suggest(key, DEFAULTS)}; known keys: "
+                f"{', '.join(DEFAULTS)}."
+            )
+    config = {**DEFAULTS, **raw}
+    for key in REQUIRED:
+        if config[key] is None:
+            raise ConfigError(f"Missing config key {key!r}: it has no default.")
+    config["description"] = str(config["description"] or "")
+    config["dataset"] = _check_choice("dataset", config["dataset"], sorted(DATASETS))
+    config["data_dir"] = _check_string("data_dir", config["data_dir"], allow_none=True)
+    for key in ("train_split", "validation_split"):
+        config[key] = _check_string(key, config[key])
+    for key in ("train_limit", "validation_limit"):
+        config[key] = _check_int(key, config[key], 1, allow_none=True)
+    config["architecture"] = _check_architecture(config["architecture"])
+    config["hah_alphas"] = _check_alphas(config["hah_alphas"])
+    config["block_options"] = _check_block_options(config["block_options"])
+    config["epochs"] = _check_int("epochs", config["epochs"], 1)
+    config["batch_size"] = _check_int("batch_size", config["batch_size"], 1)
+    config["optimizer"] = _check_choice("optimizer", config["optimizer"], OPTIMIZERS)
+    config["learning_rate"] = _check_positive_number("learning_rate", config["learning_rate"])
+    config["lr_milestones"] = _check_milestones(config["lr_milestones"])
+    factor = config["lr_factor"]
+    if not _is_number(factor) or not 0 < factor <= 1:
+        raise _bad("lr_factor", factor, "a number in (0, 1]")
+    config["lr_factor"] = float(factor)
+    for key in ("augment", "deterministic"):
+        if not isinstance(config[key], bool):
+            raise _bad(key, config[key], "true or false")
+    config["seed"] = _check_int("seed", config["seed"], 0)
+    config["strategy"] = _check_choice("strategy", config["strategy"], STRATEGIES)
+    config["sparsity_images"] = _check_int("sparsity_images", config["sparsity_images"], 0)
+    return config
+
+
+def parse_override(text):
+    """`(key, value)` from a `key=value` override; the value is YAML."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(
+            f"Invalid override {text!r}: expected key=value, e.g. --set epochs=3."
+        )
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(
+            f"Invalid override {text!r}: the value is not valid YAML."
+        ) from None
+    return key, parsed
+
+
+def apply_overrides(raw, overrides):
+    """`raw` updated with `--set` overrides (`block_options.sigma=0.2` too)."""
+    raw = dict(raw)
+    for text in overrides:
+        key, value = parse_override(text)
+        head, _, sub = key.partition(".")
+        if head not in DEFAULTS:
+            raise ConfigError(
+                f"Unknown config key {head!r} in --set {text}"
+                f"{_suggest(head, DEFAULTS)}; known keys: {', '.join(DEFAULTS)}."
+            )
+        if sub:
+            if head != "block_options":
+                raise ConfigError(
+                    f"Invalid override --set {text}: only block_options has "
+                    f"sub-keys (e.g. block_options.threshold=null)."
+                )
+            options = dict(raw.get("block_options") or {})
+            options[sub] = value
+            raw["block_options"] = options
+        else:
+            raw[head] = value
+    return raw
+
+
+def load_config(path, overrides=()):
+    """The validated config of a YAML file with `--set` overrides applied.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or the config is
+            invalid (see `validate`).
+    """
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except OSError as error:
+        raise ConfigError(f"Cannot read config file {path}: {error.strerror}.") from None
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise ConfigError(f"Config file {path} is not valid YAML{line}.") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"Config file {path} must hold a mapping of keys to values, not a "
+            f"{type(raw).__name__}."
+        )
+    return validate(apply_overrides(raw, overrides))
+
+
+def dump_config(config):
+    """YAML text of a config, keys in `DEFAULTS` order."""
+    return yaml.safe_dump(
+        {key: config[key] for key in DEFAULTS}, sort_keys=False,
+        default_flow_style=None,
+    )
+
+
+def learning_rate_at(config, epoch):
+    """Learning rate of a 0-based epoch: x`lr_factor` at each milestone.
+
+    A milestone m (1-based epoch count, as in PyTorch's MultiStepLR) lowers
+    the rate from epoch index m on: with milestones [60, 80] epochs 0-59 use
+    the base rate, 60-79 a tenth of it, 80+ a hundredth.
+    """
+    passed = sum(1 for m in config["lr_milestones"] if epoch >= m)
+    return config["learning_rate"] * config["lr_factor"] ** passed
