@@ -66,10 +66,10 @@ def _batched(fn, images, batch_size=100):
     ])
 
 
-def _dir_size(path, skip=()):
-    total = 0
-    for root, dirs, files in os.walk(path):
-        dirs[:] = [d for d in dirs if os.path.join(root, d) not in skip]
+def savedmodel_size(version_dir):
+    """Bytes of `saved_model.pb` and `variables/` (what a server loads)."""
+    total = os.path.getsize(os.path.join(version_dir, "saved_model.pb"))
+    for root, _, files in os.walk(os.path.join(version_dir, "variables")):
         total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
     return total
 
@@ -149,7 +149,7 @@ def verify_version(version_dir, model, dataset, num_images=1000, *,
     })
 
     loaded = load_for_serving(version_dir)
-    savedmodel_size = _dir_size(version_dir, skip={os.path.join(version_dir, "tflite")})
+    size = savedmodel_size(version_dir)
     for name, inputs, b1, b32 in (
         (SERVING_SIGNATURE, pixels, batch1, batch32),
         (FLOAT_SIGNATURE, images, images[:1], images[:32]),
@@ -160,7 +160,7 @@ def verify_version(version_dir, model, dataset, num_images=1000, *,
             return signature(**{INPUT_NAME: tf.constant(x)})["logits"].numpy()
 
         row = {"artifact": f"savedmodel:{name}", "file": ".", "kind": "float32",
-               "size_bytes": savedmodel_size, **compare(_batched(call, inputs), reference, labels),
+               "size_bytes": size, **compare(_batched(call, inputs), reference, labels),
                "latency_ms_batch1": _median_ms(lambda: call(b1), 20) if time_it else None,
                "latency_ms_batch32": _median_ms(lambda: call(b32), 5) if time_it else None}
         row["failures"] = _check_float32(row, reference, logit_tolerance)
