@@ -6,7 +6,7 @@ import threading
 
 from keras import ops
 
-from keras_hebb import _checks
+from keras_hebb import _checks, _selection
 
 
 def hah_cost(z, ratio=0.1, demote=1.0):
@@ -19,8 +19,9 @@ def hah_cost(z, ratio=0.1, demote=1.0):
 
     Maximizing it (the training loss adds `-alpha * HaH`) pushes the winning
     neurons' filters towards the input patch (Hebbian) and the other active
-    ones away from it (anti-Hebbian). Uses a top-k over channels, not a
-    sort. Computed in float32.
+    ones away from it (anti-Hebbian). Finds the K-th largest channel value
+    (a selection, not a sort) and takes one weighted sum. Computed in
+    float32.
 
     Args:
         z: tensor of rank >= 2, channels last.
@@ -42,13 +43,23 @@ def hah_cost(z, ratio=0.1, demote=1.0):
         )
     r = ops.relu(ops.cast(z, "float32"))
     winners = winner_count(channels, ratio)
-    top, _ = ops.top_k(r, winners, sorted=False)  # only their sum is used
-    top_sum = ops.sum(top, axis=-1)
-    per_position = top_sum / float(winners)
-    if winners < channels:
-        rest_sum = ops.sum(r, axis=-1) - top_sum
-        per_position = per_position - demote * rest_sum / float(channels - winners)
-    return ops.mean(per_position)
+    if winners == channels:
+        return ops.mean(ops.sum(r, axis=-1)) / float(winners)
+    # Every channel enters the cost linearly, with weight 1/K if it is among
+    # the top K and -demote/(C-K) otherwise: one weighted sum of r, weights
+    # from a comparison with the K-th largest value (no top-k gradient, no
+    # scatter). Channels tied at that value share the remaining winner
+    # slots, so the value equals the top-K sum exactly.
+    kth = ops.expand_dims(_selection.kth_largest(r, winners), -1)
+    above = ops.cast(r > kth, "float32")
+    tied = ops.cast(r == kth, "float32")
+    free_slots = float(winners) - ops.sum(above, axis=-1, keepdims=True)
+    win = above + tied * free_slots / ops.maximum(
+        ops.sum(tied, axis=-1, keepdims=True), 1.0
+    )
+    lose_weight = demote / float(channels - winners)
+    weights = ops.stop_gradient(win * (1.0 / winners + lose_weight) - lose_weight)
+    return ops.mean(ops.sum(r * weights, axis=-1))
 
 
 def winner_count(channels, ratio):

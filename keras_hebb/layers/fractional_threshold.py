@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from keras_hebb import _checks
+from keras_hebb import _checks, _selection
 from keras_hebb.robustness import bpda
 
 
@@ -53,7 +53,7 @@ class FractionalThreshold(keras.layers.Layer):
         self._dropped = math.floor(round((1.0 - self.ratio) * positions, 6))
         self._positions = positions
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         if self._dropped == 0:
             return inputs
         x = ops.cast(inputs, "float32")
@@ -61,13 +61,15 @@ class FractionalThreshold(keras.layers.Layer):
         flat = ops.transpose(
             ops.reshape(x, (-1, self._positions, channels)), (0, 2, 1)
         )
-        # The k-th smallest is the (positions - k + 1)-th largest: the
-        # minimum of an unsorted top-k over the kept fraction, not a sort.
-        # No gradient flows through the threshold itself (it only selects).
-        top, _ = ops.top_k(flat, self._positions - self._dropped + 1, sorted=False)
-        threshold = ops.stop_gradient(
-            ops.reshape(ops.min(top, axis=-1), (-1, 1, 1, channels))
+        # The k-th smallest is the (positions - k + 1)-th largest: a
+        # selection, not a sort. In training on TensorFlow/CPU a linear-time
+        # selection finds the same value (keras_hebb._selection); elsewhere
+        # (inference, export) top_k, a TFLite builtin. No gradient flows
+        # through the threshold itself (it only selects).
+        kth = _selection.kth_largest(
+            flat, self._positions - self._dropped + 1, fast=training is True
         )
+        threshold = ops.stop_gradient(ops.reshape(kth, (-1, 1, 1, channels)))
         outputs = ops.where(x > threshold, x, 0.0)
         # Only inside `bpda.surrogate_gradients()`: same value, smooth gradient.
         outputs = bpda.with_surrogate(outputs, bpda.threshold_surrogate(x, threshold))
