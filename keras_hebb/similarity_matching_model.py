@@ -126,6 +126,25 @@ class SimilarityMatchingModel(keras.Model):
         self._residual_tracker.update_state(residual, sample_weight=batch)
         self._rate_tracker.update_state(rate, sample_weight=batch)
 
+    def compile(self, optimizer="default", loss=None, **kwargs):
+        """As `keras.Model.compile`; without a loss the default is no optimizer.
+
+        `model.compile()` sets up purely local learning (nothing for an
+        optimizer to do); with a loss the default optimizer is RMSprop, as
+        in Keras.
+        """
+        if isinstance(optimizer, str) and optimizer == "default":
+            optimizer = None if loss is None else "rmsprop"
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips models with a custom `compile` when loading; this one
+        # only changes a default, so restore the compiled state as Keras does.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def _has_loss(self):
         return getattr(self, "_compile_loss", None) is not None
 
@@ -138,6 +157,11 @@ class SimilarityMatchingModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch = tf.shape(tf.nest.flatten(x)[0])[0]
         supervised = y is not None and self._has_loss()
+        if supervised and self.optimizer is None:
+            raise ValueError(
+                "SimilarityMatchingModel was compiled with a loss but no "
+                "optimizer. Received: optimizer=None"
+            )
         with tf.GradientTape() as tape:
             y_pred, records = self._forward(x, training=True)
             if supervised:
@@ -146,7 +170,8 @@ class SimilarityMatchingModel(keras.Model):
                     training=True,
                 )
                 self._loss_tracker.update_state(loss, sample_weight=batch)
-                loss = self.optimizer.scale_loss(loss)
+                if self.optimizer is not None:
+                    loss = self.optimizer.scale_loss(loss)
         if supervised and self.trainable_weights:
             weights = self.trainable_weights
             gradients = tape.gradient(loss, weights)

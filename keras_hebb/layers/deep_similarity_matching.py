@@ -13,6 +13,7 @@ from keras_hebb.layers.similarity_matching import (
     gram_objective,
     hebbian_updates,
     normalized_row_bound,
+    run_compiled_when_eager,
     run_dynamics,
     self_inhibition,
 )
@@ -220,7 +221,7 @@ class DeepSimilarityMatching(keras.layers.Layer):
 
     def call(self, inputs):
         x = self._flatten(inputs)
-        states, residual = self._settle(x)
+        states, residual = run_compiled_when_eager(self, self._settle, x)
         scope = current_scope()
         if scope is not None:
             scope.record(self, x, states, residual)
@@ -228,11 +229,13 @@ class DeepSimilarityMatching(keras.layers.Layer):
 
     def states(self, inputs):
         """All layers' states `[y_1, ..., y_L]` at the fixed point."""
-        return self._settle(self._flatten(inputs))[0]
+        x = self._flatten(inputs)
+        return run_compiled_when_eager(self, self._settle, x)[0]
 
     def fixed_point_residual(self, inputs):
         """Natural residual of the joint dynamics at the returned states."""
-        return self._settle(self._flatten(inputs))[1]
+        x = self._flatten(inputs)
+        return run_compiled_when_eager(self, self._settle, x)[1]
 
     def local_updates(self, inputs, states):
         """`[(variable, delta)]`: every synapse's local rule, before the rate."""

@@ -113,6 +113,37 @@ def collect_similarity_matching():
 # ------------------------------------------------------------ shared formulas
 
 
+def _tape_is_recording():
+    try:  # TensorFlow has no public API for this question.
+        from tensorflow.python.eager import record
+        return bool(record.could_possibly_record())
+    except (ImportError, AttributeError):
+        return True
+
+
+def run_compiled_when_eager(layer, function, *args):
+    """Runs `function(*args)`, as a cached `tf.function` when TF is eager.
+
+    The dynamics are a loop of small steps: executed op by op in eager mode
+    (a notebook's `layer(x)`) they take seconds, compiled into a graph
+    milliseconds. Inside `fit`/`predict` (already a graph), under an eager
+    gradient tape (where building a differentiable graph of the loop costs
+    more than the op-by-op loop) and with other backends the function runs
+    as is.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return function(*args)
+    import tensorflow as tf
+
+    if not tf.executing_eagerly() or _tape_is_recording():
+        return function(*args)
+    cache = layer.__dict__.setdefault("_compiled_functions", {})
+    name = function.__name__
+    if name not in cache:
+        cache[name] = tf.function(function, reduce_retracing=True)
+    return cache[name](*args)
+
+
 def gram_objective(inputs, states, kernels=None, laterals=None, gamma=0.0,
                    feedforward_masks=None, lateral_masks=None):
     """Minibatch value of the (structured, deep) similarity-matching objective.
@@ -419,7 +450,7 @@ class SimilarityMatching(keras.layers.Layer):
 
     def call(self, inputs):
         x = self._flatten(inputs)
-        y, residual = self._settle_flat(x)
+        y, residual = run_compiled_when_eager(self, self._settle_flat, x)
         scope = current_scope()
         if scope is not None:
             scope.record(self, x, [y], residual)
@@ -427,7 +458,8 @@ class SimilarityMatching(keras.layers.Layer):
 
     def fixed_point_residual(self, inputs):
         """Natural residual of the dynamics at the returned output (scalar)."""
-        return self._settle_flat(self._flatten(inputs))[1]
+        x = self._flatten(inputs)
+        return run_compiled_when_eager(self, self._settle_flat, x)[1]
 
     def filters(self):
         """`F = M^{-1} W` (k x d): the linear map from input to output."""
