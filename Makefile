@@ -26,8 +26,9 @@ $(STAMP): setup.py setup.cfg scripts/install_system_packages.sh
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Train standard + HaH on Fashion-MNIST, evaluate, export, report (runs/demo).
 demo: setup
-	@echo "make demo arrives with issue 6 (training, evaluation, export)."; exit 1
+	$(PY) -m training demo --out runs/demo
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -7,12 +7,14 @@ import sys
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-USAGE = """usage: python -m training {train,evaluate} [options]
+USAGE = """usage: python -m training {train,evaluate,demo} [options]
 
   train     train a model from a YAML config into a run directory
             (python -m training train --help)
   evaluate  robustness report of trained models
-            (python -m training evaluate --help)"""
+            (python -m training evaluate --help)
+  demo      train, evaluate and export standard + HaH networks on
+            Fashion-MNIST, with a report (make demo)"""
 
 
 def main(argv=None):
@@ -32,7 +34,11 @@ def main(argv=None):
         from training import evaluate
 
         return evaluate.main(rest)
-    print(f"error: unknown command {command!r}: expected 'train' or 'evaluate' "
+    if command == "demo":
+        from training import demo
+
+        return demo.main(rest)
+    print(f"error: unknown command {command!r}: expected 'train', 'evaluate' or 'demo' "
           "(python -m training --help).", file=sys.stderr)
     return 2
 
