@@ -54,8 +54,8 @@ def hah_cost(z, ratio=0.1, demote=1.0):
     above = ops.cast(r > kth, "float32")
     tied = ops.cast(r == kth, "float32")
     free_slots = float(winners) - ops.sum(above, axis=-1, keepdims=True)
-    win = above + tied * free_slots / ops.maximum(
-        ops.sum(tied, axis=-1, keepdims=True), 1.0
+    win = above + tied * (
+        free_slots / ops.maximum(ops.sum(tied, axis=-1, keepdims=True), 1.0)
     )
     lose_weight = demote / float(channels - winners)
     weights = ops.stop_gradient(win * (1.0 / winners + lose_weight) - lose_weight)

@@ -50,6 +50,9 @@ class DivisiveNormalization(keras.layers.Layer):
         self.field = _checks.check_choice("field", field, FIELDS)
         self.size = _checks.check_positive_int("size", size, odd=True)
         self.sigma = _checks.check_fraction("sigma", sigma, allow_zero=True)
+        # Set by HaHBlock, whose inputs come from a ReLU: |a| = a, and the
+        # gradient is the same (a ReLU passes no gradient where a = 0).
+        self._nonnegative_inputs = False
 
     def build(self, input_shape):
         _checks.check_image_rank(self, input_shape)
@@ -66,12 +69,13 @@ class DivisiveNormalization(keras.layers.Layer):
     def suppression_field(self, activations):
         """The channel-averaged field `S`, shape `(N, H, W, 1)`, float32."""
         a = ops.cast(activations, "float32")
+        magnitude = a if self._nonnegative_inputs else ops.abs(a)
         if self.field == "linf":
-            s = ops.max_pool(ops.abs(a), self.size, strides=1, padding="same")
+            s = ops.max_pool(magnitude, self.size, strides=1, padding="same")
             return ops.mean(s, axis=-1, keepdims=True)
         if self.field == "l1":
             # The window sum is linear: average the channels first.
-            return self._window_sum(ops.mean(ops.abs(a), axis=-1, keepdims=True))
+            return self._window_sum(ops.mean(magnitude, axis=-1, keepdims=True))
         s = ops.sqrt(self._window_sum(a * a))
         return ops.mean(s, axis=-1, keepdims=True)
 

@@ -116,6 +116,7 @@ class HaHBlock(keras.layers.Layer):
                 dtype=self.dtype_policy,
                 name="normalization",
             )
+            self.normalization._nonnegative_inputs = True  # after a ReLU
         self.threshold_layer = None
         if threshold == "fractional":
             self.threshold_layer = FractionalThreshold(
