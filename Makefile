@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo clean bench bench-compare
 
 setup: $(STAMP)
 
@@ -29,6 +29,21 @@ test: setup
 # Train standard + HaH on Fashion-MNIST, evaluate, export, report (runs/demo).
 demo: setup
 	$(PY) -m training demo --out runs/demo
+
+# Training-step throughput, HaH vs standard, oneDNN on and off (docs/PERFORMANCE.md).
+bench: setup
+	$(PY) -m benchmarks.train_step $(BENCH_ARGS)
+
+# Side by side with the authors' PyTorch package, in its own virtualenv
+# (CPU torch wheel + hahtorch 0.0.5; never installed into .venv).
+BENCH_VENV := .venv-bench-compare
+$(BENCH_VENV)/.installed-stamp:
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet torch==2.13.0 hahtorch==0.0.5 numpy==2.4.6
+	touch $@
+
+bench-compare: setup $(BENCH_VENV)/.installed-stamp
+	$(PY) -m benchmarks.compare_hahtorch --torch-python $(BENCH_VENV)/bin/python $(COMPARE_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
