@@ -304,7 +304,8 @@ class _SPSAAdam(_spsa.SPSAAdam):
         keras.optimizers.Adam.__init__(self, learning_rate=lr)
         if num_samples % 2:
             raise ValueError(f"SPSA needs an even number of samples. Received: {num_samples}")
-        self.lr = lr
+        # A variable, so one traced graph serves every learning rate.
+        self.lr = tf.Variable(float(lr), trainable=False, dtype=tf.float32)
         self._delta = delta
         self._num_samples = num_samples // 2  # mirrored +/- delta
         self._num_iters = num_iters
@@ -314,10 +315,10 @@ class _SPSAAdam(_spsa.SPSAAdam):
 _SPSA_GRAPHS = {}
 
 
-def _spsa_graph(model_fn, image_shape, steps, samples, learning_rate, delta):
-    key = (id(model_fn), image_shape, steps, samples, learning_rate, delta)
+def _spsa_graph(model_fn, image_shape, steps, samples, delta):
+    key = (id(model_fn), image_shape, steps, samples, delta)
     if key not in _SPSA_GRAPHS:
-        optimizer = _SPSAAdam(learning_rate, delta, samples)
+        optimizer = _SPSAAdam(0.01, delta, samples)
 
         def loss_fn(images, label):
             # Untargeted: minimize (true logit - best other logit).
@@ -335,23 +336,36 @@ def _spsa_graph(model_fn, image_shape, steps, samples, learning_rate, delta):
                 clip_min=0.0, clip_max=1.0, early_stop_loss_threshold=0.0,
             )
 
-        _SPSA_GRAPHS[key] = (run, model_fn)  # keep model_fn alive with its id
-    return _SPSA_GRAPHS[key][0]
+        # Keep model_fn alive so its id is not reused.
+        _SPSA_GRAPHS[key] = (run, optimizer, model_fn)
+    return _SPSA_GRAPHS[key][:2]
 
 
-def spsa(model_fn, x, y, eps, steps=20, samples=64, learning_rate=0.01, delta=0.01,
+def spsa(model_fn, x, y, eps, steps=20, samples=64, learning_rate=None, delta=0.01,
          progress=None):
     """SPSA (gradient-free, Linf, cleverhans), one image at a time.
 
     Estimates gradients from `samples` random +/-delta probes per step, so
-    it cannot be fooled by masked or shattered gradients. Stops early on
-    an image once it is misclassified. `progress` is called after each
-    image (for a progress bar).
+    it does not need the model's gradients at all (Uesato et al. 2018).
+    Stops early on an image once it is misclassified.
+
+    Args:
+        model_fn: from `make_model_fn`.
+        x, y: images in [0, 1] and integer labels.
+        eps: Linf budget.
+        steps: Adam steps. Defaults to `20`.
+        samples: probes per step (even). Defaults to `64`.
+        learning_rate: Adam step; `None` uses `2.5 * eps / steps`.
+        delta: probe size. Defaults to `0.01`.
+        progress: called after each image (progress bars).
     """
     if eps == 0:
         return np.array(x, np.float32)
-    run = _spsa_graph(model_fn, tuple(x.shape[1:]), int(steps), int(samples),
-                      float(learning_rate), float(delta))
+    run, optimizer = _spsa_graph(model_fn, tuple(x.shape[1:]), int(steps), int(samples),
+                                 float(delta))
+    if learning_rate is None:
+        learning_rate = 2.5 * eps / steps
+    optimizer.lr.assign(float(learning_rate))
     out = np.empty_like(x)
     for i in range(len(x)):
         out[i] = run(tf.constant(x[i:i + 1]), tf.constant(y[i:i + 1], tf.int64),

@@ -133,7 +133,7 @@ QUICK = SuiteConfig(
     name="quick",
     noise_draws=2,
     attacks=("fgsm", "pgd_ce", "pgd_margin", "bpda", "transfer", "spsa"),
-    steps=10, restarts=1, transfer_steps=10, bpda_modes=("smooth",),
+    steps=10, restarts=1, transfer_steps=5, bpda_modes=("smooth",),
     spsa_steps=10, spsa_samples=64, spsa_images=4,
     check_images=100, check_steps=(5, 20),
 )
