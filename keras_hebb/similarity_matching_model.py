@@ -97,7 +97,8 @@ class SimilarityMatchingModel(keras.Model):
 
     def current_learning_rate(self):
         """`eta` at the current local step (a float32 tensor)."""
-        if isinstance(self.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        schedule = keras.optimizers.schedules.LearningRateSchedule
+        if isinstance(self.learning_rate, schedule):
             return tf.cast(self.learning_rate(self.local_step), "float32")
         return tf.constant(self.learning_rate, "float32")
 

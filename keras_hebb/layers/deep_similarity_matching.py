@@ -7,6 +7,7 @@ from keras import ops
 from keras_hebb import _checks
 from keras_hebb.layers.similarity_matching import (
     _TINY,
+    assign_unit_columns,
     check_gamma,
     check_positive_number,
     current_scope,
@@ -143,9 +144,7 @@ class DeepSimilarityMatching(keras.layers.Layer):
                 initializer=self.kernel_initializer,
                 trainable=self.train_by_backprop,
             )
-            value = ops.convert_to_numpy(kernel).astype("float64")
-            norms = np.sqrt((value ** 2).sum(axis=0, keepdims=True))
-            kernel.assign((value / np.maximum(norms, _TINY)).astype("float32"))
+            assign_unit_columns(kernel)
             self.kernels.append(kernel)
             self.laterals.append(self.add_weight(
                 name=f"lateral_{index}", shape=(width, width),

@@ -180,6 +180,15 @@ def gram_objective(inputs, states, kernels=None, laterals=None, gamma=0.0,
     return total / (batch * batch)
 
 
+def assign_unit_columns(kernel, mask=None):
+    """Masks `kernel` and scales each column (a neuron's weights) to norm 1."""
+    value = ops.cast(kernel, "float32")
+    if mask is not None:
+        value = value * mask
+    norms = ops.sqrt(ops.sum(value * value, axis=0, keepdims=True))
+    kernel.assign(ops.cast(value / ops.maximum(norms, _TINY), kernel.dtype))
+
+
 def _frobenius_squared(matrix):
     return ops.sum(matrix * matrix)
 
@@ -425,14 +434,11 @@ class SimilarityMatching(keras.layers.Layer):
             name="lateral", shape=(self.units, self.units),
             initializer="identity", trainable=self.train_by_backprop,
         )
-        kernel = ops.convert_to_numpy(self.kernel).astype("float64")
         if ff_mask is not None:
-            kernel = kernel * ff_mask
             self.feedforward_mask = ops.convert_to_tensor(ff_mask, "float32")
         if lat_mask is not None:
             self.lateral_mask = ops.convert_to_tensor(lat_mask, "float32")
-        norms = np.sqrt((kernel ** 2).sum(axis=0, keepdims=True))
-        self.kernel.assign((kernel / np.maximum(norms, _TINY)).astype("float32"))
+        assign_unit_columns(self.kernel, self.feedforward_mask)
 
     def _flatten(self, inputs):
         x = ops.cast(inputs, "float32")
