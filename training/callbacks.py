@@ -152,10 +152,13 @@ class MetricsRecorder(keras.callbacks.Callback):
         run_dir: directory of the two files.
         info: dict stored under `"run"` in `metrics.json`.
         write: whether this process writes. Defaults to `True`.
+        initial_epoch: epochs already done (restored from a checkpoint).
+            Defaults to `0`.
     """
 
-    def __init__(self, run_dir, info, write=True):
+    def __init__(self, run_dir, info, write=True, initial_epoch=0):
         super().__init__()
+        self.initial_epoch = initial_epoch
         self.json_path = os.path.join(run_dir, "metrics.json")
         self.csv_path = os.path.join(run_dir, "metrics.csv")
         self.info = info
@@ -163,7 +166,7 @@ class MetricsRecorder(keras.callbacks.Callback):
         self.epochs = []
 
     def on_train_begin(self, logs=None):
-        initial = getattr(self.model, "_initial_epoch", None) or 0
+        initial = self.initial_epoch
         resumed = []
         if initial and os.path.exists(self.json_path):
             with open(self.json_path) as f:

@@ -255,7 +255,8 @@ def train(config, out, verbose=1, state="new"):
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
-    recorder = run_callbacks.MetricsRecorder(out, info, write=chief)
+    recorder = run_callbacks.MetricsRecorder(
+        out, info, write=chief, initial_epoch=initial_epoch)
     callbacks = [
         run_callbacks.SparsityLogger(sparsity_images),
         run_callbacks.EpochLearningRate(lambda epoch: learning_rate_at(config, epoch)),
