@@ -61,6 +61,7 @@ def build_parser():
                              "in this process with the environment as it is")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory processes")
+    parser.add_argument("--matmul-size", type=int, default=2048, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -89,9 +90,9 @@ def _compiled(name, shape):
     return model
 
 
-def measure(pairs, batch_sizes, steps, warmup):
+def measure(pairs, batch_sizes, steps, warmup, matmul_size=2048):
     """Times the pairs in this process; returns a list of result dicts."""
-    matmul = common.matmul_gflops()
+    matmul = common.matmul_gflops(matmul_size)
     results = []
     for pair in pairs:
         hah_name, standard_name, shape = PAIRS[pair]
@@ -111,7 +112,7 @@ def measure(pairs, batch_sizes, steps, warmup):
                     "min_ms": min(times[name]["wall"]) * 1e3,
                     "img_s": batch / ms * 1e3,
                     "gflops": flops / ms / 1e6,
-                    "matmul_gflops": matmul,
+                    "matmul_gflops": matmul, "matmul_size": matmul_size,
                 })
             hah, standard = results[-2], results[-1]
             hah["ratio"] = hah["ms"] / standard["ms"]
@@ -168,7 +169,8 @@ def report(results, memory):
         ["model", "batch", "oneDNN", "ms/step", "img/s", "HaH/std time",
          "HaH/std CPU", "GFLOP/s", "of matmul"], rows))
     matmuls = sorted({(r["onednn"], r["matmul_gflops"]) for r in results})
-    lines.append("matmul 2048^2 float32: " + ", ".join(
+    size = results[0]["matmul_size"] if results else 2048
+    lines.append(f"matmul {size}^2 float32: " + ", ".join(
         f"{g:.0f} GFLOP/s (oneDNN {'on' if o else 'off'})" for o, g in matmuls))
     if memory:
         by = {(m["model"], m["batch"]): m["peak_mb"] for m in memory}
@@ -195,7 +197,8 @@ def main(argv=None):
         print(json.dumps(measure_memory(args.memory_of, args.batch)))
         return 0
     if args.onednn == "current":
-        results = measure(args.pairs, args.batch_sizes, args.steps, args.warmup)
+        results = measure(args.pairs, args.batch_sizes, args.steps, args.warmup,
+                          args.matmul_size)
         if args.json:
             print(json.dumps(results))
             return 0

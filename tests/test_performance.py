@@ -1,0 +1,104 @@
+"""The fast paths give the results of the portable ones; the benchmarks run."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_hebb
+from keras_hebb import _selection
+from keras_hebb.layers import FractionalThreshold
+
+RNG = np.random.default_rng(7)
+
+
+def reference_hah_cost(z, ratio, demote):
+    """The cost written with top_k, as before the selection rewrite."""
+    r = tf.nn.relu(tf.cast(z, tf.float32))
+    channels = r.shape[-1]
+    k = max(1, math.ceil(round(ratio * channels, 6)))
+    top = tf.reduce_sum(tf.math.top_k(r, k).values, axis=-1)
+    per_position = top / k
+    if k < channels:
+        per_position -= demote * (tf.reduce_sum(r, axis=-1) - top) / (channels - k)
+    return tf.reduce_mean(per_position)
+
+
+def test_kth_largest_paths_agree_with_ties_and_numpy():
+    x = RNG.integers(0, 5, size=(6, 40)).astype("float32")  # many ties
+    expected = -np.sort(-x, axis=-1)[:, 12]
+    fast = _selection.kth_largest(tf.constant(x), 13, fast=True)
+    portable = _selection.kth_largest(tf.constant(x), 13, fast=False)
+    np.testing.assert_array_equal(fast, expected)
+    np.testing.assert_array_equal(portable, expected)
+
+
+def test_fast_selection_is_not_used_inside_xla():
+    x = tf.constant(RNG.normal(size=(4, 30)).astype("float32"))
+    compiled = tf.function(lambda v: _selection.kth_largest(v, 5), jit_compile=True)
+    np.testing.assert_array_equal(compiled(x), -np.sort(-x.numpy(), axis=-1)[:, 4])
+
+
+@pytest.mark.parametrize("values", ["ties", "distinct"])
+def test_fractional_threshold_training_path_equals_inference_path(values):
+    shape = (3, 10, 10, 4)
+    if values == "ties":
+        x = RNG.integers(0, 4, size=shape).astype("float32")
+    else:
+        x = RNG.permutation(np.prod(shape)).reshape(shape).astype("float32")
+    layer = FractionalThreshold(0.2)
+    train = tf.function(lambda v: layer(v, training=True))(x)
+    infer = tf.function(lambda v: layer(v, training=False))(x)
+    np.testing.assert_array_equal(train, infer)
+    graph = tf.function(lambda v: layer(v, training=True)).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32)).graph
+    assert "NthElement" in {op.type for op in graph.get_operations()}
+
+
+@pytest.mark.parametrize("ratio,demote", [(0.1, 1.0), (0.25, 0.1), (0.5, 1.0)])
+def test_hah_cost_value_and_gradient_equal_the_top_k_formula(ratio, demote):
+    z = tf.constant(RNG.normal(size=(2, 5, 6, 30)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(z)
+        value = keras_hebb.hah_cost(z, ratio, demote)
+        reference = reference_hah_cost(z, ratio, demote)
+    np.testing.assert_allclose(value, reference, rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(value, z), tape.gradient(reference, z),
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_hah_cost_with_tied_channels_has_the_top_k_value_and_shares_the_gradient():
+    # Two channels tied at the K-th value (K = 3 of 10): one winner slot left.
+    z = tf.constant([[5.0, 4.0, 3.0, 3.0, 1.0, 1.0, 0.5, -1.0, -2.0, 0.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        value = keras_hebb.hah_cost(z, ratio=0.3, demote=1.0)
+    np.testing.assert_allclose(value, float(reference_hah_cost(z, 0.3, 1.0)), rtol=1e-6)
+    gradient = tape.gradient(value, z).numpy()[0]
+    win, lose = 1 / 3, -1 / 7
+    np.testing.assert_allclose(gradient[:4], [win, win, (win + lose) / 2, (win + lose) / 2],
+                               rtol=1e-6)
+    np.testing.assert_allclose(gradient[4:7], lose, rtol=1e-6)
+    np.testing.assert_array_equal(gradient[7:], 0.0)  # ReLU passes nothing
+
+
+def test_train_step_benchmark_runs_and_prints_the_table(capsys):
+    from benchmarks import train_step
+
+    assert train_step.main(["--pairs", "small", "--batch-sizes", "4", "--steps", "1",
+                            "--warmup", "0", "--onednn", "current", "--no-memory",
+                            "--matmul-size", "256"]) == 0
+    out = capsys.readouterr().out
+    assert "| hah_vgg_small | 4 |" in out and "| vgg_small_bn | 4 |" in out
+    assert "matmul 256^2 float32" in out
+
+
+def test_benchmarks_reject_bad_arguments_with_status_2(capsys):
+    from benchmarks import compare_hahtorch, profile_hah, train_step
+
+    assert train_step.main(["--steps", "0"]) == 2
+    assert profile_hah.main(["--batch", "0"]) == 2
+    assert compare_hahtorch.main(["--torch-python", "/nonexistent/python"]) == 2
+    err = capsys.readouterr().err
+    assert "--steps >= 1" in err and "no PyTorch virtualenv at /nonexistent/python" in err
