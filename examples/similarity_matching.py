@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -50,7 +51,10 @@ def parse_args(argv):
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--seed", type=int, default=2022)
     parser.add_argument("--skip-baselines", action="store_true")
-    parser.add_argument("--output-dir", default="similarity_matching_output")
+    parser.add_argument(
+        "--output-dir",
+        default=os.path.join(tempfile.gettempdir(), "keras_hebb_similarity_matching"),
+        help="where the filters PNG, the feature model and results.json go")
     args = parser.parse_args(argv)
     for name in ("units", "train", "test", "sm_epochs", "classifier_epochs",
                  "baseline_epochs", "draws"):
