@@ -195,7 +195,8 @@ def main(argv=None):
 
         x_train, y_train = load_arrays("fashion_mnist", "train", limit=args.train)
         x_test, y_test = load_arrays("fashion_mnist", "test", limit=args.test)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        # RuntimeError: keras_hebb.data.DatasetUnavailableError.
         print(f"error: {error}", file=sys.stderr)
         return 2
     import keras

@@ -351,3 +351,32 @@ def test_keras_file_round_trip_restores_outputs_schedule_and_learning(tmp_path):
     reloaded.fit(images, batch_size=64, epochs=1, verbose=0)
     for original, copy in zip(model.weights, reloaded.weights):
         np.testing.assert_allclose(numpy(copy), numpy(original), atol=1e-5)
+
+
+# ------------------------------------------------------------------ example
+
+
+def test_example_learns_filters_and_reports_clean_and_noisy_accuracy(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "examples", "similarity_matching.py")
+    command = [sys.executable, script, "--train", "256", "--test", "100",
+               "--units", "8", "--sm-epochs", "1", "--classifier-epochs", "1",
+               "--draws", "1", "--sigmas", "0.2", "--skip-baselines",
+               "--output-dir", str(tmp_path)]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    scores = results["models"]["sm_nsm+linear"]
+    assert 0.0 <= scores["clean"] <= 1.0 and set(scores["noise"]) == {"0.2"}
+    assert (tmp_path / "filters_nsm.png").stat().st_size > 1000
+    bad = subprocess.run(command + ["--units", "0"], cwd=root,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "error: --units must be > 0, got 0"]
