@@ -317,6 +317,8 @@ def test_evaluate_program_writes_report(saved_models, tmp_path):
     (["--model", "STD", "--attacks", "pgd,warp_drive"], "unknown attack"),
     (["--model", "STD", "--linf-budgets", "0.1,-0.2"], "must be numbers >= 0"),
     (["--model", "HAH32"], "expects (32, 32, 3)"),
+    (["--model", "STD", "--suite", "huge"], "invalid choice"),
+    (["--model", "STD", "--dataset", "imagenet_22k"], "could not load dataset"),
 ])
 def test_bad_input_gives_one_line_and_status_2(args, message, saved_models, tmp_path, capsys):
     from training import evaluate

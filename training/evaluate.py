@@ -32,8 +32,15 @@ def _floats(text):
         ) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, no usage dump: the same shape as every other mistake.
+        print(f"evaluate: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m training evaluate",
         description="Clean, noise and worst-case adversarial accuracy, sanity "
         "checks, activation sparsity; JSON, Markdown and PNG report.",
