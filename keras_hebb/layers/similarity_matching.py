@@ -338,7 +338,9 @@ class SimilarityMatching(keras.layers.Layer):
     - non-negative (`non_negative=True`, NSM): the minimizer of
       `1/2 y^T M y - y^T W x` over `y >= 0`, i.e. the point where
       `y_i = max(0, (W x - sum_{j != i} M_ij y_j)_i) / M_ii`, found by at
-      most `iterations` steps of projected gradient descent (see `settle`).
+      most `iterations` steps of the rectified dynamics (projected
+      gradient steps scaled by `1 / M_ii` with momentum; see
+      `run_dynamics`).
 
     Trained by `keras_hebb.SimilarityMatchingModel` with the local rules
     `W += eta (y x^T - W)` and `M += (eta / tau) (y y^T - M)`, the linear
