@@ -144,10 +144,10 @@ FULL = SuiteConfig(
     name="full",
     noise_draws=3,
     attacks=ATTACK_NAMES,
-    steps=40, restarts=2, mim_steps=20, transfer_steps=20,
+    steps=20, restarts=2, mim_steps=20, transfer_steps=10,
     bpda_modes=("smooth", "identity"),
     cw_steps=50, cw_binary_steps=4, cw_images=200,
-    spsa_steps=40, spsa_samples=128, spsa_images=8,
+    spsa_steps=20, spsa_samples=128, spsa_images=4,
     check_images=200, check_steps=(10, 40),
 )
 
