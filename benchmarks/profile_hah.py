@@ -128,8 +128,9 @@ def main(argv=None):
     if "tensorflow" not in sys.modules:
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    machine = common.machine_description()
     times = profile(args.preset, args.batch, args.steps, args.warmup)
-    print(f"Machine: {common.machine_description()}")
+    print(f"Machine: {machine}")
     print(f"Command: python -m benchmarks.profile_hah {' '.join(argv or sys.argv[1:])}"
           f"  (oneDNN {'on' if common.onednn_enabled() else 'off'})")
     print()

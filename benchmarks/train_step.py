@@ -196,6 +196,7 @@ def main(argv=None):
     if args.memory_of:
         print(json.dumps(measure_memory(args.memory_of, args.batch)))
         return 0
+    machine = common.machine_description()
     if args.onednn == "current":
         results = measure(args.pairs, args.batch_sizes, args.steps, args.warmup,
                           args.matmul_size)
@@ -208,7 +209,7 @@ def main(argv=None):
         for onednn in settings:
             results += _worker_results(args, onednn)
     memory = [] if args.no_memory else _memory_results(args)
-    print(f"Machine: {common.machine_description()}")
+    print(f"Machine: {machine}")
     print(f"Command: python -m benchmarks.train_step {' '.join(argv or sys.argv[1:])}")
     print()
     print(report(results, memory))
