@@ -136,9 +136,14 @@ def _load_model(path):
 
 
 def _model_names(paths):
+    """Report labels: file names, or the run directories when those repeat
+    (every training run writes `RUN_DIR/model.keras`)."""
+    bases = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    if len(set(bases)) < len(bases):
+        bases = [os.path.basename(os.path.dirname(os.path.abspath(p))) or b
+                 for p, b in zip(paths, bases)]
     names = []
-    for path in paths:
-        base = os.path.splitext(os.path.basename(path))[0]
+    for base in bases:
         name, k = base, 2
         while name in names:
             name, k = f"{base}_{k}", k + 1
