@@ -102,3 +102,7 @@ class MagnitudePruning(keras.callbacks.Callback):
             self._final_done = final
         for kernel, mask in zip(kernels, self._masks):
             kernel.assign(keras.ops.convert_to_numpy(kernel) * mask)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["weight_sparsity"] = weight_sparsity(self.model)

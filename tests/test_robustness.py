@@ -138,6 +138,19 @@ def test_surrogate_scope_keeps_forward_and_changes_only_backward():
         attacks.make_model_fn(model, surrogate="bogus")
 
 
+def test_attack_function_has_model_values_with_fast_thresholds(fashion):
+    # Attacks trace the model with the linear-time selection (NthElement);
+    # the logits must be exactly the model's own (top_k) inference values.
+    model = architectures.hah_vgg_small(input_shape=(28, 28, 1), num_classes=10)
+    x = fashion[1][0][:16]
+    fn = attacks.make_model_fn(model)
+    ops_used = {op.type for op in fn.get_concrete_function().graph.get_operations()}
+    assert "NthElement" in ops_used and "TopKV2" not in ops_used
+    np.testing.assert_array_equal(fn(x).numpy(), model(x, training=False).numpy())
+    bpda_fn = attacks.make_model_fn(model, surrogate="smooth")
+    np.testing.assert_array_equal(bpda_fn(x).numpy(), model(x, training=False).numpy())
+
+
 def test_every_attack_stays_in_budget_and_in_unit_box(standard_model, masked_model, fashion):
     _, (x, y) = fashion
     x, y = x[:16], y[:16]

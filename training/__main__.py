@@ -7,14 +7,16 @@ import sys
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-USAGE = """usage: python -m training {train,evaluate,demo} [options]
+USAGE = """usage: python -m training {train,evaluate,demo,results} [options]
 
   train     train a model from a YAML config into a run directory
             (python -m training train --help)
   evaluate  robustness report of trained models
             (python -m training evaluate --help)
   demo      train, evaluate and export standard + HaH networks on
-            Fashion-MNIST, with a report (make demo)"""
+            Fashion-MNIST, with a report (make demo)
+  results   the full experiment: seeds, ablations, full robustness
+            suite, docs/RESULTS.md's tables (make results)"""
 
 
 def main(argv=None):
@@ -38,7 +40,12 @@ def main(argv=None):
         from training import demo
 
         return demo.main(rest)
-    print(f"error: unknown command {command!r}: expected 'train', 'evaluate' or 'demo' "
+    if command == "results":
+        from training import results
+
+        return results.main(rest)
+    print(f"error: unknown command {command!r}: expected 'train', 'evaluate', 'demo' or "
+          "'results' "
           "(python -m training --help).", file=sys.stderr)
     return 2
 

@@ -36,6 +36,7 @@ DEFAULTS = {
     "deterministic": True,
     "strategy": "auto",
     "sparsity_images": 256,
+    "prune_to": None,
 }
 REQUIRED = ("dataset", "architecture")
 OPTIMIZERS = ("adam", "sgd")
@@ -227,6 +228,10 @@ def validate(raw):
     config["seed"] = _check_int("seed", config["seed"], 0)
     config["strategy"] = _check_choice("strategy", config["strategy"], STRATEGIES)
     config["sparsity_images"] = _check_int("sparsity_images", config["sparsity_images"], 0)
+    prune_to = config["prune_to"]
+    if prune_to is not None and not (_is_number(prune_to) and 0 < prune_to < 1):
+        raise _bad("prune_to", prune_to, "null or a fraction of weights in (0, 1)")
+    config["prune_to"] = None if prune_to is None else float(prune_to)
     return config
 
 

@@ -137,9 +137,10 @@ def _load_model(path):
 
 def _model_names(paths):
     """Report labels: file names, or the run directories when those repeat
-    (every training run writes `RUN_DIR/model.keras`)."""
+    or are the generic `model` (every training run writes
+    `RUN_DIR/model.keras`)."""
     bases = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    if len(set(bases)) < len(bases):
+    if len(set(bases)) < len(bases) or "model" in bases:
         bases = [os.path.basename(os.path.dirname(os.path.abspath(p))) or b
                  for p, b in zip(paths, bases)]
     names = []

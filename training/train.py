@@ -266,6 +266,16 @@ def train(config, out, verbose=1, state="new"):
         # Last: a checkpoint is written only after the epoch's logs are.
         run_callbacks.ResumableBackup(backup_dir, write=chief),
     ]
+    if config["prune_to"] is not None:
+        from keras_hebb.pruning import MagnitudePruning
+
+        # Gradual magnitude pruning over the first two thirds of training;
+        # the last third trains the remaining weights with the masks fixed.
+        # First: the masks are applied before anything reads the weights,
+        # and its `weight_sparsity` goes into the epoch's logs.
+        callbacks.insert(0, MagnitudePruning(
+            config["prune_to"], end_step=max(1, (2 * steps * epochs) // 3),
+            frequency=max(1, min(50, steps // 4))))
     history = model.fit(
         train_data,
         epochs=epochs,

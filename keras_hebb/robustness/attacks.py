@@ -37,6 +37,7 @@ from cleverhans.tf2.attacks.projected_gradient_descent import (
 )
 from cleverhans.tf2.utils import set_with_mask
 
+from keras_hebb import _selection
 from keras_hebb.robustness import bpda
 
 NORMS = {"linf": np.inf, "l2": 2}
@@ -70,7 +71,9 @@ def make_model_fn(model, surrogate=None, temperature=0.1):
     if surrogate is None:
 
         def logits(x):
-            return connected(x, model(x, training=False))
+            # Same values as the model's own call (keras_hebb._selection).
+            with _selection.fast_selection():
+                return connected(x, model(x, training=False))
 
     else:
         # Validate now, not at trace time.
@@ -78,7 +81,8 @@ def make_model_fn(model, surrogate=None, temperature=0.1):
             pass
 
         def logits(x):
-            with bpda.surrogate_gradients(surrogate, temperature):
+            with bpda.surrogate_gradients(surrogate, temperature), \
+                    _selection.fast_selection():
                 return connected(x, model(x, training=False))
 
     return tf.function(logits, input_signature=[spec])

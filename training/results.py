@@ -1,0 +1,211 @@
+"""`python -m training results`: the experiment behind docs/RESULTS.md.
+
+    python -m training results --out results/fashion_mnist        # make results
+    python -m training results --out /tmp/r --tiny                 # the test's budget
+
+Fashion-MNIST, the CPU-sized standard and HaH networks of `make demo`
+trained with the same budget for several seeds, plus one-seed ablations
+that take one part away at a time:
+
+- `hah_alpha0`: the HaH network without the HaH cost (alpha = 0);
+- `hah_no_dn`: without divisive normalization;
+- `hah_no_threshold`: without the top-fraction threshold;
+- `standard_pruned90`: the standard network with 90% of its weights
+  removed by gradual magnitude pruning (does weight sparsity alone buy
+  noise robustness?).
+
+Every model is evaluated alone (`python -m training evaluate`) on the same
+first `--images` test images, noise draws and attack seeds, with the full
+suite; the transfer attack comes from the other network of the same seed
+(ablations: from the standard network of the first seed, or from the HaH
+one for the pruned standard network). Each step is skipped when its output
+exists, so an interrupted run continues where it stopped (a training run
+resumes from its last epoch). `OUT/results.md` (tables, goals, plots) and
+`OUT/results.json` are written from the files of the finished steps.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {
+    "standard": "training/configs/fashion_mnist_vgg_small.yaml",
+    "hah": "training/configs/fashion_mnist_hah_small.yaml",
+}
+#: name -> (base network, `--set` overrides, what it tests).
+ABLATIONS = {
+    "hah_alpha0": ("hah", ["hah_alphas=0.0"],
+                   "HaH network without the HaH cost (alpha = 0)"),
+    "hah_no_dn": ("hah", ["block_options.normalization_field=null"],
+                  "HaH network without divisive normalization"),
+    "hah_no_threshold": ("hah", ["block_options.threshold=null"],
+                         "HaH network without the threshold"),
+    "standard_pruned90": ("standard", ["prune_to=0.9"],
+                          "standard network, 90% of weights pruned by magnitude"),
+}
+BUDGETS = {
+    "full": {"train": [], "evaluate": ["--suite", "full"], "images": 1000},
+    "tiny": {
+        "train": ["--set", "epochs=1", "--set", "train_limit=512",
+                  "--set", "validation_limit=128", "--set", "sparsity_images=32",
+                  "--set", "lr_milestones=[]"],
+        "evaluate": ["--suite", "quick", "--attacks", "fgsm,pgd_ce,bpda,transfer",
+                     "--linf-budgets", "0.02,0.1", "--l2-budgets", "0.5,2",
+                     "--noise-sigmas", "0.1,0.3"],
+        "images": 32,
+    },
+}
+#: Goals of the HaH network against the standard one (issue 6), in points.
+GOALS = {"clean_drop_max": 2.0, "noise_gain_min": 20.0,
+         "robust_gain_min": 10.0, "robust_band": (0.10, 0.30),
+         "nonzero_ratio_max": 0.25}
+
+
+class UsageError(Exception):
+    """A mistake on the command line: one line, exit status 2."""
+
+
+def plan(seeds, ablations):
+    """The runs in the order they are made: `(name, base, overrides, seed,
+    transfer source, description)`."""
+    runs = []
+    for seed in seeds:
+        runs.append((f"standard_s{seed}", "standard", [f"seed={seed}"], seed,
+                     f"hah_s{seed}", "standard network"))
+        runs.append((f"hah_s{seed}", "hah", [f"seed={seed}"], seed,
+                     f"standard_s{seed}", "HaH network"))
+    for name in ablations:
+        base, overrides, description = ABLATIONS[name]
+        source = f"hah_s{seeds[0]}" if base == "standard" else f"standard_s{seeds[0]}"
+        runs.append((name, base, [f"seed={seeds[0]}", *overrides], seeds[0], source,
+                     description))
+    return runs
+
+
+def _step(title, main, arguments):
+    print(f"\n=== {title}\n    {' '.join(arguments)}", flush=True)
+    started = time.time()
+    status = main(arguments)
+    if status:
+        raise SystemExit(f"error: results step '{title}' failed with status {status}; "
+                         "its output is above.")
+    seconds = time.time() - started
+    print(f"=== {title}: done in {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def _load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _evaluated(path):
+    try:
+        return bool(_load_json(path)["models"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def run_all(out, runs, budget, images):
+    """Trains and evaluates every run that has no output yet; returns the
+    seconds each step took in this call."""
+    from training.evaluate import main as evaluate_main
+    from training.train import main as train_main
+
+    seconds = {}
+    trained = set()
+    # Train a run and its transfer source before evaluating it.
+    for name, base, overrides, _, source, _ in runs:
+        for run_name in (name, source):
+            if run_name in trained:
+                continue
+            spec = next(r for r in runs if r[0] == run_name)
+            model = os.path.join(out, "runs", run_name, "model.keras")
+            if not os.path.exists(model):
+                sets = [a for o in spec[2] for a in ("--set", o)]
+                seconds["train " + run_name] = _step(
+                    f"train {run_name}", train_main,
+                    ["--config", os.path.join(ROOT, CONFIGS[spec[1]]),
+                     "--out", os.path.join(out, "runs", run_name), "--skip-finished",
+                     *budget["train"], *sets])
+            trained.add(run_name)
+        report = os.path.join(out, "eval", name, "report.json")
+        if not _evaluated(report):
+            seconds["evaluate " + name] = _step(
+                f"evaluate {name}", evaluate_main,
+                ["--model", os.path.join(out, "runs", name, "model.keras"),
+                 "--transfer-from", os.path.join(out, "runs", source, "model.keras"),
+                 "--dataset", "fashion_mnist", "--images", str(images),
+                 "--out", os.path.join(out, "eval", name), *budget["evaluate"]])
+    return seconds
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m training results",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="results/fashion_mnist", help="output directory")
+    parser.add_argument("--seeds", default="2022,2023,2024",
+                        help="comma-separated seeds of the standard and HaH networks "
+                        "(default: 2022,2023,2024)")
+    parser.add_argument("--ablations", default=",".join(ABLATIONS),
+                        help=f"comma-separated subset of {', '.join(ABLATIONS)} "
+                        "(default: all; 'none' for none)")
+    parser.add_argument("--images", type=int, default=None,
+                        help="test images attacked (default: 1000; --tiny 32)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only write the report from the finished steps")
+    parser.add_argument("--tiny", action="store_true", help="a tiny budget (tests)")
+    args = parser.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        if not seeds or any(s < 0 for s in seeds):
+            raise ValueError
+    except ValueError:
+        print(f"results: error: --seeds must be integers >= 0, received {args.seeds!r}",
+              file=sys.stderr)
+        return 2
+    ablations = [] if args.ablations.strip() == "none" else [
+        a.strip() for a in args.ablations.split(",") if a.strip()]
+    unknown = [a for a in ablations if a not in ABLATIONS]
+    if unknown:
+        print(f"results: error: unknown ablation {unknown[0]!r}; expected some of "
+              f"{', '.join(ABLATIONS)} or 'none'", file=sys.stderr)
+        return 2
+    budget = BUDGETS["tiny" if args.tiny else "full"]
+    images = args.images if args.images is not None else budget["images"]
+    if images < 1:
+        print(f"results: error: --images must be >= 1, received {images}", file=sys.stderr)
+        return 2
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    runs = plan(seeds, ablations)
+    timings_path = os.path.join(out, "timings.json")
+    timings = _load_json(timings_path) if os.path.exists(timings_path) else {}
+    if not args.report_only:
+        started = time.time()
+        for key, value in run_all(out, runs, budget, images).items():
+            timings[key] = round(value, 1)
+        timings.setdefault("calls", []).append(
+            {"seconds": round(time.time() - started, 1),
+             "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        with open(timings_path, "w") as f:
+            json.dump(timings, f, indent=1)
+    from training import results_report
+
+    summary = results_report.collect(out, runs)
+    path = results_report.write(out, summary, timings, GOALS,
+                                command=" ".join(["python -m training results",
+                                                  *(argv if argv is not None
+                                                    else sys.argv[1:])]))
+    print(f"\nResults: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

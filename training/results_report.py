@@ -1,0 +1,354 @@
+"""The report of `python -m training results`: tables, goals and plots.
+
+Reads only the files the steps wrote (`OUT/runs/NAME/metrics.json`,
+`OUT/eval/NAME/report.json`); writes `OUT/results.json`, `OUT/results.md`
+and `OUT/*.png`. Accuracies are fractions in the JSON, percentages in
+the Markdown; a spread is the sample standard deviation over seeds.
+"""
+
+import json
+import os
+
+import numpy as np
+
+
+def _load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _model_summary(out, name, base, seed, description):
+    summary = {"name": name, "base": base, "seed": seed, "description": description}
+    metrics = _load(os.path.join(out, "runs", name, "metrics.json"))
+    if metrics and metrics.get("final"):
+        final = metrics["final"]
+        summary["test_accuracy"] = final.get("val_accuracy")
+        summary["test_images"] = metrics.get("run", {}).get("validation_examples")
+        if "weight_sparsity" in final:
+            summary["weight_sparsity"] = final["weight_sparsity"]
+    report = _load(os.path.join(out, "eval", name, "report.json"))
+    # The evaluated model is the one whose file is this run's model.
+    files = (report or {}).get("settings", {}).get("model_files", {})
+    label = next((k for k, v in files.items()
+                  if os.path.basename(os.path.dirname(os.path.abspath(v))) == name), None)
+    entry = (report or {}).get("models", {}).get(label)
+    if entry is None:
+        return summary
+    summary["images"] = report["settings"]["images"]
+    summary["suite"] = {k: report["settings"].get(k) for k in ("attacks", "steps", "restarts")}
+    summary["clean"] = entry["clean_accuracy"]
+    summary["noise"] = {float(n["sigma"]): n["accuracy"] for n in entry["noise"]}
+    summary["robust"], summary["gradient_only"] = {}, {}
+    for norm, records in entry["attacks"].items():
+        summary["robust"][norm] = {float(r["budget"]): r["robust_accuracy"] for r in records}
+        summary["gradient_only"][norm] = {
+            float(r["budget"]): r["accuracy_after_gradient"] for r in records}
+    summary["checks_failed"] = sorted(k for k, c in entry["checks"].items() if not c["passed"])
+    summary["nonzero"] = {s["layer"]: s["nonzero_fraction"]
+                          for s in entry.get("sparsity") or []}
+    summary["evaluation_seconds"] = entry["seconds"]
+    return summary
+
+
+def _stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "n": len(values), "values": values}
+
+
+def _hah_layers(summary):
+    """Names of the HaH blocks' activations and of the same standard layers."""
+    hah = [layer for layer in summary.get("nonzero", {}) if layer.endswith("_hah")]
+    return hah, [layer[: -len("_hah")] + "_relu" for layer in hah]
+
+
+def _group(models):
+    """Mean and spread of every number over the models of one network."""
+    done = [m for m in models if "clean" in m]
+    group = {"seeds": [m["seed"] for m in done],
+             "test_accuracy": _stats([m.get("test_accuracy") for m in done]),
+             "clean": _stats([m["clean"] for m in done])}
+    if not done:
+        return group
+    group["noise"] = {s: _stats([m["noise"].get(s) for m in done]) for s in done[0]["noise"]}
+    group["robust"] = {norm: {e: _stats([m["robust"][norm].get(e) for m in done])
+                              for e in budgets}
+                       for norm, budgets in done[0]["robust"].items()}
+    group["nonzero"] = {layer: _stats([m["nonzero"].get(layer) for m in done])
+                        for layer in done[0]["nonzero"]}
+    return group
+
+
+def collect(out, runs):
+    """`results.json` content from the finished steps of `runs`
+    (`training.results.plan`)."""
+    models = {name: _model_summary(out, name, base, seed, description)
+              for name, base, _, seed, _, description in runs}
+    mains = [r for r in runs if r[0] == f"{r[1]}_s{r[3]}"]
+    groups = {base: _group([models[r[0]] for r in mains if r[1] == base])
+              for base in ("standard", "hah")}
+    summary = {"models": models, "groups": groups,
+               "ablations": [r[0] for r in runs if r not in mains]}
+    hah_examples = [m for m in models.values() if m["base"] == "hah" and m.get("nonzero")]
+    if hah_examples:
+        hah_names, std_names = _hah_layers(hah_examples[0])
+        summary["hah_layers"], summary["standard_layers"] = hah_names, std_names
+        for model in models.values():
+            names = hah_names if model["base"] == "hah" else std_names
+            values = [model.get("nonzero", {}).get(layer) for layer in names]
+            if values and all(v is not None for v in values):
+                model["nonzero_first_layers"] = float(np.mean(values))
+        for base, group in groups.items():
+            group["nonzero_first_layers"] = _stats(
+                [models[r[0]].get("nonzero_first_layers") for r in mains if r[1] == base])
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1, default=float)
+    return summary
+
+
+def _mean(stat):
+    return None if stat is None else stat["mean"]
+
+
+def goals(summary, targets):
+    """Each goal of the HaH network against the standard one: rows of
+    `(goal, where, standard, hah, difference, target, met)`; numbers in
+    percent (points), `met` None when it cannot be decided."""
+    std, hah = summary["groups"]["standard"], summary["groups"]["hah"]
+    rows = []
+    if not std.get("clean") or not hah.get("clean"):
+        return rows
+
+    def row(goal, where, a, b, target, met):
+        rows.append({"goal": goal, "where": where, "standard": a, "hah": b,
+                     "difference": None if a is None or b is None else b - a,
+                     "target": target, "met": met})
+
+    a, b = 100 * _mean(std["test_accuracy"]), 100 * _mean(hah["test_accuracy"])
+    row("clean accuracy", "test set, mean over seeds", a, b,
+        f">= -{targets['clean_drop_max']:g}", b - a >= -targets["clean_drop_max"])
+    below = [s for s in sorted(std["noise"]) if _mean(std["noise"][s]) < 0.5]
+    if below:
+        sigma = below[0]
+        a, b = 100 * _mean(std["noise"][sigma]), 100 * _mean(hah["noise"][sigma])
+        row("Gaussian noise", f"sigma {sigma:g} (standard falls below 50%)", a, b,
+            f">= +{targets['noise_gain_min']:g}", b - a >= targets["noise_gain_min"])
+    else:
+        row("Gaussian noise", "no sigma takes the standard network below 50%",
+            None, None, f">= +{targets['noise_gain_min']:g}", None)
+    low, high = targets["robust_band"]
+    for norm, budgets in std["robust"].items():
+        inside = [e for e in sorted(budgets) if low <= _mean(budgets[e]) <= high]
+        if not inside:
+            row(f"robust accuracy ({norm})",
+                f"no budget takes the standard network to {low:.0%}-{high:.0%}",
+                None, None, f">= +{targets['robust_gain_min']:g}", None)
+        for eps in inside:
+            a = 100 * _mean(budgets[eps])
+            b = 100 * _mean(hah["robust"][norm][eps])
+            row(f"robust accuracy ({norm})", f"eps {eps:g} (worst case over the suite)",
+                a, b, f">= +{targets['robust_gain_min']:g}",
+                b - a >= targets["robust_gain_min"])
+    a, b = std.get("nonzero_first_layers"), hah.get("nonzero_first_layers")
+    if a and b:
+        ratio = b["mean"] / a["mean"]
+        rows.append({"goal": "non-zero activations", "where":
+                     f"layers {', '.join(summary['hah_layers'])} (ratio HaH / standard)",
+                     "standard": 100 * a["mean"], "hah": 100 * b["mean"],
+                     "difference": ratio, "target": f"ratio <= {targets['nonzero_ratio_max']:g}",
+                     "met": ratio <= targets["nonzero_ratio_max"]})
+    return rows
+
+
+def _pct(stat):
+    if stat is None:
+        return "-"
+    if isinstance(stat, dict):
+        if stat["n"] > 1:
+            return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
+        return f"{100 * stat['mean']:.1f}"
+    return f"{100 * stat:.1f}"
+
+
+def _columns(summary):
+    reference = next((m for m in summary["models"].values() if "clean" in m), None)
+    if reference is None:
+        return [], []
+    noise = sorted(reference["noise"])
+    robust = [(norm, eps) for norm in reference["robust"] for eps in sorted(reference["robust"][norm])]
+    return noise, robust
+
+
+def _table(rows, noise, robust):
+    header = (["model", "seeds", "test acc.", "clean (eval images)"]
+              + [f"noise σ={s:g}" for s in noise]
+              + [f"{'L∞' if n == 'linf' else 'L2'} {e:g}" for n, e in robust]
+              + ["non-zero (HaH layers)"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, seeds, item in rows:
+        def get(key, *path):
+            value = item.get(key)
+            for p in path:
+                value = None if value is None else value.get(p)
+            return value
+        cells = [label, seeds, _pct(get("test_accuracy")), _pct(get("clean"))]
+        cells += [_pct(get("noise", s)) for s in noise]
+        cells += [_pct(get("robust", n, e)) for n, e in robust]
+        cells += [_pct(get("nonzero_first_layers"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot(out, summary):
+    """noise.png, robust_linf.png, robust_l2.png, sparsity.png; returns names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    groups = summary["groups"]
+    ablations = [summary["models"][n] for n in summary["ablations"]
+                 if "clean" in summary["models"][n]]
+    curves = [("noise", "Gaussian noise sigma", "noise.png", None)]
+    norms = next((list(g["robust"]) for g in groups.values() if g.get("robust")), [])
+    curves += [("robust", f"{norm} budget (pixels in [0, 1])", f"robust_{norm}.png", norm)
+               for norm in norms]
+    for key, xlabel, filename, norm in curves:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for base, color in (("standard", "tab:blue"), ("hah", "tab:red")):
+            data = groups[base].get(key)
+            if not data:
+                continue
+            data = data[norm] if norm else data
+            xs = sorted(data)
+            mean = np.array([data[x]["mean"] for x in xs]) * 100
+            spread = np.array([data[x]["std"] for x in xs]) * 100
+            ax.plot(xs, mean, "o-", color=color,
+                    label=f"{base} (mean of {len(groups[base]['seeds'])} seeds)")
+            ax.fill_between(xs, mean - spread, mean + spread, color=color, alpha=0.2)
+        for model in ablations:
+            data = model[key][norm] if norm else model[key]
+            xs = sorted(data)
+            ax.plot(xs, [100 * data[x] for x in xs], "--", marker=".", label=model["name"])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy (%)" if key == "noise" else "robust accuracy, worst case (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, filename), dpi=110)
+        plt.close(fig)
+        written.append(filename)
+    reference = next((m for m in summary["models"].values() if m.get("nonzero")), None)
+    if reference is not None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for base, marker in (("standard", "o"), ("hah", "s")):
+            data = groups[base].get("nonzero")
+            if data:
+                layers = list(data)
+                ax.plot(range(len(layers)), [100 * data[layer]["mean"] for layer in layers],
+                        marker=marker, label=base)
+        for model in ablations:
+            layers = list(model["nonzero"])
+            ax.plot(range(len(layers)), [100 * model["nonzero"][layer] for layer in layers],
+                    "--", marker=".", label=model["name"])
+        ax.set_xlabel("activation layer (model order)")
+        ax.set_ylabel("non-zero activations (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "sparsity.png"), dpi=110)
+        plt.close(fig)
+        written.append("sparsity.png")
+    return written
+
+
+def write(out, summary, timings, targets, command):
+    """Writes `results.md` and the plots; returns the Markdown's path."""
+    noise, robust = _columns(summary)
+    groups, models = summary["groups"], summary["models"]
+    missing = [n for n, m in models.items() if "clean" not in m]
+    lines = ["# Results: standard vs HaH network on Fashion-MNIST", "",
+             f"Made by `{command}`; every number comes from the files in this folder "
+             "(`runs/NAME/metrics.json`, `eval/NAME/report.json`).", ""]
+    if missing:
+        lines += [f"**Incomplete**: not evaluated yet: {', '.join(missing)}.", ""]
+    reference = next((m for m in models.values() if "clean" in m), None)
+    if reference is not None:
+        lines += [f"Test accuracy on the whole test set (from training); everything else "
+                  f"on the first {reference['images']} test images, the same for every "
+                  f"model. Robust accuracy: per-image worst case over the suite "
+                  f"(attacks {', '.join(reference['suite']['attacks'] or [])}; "
+                  f"{reference['suite']['steps']} steps, {reference['suite']['restarts']} "
+                  "restarts). Mean ± sample standard deviation over seeds.", ""]
+    lines += ["## Standard vs HaH", ""]
+    lines += _table([(base, ", ".join(str(s) for s in groups[base]["seeds"]), groups[base])
+                     for base in ("standard", "hah")], noise, robust)
+    lines += ["", "### Each seed", ""]
+    lines += _table([(m["name"], str(m["seed"]), m) for m in models.values()
+                     if m["name"] not in summary["ablations"] and "clean" in m],
+                    noise, robust)
+    rows = goals(summary, targets)
+    if rows:
+        lines += ["", "## Goals (HaH against standard)", "",
+                  "| goal | where | standard | HaH | difference | target | met |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            fmt = (lambda v: "-" if v is None else f"{v:.1f}")
+            difference = "-" if r["difference"] is None else (
+                f"{r['difference']:.2f}" if r["goal"] == "non-zero activations"
+                else f"{r['difference']:+.1f}")
+            met = {True: "yes", False: "**no**", None: "undecided"}[r["met"]]
+            lines.append(f"| {r['goal']} | {r['where']} | {fmt(r['standard'])} | "
+                         f"{fmt(r['hah'])} | {difference} | {r['target']} | {met} |")
+    if summary["ablations"]:
+        lines += ["", "## Ablations (one seed)", ""]
+        lines += [f"- `{n}`: {models[n]['description']}"
+                  + (f" (weights pruned: {100 * models[n]['weight_sparsity']:.1f}%)"
+                     if "weight_sparsity" in models[n] else "") for n in summary["ablations"]]
+        lines += [""] + _table(
+            [(base, ", ".join(str(s) for s in groups[base]["seeds"]), groups[base])
+             for base in ("standard", "hah")]
+            + [(n, str(models[n]["seed"]), models[n]) for n in summary["ablations"]],
+            noise, robust)
+    lines += ["", "## Gradient masking check", "",
+              "Robust accuracy after the plain gradient attacks only, and the worst case "
+              "over the whole suite (BPDA, transfer, SPSA added). A large gap means plain "
+              "gradients alone would have overstated robustness.", "",
+              "| model | budget | gradient attacks only | worst case | failed sanity checks |",
+              "|---|---|---|---|---|"]
+    for model in models.values():
+        if "clean" not in model:
+            continue
+        for norm, eps in robust:
+            worst = model["robust"][norm].get(eps)
+            plain = model["gradient_only"][norm].get(eps)
+            if worst is None or plain is None or plain - worst < 0.01:
+                continue
+            lines.append(f"| {model['name']} | {norm} {eps:g} | {_pct(plain)} | {_pct(worst)} "
+                         f"| {', '.join(model['checks_failed']) or 'none'} |")
+        if not any(model["gradient_only"][n].get(e, 0) - model["robust"][n].get(e, 0) >= 0.01
+                   for n, e in robust):
+            lines.append(f"| {model['name']} | every budget | within 1 point | | "
+                         f"{', '.join(model['checks_failed']) or 'none'} |")
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plot(out, summary)]
+    steps = {k: v for k, v in timings.items() if k != "calls"}
+    if steps:
+        lines += ["", "## Wall time", "",
+                  f"{sum(steps.values()) / 60:.1f} min over all steps "
+                  f"(training {sum(v for k, v in steps.items() if k.startswith('train')) / 60:.1f} "
+                  f"min, evaluation "
+                  f"{sum(v for k, v in steps.items() if k.startswith('evaluate')) / 60:.1f} min), "
+                  "2 CPU cores; `timings.json` has each step.", ""]
+    path = os.path.join(out, "results.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
