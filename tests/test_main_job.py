@@ -1,0 +1,106 @@
+"""The main job end to end at a tiny budget: `make demo`'s pipeline and
+`make results`' pipeline (train, evaluate, export, report), as programs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from training import config as run_config
+from training import results
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _program(*arguments, timeout=900):
+    result = subprocess.run(
+        [sys.executable, "-m", "training", *arguments], cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    return result
+
+
+def test_demo_pipeline_writes_report_with_both_models_plots_and_export(tmp_path):
+    out = tmp_path / "demo"
+    _program("demo", "--tiny", "--out", str(out))
+    report = (out / "report.md").read_text()
+    for model in ("standard", "hah"):
+        assert (out / model / "model.keras").is_file()
+        assert f"| {model} |" in report
+    for plot in ("noise.png", "robust_linf.png", "robust_l2.png", "sparsity.png"):
+        assert (out / "robustness" / plot).stat().st_size > 1000
+        assert f"(robustness/{plot})" in report
+    version = next(p for p in (out / "export").iterdir() if p.name.isdigit())
+    assert (version / "saved_model.pb").is_file()
+    assert {p.name for p in (version / "tflite").glob("*.tflite")} >= {"model_float32.tflite",
+                                                          "model_int8.tflite"}
+    assert "int8" in report and "float32" in report
+
+
+def test_every_ablation_is_a_valid_config():
+    for name, (base, overrides, _) in results.ABLATIONS.items():
+        config = run_config.load_config(os.path.join(ROOT, results.CONFIGS[base]),
+                                        overrides)
+        if name == "hah_alpha0":
+            assert config["hah_alphas"] == 0.0
+        elif name == "hah_no_dn":
+            assert config["block_options"] == {"normalization_field": None}
+        elif name == "hah_no_threshold":
+            assert config["block_options"] == {"threshold": None}
+        else:
+            assert config["prune_to"] == 0.9 and config["architecture"] == "vgg_small_bn"
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    _program("results", "--tiny", "--out", str(out), "--seeds", "2022,2023",
+             "--ablations", "hah_alpha0,standard_pruned90")
+    return out
+
+
+def test_results_pipeline_reports_seeds_goals_and_ablations(tiny_results):
+    summary = json.loads((tiny_results / "results.json").read_text())
+    for base in ("standard", "hah"):
+        group = summary["groups"][base]
+        assert group["seeds"] == [2022, 2023]
+        assert group["clean"]["n"] == 2 and group["clean"]["std"] >= 0
+        # Robust accuracy is a worst case: never above clean accuracy.
+        for norm in ("linf", "l2"):
+            for stats in group["robust"][norm].values():
+                assert stats["mean"] <= group["clean"]["mean"] + 1e-9
+    models = summary["models"]
+    # Pruning really removed 90% of the weights of the pruned network.
+    assert abs(models["standard_pruned90"]["weight_sparsity"] - 0.9) < 0.01
+    assert "weight_sparsity" not in models["standard_s2022"]
+    # Each model was attacked by a transfer attack from its counterpart.
+    report = json.loads((tiny_results / "eval" / "hah_s2023" / "report.json").read_text())
+    assert report["models"]["hah_s2023"]["transfer_sources"] == ["source_standard_s2023"]
+    assert summary["hah_layers"] == ["block1_hah", "block2_hah"]
+    assert summary["standard_layers"] == ["block1_relu", "block2_relu"]
+    markdown = (tiny_results / "results.md").read_text()
+    assert "## Goals" in markdown and "## Ablations" in markdown
+    assert "hah_alpha0" in markdown and "Incomplete" not in markdown
+    for plot in ("noise.png", "robust_linf.png", "robust_l2.png", "sparsity.png"):
+        assert (tiny_results / plot).stat().st_size > 1000
+
+
+def test_results_rerun_reuses_finished_steps(tiny_results):
+    result = _program("results", "--tiny", "--out", str(tiny_results), "--seeds",
+                      "2022,2023", "--ablations", "hah_alpha0,standard_pruned90")
+    assert "=== train" not in result.stdout and "=== evaluate" not in result.stdout
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--seeds", "a,b"], "--seeds must be integers"),
+    (["--ablations", "no_such"], "unknown ablation 'no_such'"),
+])
+def test_results_usage_mistakes_give_one_line(arguments, message, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "results", "--out", str(tmp_path), *arguments],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
