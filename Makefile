@@ -34,7 +34,7 @@ demo: setup
 # HaH networks, 4 ablations, full robustness suite on 1,000 test images.
 # About 2 hours on 2 cores; interrupted, it continues where it stopped.
 results: setup
-	$(PY) -m training results --out results/fashion_mnist $(RESULTS_ARGS)
+	$(PY) -m training results --out results/fashion_mnist --docs docs/RESULTS.md README.md $(RESULTS_ARGS)
 
 # Training-step throughput, HaH vs standard, oneDNN on and off (docs/PERFORMANCE.md).
 bench: setup

@@ -88,10 +88,20 @@ def test_results_pipeline_reports_seeds_goals_and_ablations(tiny_results):
         assert (tiny_results / plot).stat().st_size > 1000
 
 
-def test_results_rerun_reuses_finished_steps(tiny_results):
+def test_results_rerun_reuses_finished_steps_and_fills_the_docs(tiny_results, tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# Title\n\nprose before\n<!-- results:begin -->\nold\n"
+                   "<!-- results:end -->\nprose after\n")
     result = _program("results", "--tiny", "--out", str(tiny_results), "--seeds",
-                      "2022,2023", "--ablations", "hah_alpha0,standard_pruned90")
+                      "2022,2023", "--ablations", "hah_alpha0,standard_pruned90",
+                      "--docs", str(doc))
     assert "=== train" not in result.stdout and "=== evaluate" not in result.stdout
+    text = doc.read_text()
+    assert text.startswith("# Title\n\nprose before\n") and text.endswith("prose after\n")
+    assert "\nold\n" not in text and "### Goals (HaH against standard)" in text
+    # Plot links point from the document to the results folder.
+    link = os.path.relpath(tiny_results / "noise.png", tmp_path)
+    assert f"![noise.png]({link})" in text
 
 
 @pytest.mark.parametrize("arguments, message", [

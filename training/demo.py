@@ -27,6 +27,8 @@ import os
 import sys
 import time
 
+from training import steps
+
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -56,30 +58,6 @@ BUDGETS = {
                    "--calibration-images", "64"],
     },
 }
-
-
-def _program(name):
-    """The `main(argv)` of `python -m training train|evaluate` or `export`."""
-    if name == "export":
-        from export.__main__ import main
-    elif name == "train":
-        from training.train import main
-    else:
-        from training.evaluate import main
-    return main
-
-
-def _run(step, program, arguments):
-    print(f"\n=== {step}: python -m "
-          f"{'export' if program == 'export' else 'training ' + program} "
-          f"{' '.join(arguments)}", flush=True)
-    start = time.time()
-    status = _program(program)(arguments)
-    if status:
-        raise SystemExit(f"error: demo step '{step}' failed with status "
-                         f"{status}; its output is above.")
-    print(f"=== {step}: done in {time.time() - start:.0f} s", flush=True)
-    return time.time() - start
 
 
 def _read(path):
@@ -143,19 +121,19 @@ def main(argv=None):
     timings = {}
     start = time.time()
     for name, config in CONFIGS.items():
-        timings["train " + name] = _run(
+        timings["train " + name] = steps.run(
             f"train {name}",
             "train", ["--config", os.path.join(ROOT, config),
              "--out", os.path.join(out, name), "--skip-finished", *budget["train"]])
     robustness = os.path.join(out, "robustness")
     if not os.path.exists(os.path.join(robustness, "report.md")):
-        _run("evaluate", "evaluate", ["--model",
+        steps.run("evaluate", "evaluate", ["--model",
                           os.path.join(out, "standard", "model.keras"),
                           os.path.join(out, "hah", "model.keras"),
                           "--dataset", "fashion_mnist", "--out", robustness,
                           *budget["evaluate"]])
     if _latest_version(os.path.join(out, "export")) is None:
-        _run("export", "export", [os.path.join(out, "hah", "model.keras"),
+        steps.run("export", "export", [os.path.join(out, "hah", "model.keras"),
                         "--out", os.path.join(out, "export"), *budget["export"]])
     report = write_report(out, timings)
     print(f"\nDemo finished in {time.time() - start:.0f} s. Report: {report}")

@@ -30,6 +30,8 @@ import os
 import sys
 import time
 
+from training import steps
+
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -88,18 +90,6 @@ def plan(seeds, ablations):
     return runs
 
 
-def _step(title, main, arguments):
-    print(f"\n=== {title}\n    {' '.join(arguments)}", flush=True)
-    started = time.time()
-    status = main(arguments)
-    if status:
-        raise SystemExit(f"error: results step '{title}' failed with status {status}; "
-                         "its output is above.")
-    seconds = time.time() - started
-    print(f"=== {title}: done in {seconds:.0f} s", flush=True)
-    return seconds
-
-
 def _load_json(path):
     with open(path) as f:
         return json.load(f)
@@ -115,9 +105,6 @@ def _evaluated(path):
 def run_all(out, runs, budget, images):
     """Trains and evaluates every run that has no output yet; returns the
     seconds each step took in this call."""
-    from training.evaluate import main as evaluate_main
-    from training.train import main as train_main
-
     seconds = {}
     trained = set()
     # Train a run and its transfer source before evaluating it.
@@ -129,16 +116,16 @@ def run_all(out, runs, budget, images):
             model = os.path.join(out, "runs", run_name, "model.keras")
             if not os.path.exists(model):
                 sets = [a for o in spec[2] for a in ("--set", o)]
-                seconds["train " + run_name] = _step(
-                    f"train {run_name}", train_main,
+                seconds["train " + run_name] = steps.run(
+                    f"train {run_name}", "train",
                     ["--config", os.path.join(ROOT, CONFIGS[spec[1]]),
                      "--out", os.path.join(out, "runs", run_name), "--skip-finished",
                      *budget["train"], *sets])
             trained.add(run_name)
         report = os.path.join(out, "eval", name, "report.json")
         if not _evaluated(report):
-            seconds["evaluate " + name] = _step(
-                f"evaluate {name}", evaluate_main,
+            seconds["evaluate " + name] = steps.run(
+                f"evaluate {name}", "evaluate",
                 ["--model", os.path.join(out, "runs", name, "model.keras"),
                  "--transfer-from", os.path.join(out, "runs", source, "model.keras"),
                  "--dataset", "fashion_mnist", "--images", str(images),
@@ -160,6 +147,11 @@ def main(argv=None):
                         help="test images attacked (default: 1000; --tiny 32)")
     parser.add_argument("--report-only", action="store_true",
                         help="only write the report from the finished steps")
+    parser.add_argument("--docs", nargs="+", default=[], metavar="DOC.md",
+                        help="also put the tables into each DOC.md: all of them between "
+                        "its '<!-- results:begin -->' and '<!-- results:end -->' lines, "
+                        "the main table and the goals between "
+                        "'<!-- results-summary:begin -->' and '<!-- results-summary:end -->'")
     parser.add_argument("--tiny", action="store_true", help="a tiny budget (tests)")
     args = parser.parse_args(argv)
     try:
@@ -204,6 +196,12 @@ def main(argv=None):
                                                   *(argv if argv is not None
                                                     else sys.argv[1:])]))
     print(f"\nResults: {path}")
+    for doc in args.docs:
+        if not results_report.embed(doc, path):
+            print(f"results: error: {doc} has no '{results_report.BEGIN}' or "
+                  f"'{results_report.SUMMARY_BEGIN}' line and its end", file=sys.stderr)
+            return 2
+        print(f"Tables copied into {doc}")
     return 0
 
 

@@ -292,23 +292,26 @@ def write(out, summary, timings, targets, command):
     lines += ["## Standard vs HaH", ""]
     lines += _table([(base, ", ".join(str(s) for s in groups[base]["seeds"]), groups[base])
                      for base in ("standard", "hah")], noise, robust)
+    main_table = list(lines[lines.index("## Standard vs HaH") + 2:])
     lines += ["", "### Each seed", ""]
     lines += _table([(m["name"], str(m["seed"]), m) for m in models.values()
                      if m["name"] not in summary["ablations"] and "clean" in m],
                     noise, robust)
+    goal_lines = []
     rows = goals(summary, targets)
     if rows:
-        lines += ["", "## Goals (HaH against standard)", "",
-                  "| goal | where | standard | HaH | difference | target | met |",
-                  "|---|---|---|---|---|---|---|"]
+        goal_lines += ["", "## Goals (HaH against standard)", "",
+                       "| goal | where | standard | HaH | difference | target | met |",
+                       "|---|---|---|---|---|---|---|"]
         for r in rows:
             fmt = (lambda v: "-" if v is None else f"{v:.1f}")
             difference = "-" if r["difference"] is None else (
                 f"{r['difference']:.2f}" if r["goal"] == "non-zero activations"
                 else f"{r['difference']:+.1f}")
             met = {True: "yes", False: "**no**", None: "undecided"}[r["met"]]
-            lines.append(f"| {r['goal']} | {r['where']} | {fmt(r['standard'])} | "
+            goal_lines.append(f"| {r['goal']} | {r['where']} | {fmt(r['standard'])} | "
                          f"{fmt(r['hah'])} | {difference} | {r['target']} | {met} |")
+    lines += goal_lines
     if summary["ablations"]:
         lines += ["", "## Ablations (one seed)", ""]
         lines += [f"- `{n}`: {models[n]['description']}"
@@ -351,4 +354,56 @@ def write(out, summary, timings, targets, command):
     path = os.path.join(out, "results.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+    # The short version (a README): the main table and the goals.
+    short = ([f"Made by `{command}`; mean ± spread over seeds, worst case over the "
+              "full attack suite."] if not missing else
+             [f"**Incomplete**: not evaluated yet: {', '.join(missing)}."])
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write("\n".join(["# Summary", ""] + short + [""] + main_table + goal_lines) + "\n")
     return path
+
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+SUMMARY_BEGIN, SUMMARY_END = "<!-- results-summary:begin -->", "<!-- results-summary:end -->"
+
+
+def embed(doc_path, results_path):
+    """Replaces the part of `doc_path` between the results markers with
+    the Markdown of `results_path` (headings one level down, links made
+    relative to the document), or between the summary markers with the
+    main table and the goals (`summary.md`). Returns False when the
+    document has neither."""
+    with open(doc_path) as f:
+        document = f.read()
+    done = False
+    for begin, end, name in ((BEGIN, END, os.path.basename(results_path)),
+                             (SUMMARY_BEGIN, SUMMARY_END, "summary.md")):
+        if begin in document and end in document:
+            document = _replace(document, begin, end, doc_path,
+                                os.path.join(os.path.dirname(results_path), name))
+            done = True
+    if done:
+        with open(doc_path, "w") as f:
+            f.write(document)
+    return done
+
+
+def _replace(document, begin, end, doc_path, results_path):
+    with open(results_path) as f:
+        generated = f.read()
+    prefix = os.path.relpath(os.path.dirname(os.path.abspath(results_path)),
+                             os.path.dirname(os.path.abspath(doc_path)))
+    lines = []
+    for line in generated.splitlines()[1:]:  # its title is the document's
+        if line.startswith("#"):
+            line = "#" + line
+        line = line.replace("the files in this folder", f"the files in `{prefix}/`")
+        if line.startswith("![") and "](" in line:
+            label, target = line[2:-1].split("](", 1)
+            line = f"![{label}]({prefix}/{target})"
+        lines.append(line)
+    head, rest = document.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    return head + begin + "\n" + "\n".join(lines).strip("\n") + "\n" + end + tail

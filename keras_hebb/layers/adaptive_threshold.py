@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_hebb import _checks
-from keras_hebb.robustness import bpda
+from keras_hebb import surrogates
 
 
 @keras.saving.register_keras_serializable(package="keras_hebb")
@@ -42,8 +42,10 @@ class AdaptiveThreshold(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         threshold = self.scale * ops.mean(x, axis=(1, 2), keepdims=True)
         outputs = ops.where(x > threshold, x, 0.0)
-        # Only inside `bpda.surrogate_gradients()`: same value, smooth gradient.
-        outputs = bpda.with_surrogate(outputs, bpda.threshold_surrogate(x, threshold))
+        # Only inside `surrogates.surrogate_gradients()` (BPDA): same value,
+        # smooth gradient.
+        outputs = surrogates.with_surrogate(
+            outputs, surrogates.threshold_surrogate(x, threshold))
         return ops.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_hebb import _checks
-from keras_hebb.robustness import bpda
+from keras_hebb import surrogates
 
 FIELDS = ("linf", "l1", "l2")
 
@@ -82,8 +82,9 @@ class DivisiveNormalization(keras.layers.Layer):
     def call(self, inputs):
         field = self.suppression_field(inputs)
         peak = ops.max(field, axis=(1, 2), keepdims=True)
-        # Only inside `bpda.surrogate_gradients()`: same value, smooth gradient.
-        peak = bpda.with_surrogate(peak, bpda.max_surrogate(field, (1, 2)))
+        # Only inside `surrogates.surrogate_gradients()` (BPDA): same value,
+        # smooth gradient.
+        peak = surrogates.with_surrogate(peak, surrogates.max_surrogate(field, (1, 2)))
         denominator = self.sigma * peak + (1.0 - self.sigma) * field + 1e-7
         outputs = ops.cast(inputs, "float32") / denominator
         return ops.cast(outputs, self.compute_dtype)

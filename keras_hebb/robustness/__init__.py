@@ -5,8 +5,9 @@ Every robustness number is the per-image worst case over a suite of attacks
 adaptive BPDA attack, a transfer attack and gradient-free SPSA), with sanity
 checks that flag gradient masking. See docs/ROBUSTNESS.md.
 
-The submodules load lazily, so the layers can import `bpda` (the surrogate
-gradient scope) without importing the attack suite.
+The submodules load lazily: `import keras_hebb` never imports the attack
+libraries. The surrogate-gradient scope that BPDA turns on lives in
+`keras_hebb.surrogates` (re-exported here as `bpda`).
 """
 
 import importlib
