@@ -92,8 +92,10 @@ def write_report(out, timings):
     lines += ["", "## Robustness (quick suite)", "",
               "From `robustness/report.md`; robust accuracy is the per-image "
               "worst case over every attack of the suite.", ""]
-    lines.append(_read(os.path.join(out, "robustness", "report.md")).replace(
-        "](", "](robustness/"))
+    robustness = _read(os.path.join(out, "robustness", "report.md")).replace(
+        "](", "](robustness/").splitlines()
+    # Its title is this section's; its headings go two levels down.
+    lines += ["##" + line if line.startswith("#") else line for line in robustness[1:]]
     plots = sorted(p for p in os.listdir(os.path.join(out, "robustness"))
                    if p.endswith(".png"))
     lines += ["", "### Plots", ""] + [f"![{p}](robustness/{p})" for p in plots]

@@ -310,7 +310,7 @@ def write(out, summary, timings, targets, command):
                 else f"{r['difference']:+.1f}")
             met = {True: "yes", False: "**no**", None: "undecided"}[r["met"]]
             goal_lines.append(f"| {r['goal']} | {r['where']} | {fmt(r['standard'])} | "
-                         f"{fmt(r['hah'])} | {difference} | {r['target']} | {met} |")
+                              f"{fmt(r['hah'])} | {difference} | {r['target']} | {met} |")
     lines += goal_lines
     if summary["ablations"]:
         lines += ["", "## Ablations (one seed)", ""]
@@ -355,8 +355,8 @@ def write(out, summary, timings, targets, command):
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     # The short version (a README): the main table and the goals.
-    short = ([f"Made by `{command}`; mean ± spread over seeds, worst case over the "
-              "full attack suite."] if not missing else
+    short = ([f"Made by `{command}`; mean ± spread over seeds; robust accuracy is "
+              "the per-image worst case over the attack suite."] if not missing else
              [f"**Incomplete**: not evaluated yet: {', '.join(missing)}."])
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write("\n".join(["# Summary", ""] + short + [""] + main_table + goal_lines) + "\n")
