@@ -61,6 +61,9 @@ def build_parser():
                              "in this process with the environment as it is")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory processes")
+    parser.add_argument("--plain-hah", action="store_true",
+                        help="HaH blocks train through the plain layers (autodiff), "
+                        "not keras_hebb._fused: the before/after of that change")
     parser.add_argument("--matmul-size", type=int, default=2048, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
@@ -76,13 +79,20 @@ def _data(shape, batch, seed=0):
             rng.integers(0, 10, batch).astype("int64"))
 
 
+PLAIN_HAH = False  # --plain-hah
+
+
 def _compiled(name, shape):
     import keras
 
     from keras_hebb import architectures
+    from keras_hebb.layers import HaHBlock
 
     keras.utils.set_random_seed(2022)
     model = architectures.PRESETS[name](input_shape=shape)
+    for layer in model.layers:
+        if isinstance(layer, HaHBlock):
+            layer.use_fused_training = not PLAIN_HAH
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -135,7 +145,7 @@ def measure_memory(name, batch, steps=3):
 
 
 def _worker_results(args, onednn):
-    argv = ["--json", "--onednn", "current", "--no-memory",
+    argv = ["--json", "--onednn", "current", "--no-memory", *(["--plain-hah"] if PLAIN_HAH else []),
             "--pairs", ",".join(args.pairs),
             "--batch-sizes", ",".join(map(str, args.batch_sizes)),
             "--steps", str(args.steps), "--warmup", str(args.warmup)]
@@ -150,7 +160,8 @@ def _memory_results(args):
             for batch in args.batch_sizes:
                 out = common.run_python(
                     "benchmarks.train_step",
-                    ["--json", "--memory-of", name, "--batch", str(batch)])
+                    ["--json", "--memory-of", name, "--batch", str(batch),
+                     *(["--plain-hah"] if PLAIN_HAH else [])])
                 results.append(json.loads(out.strip().splitlines()[-1]))
     return results
 
@@ -188,7 +199,9 @@ def report(results, memory):
 
 
 def main(argv=None):
+    global PLAIN_HAH
     args = build_parser().parse_args(argv)
+    PLAIN_HAH = args.plain_hah
     if args.steps < 1 or args.warmup < 0:
         print(f"train_step: expected --steps >= 1 and --warmup >= 0, received "
               f"{args.steps} and {args.warmup}", file=sys.stderr)

@@ -154,6 +154,57 @@ def test_hah_block_parts_can_be_switched_off():
     assert block.normalization is None and block.threshold_layer is None
 
 
+@pytest.mark.parametrize("filters, quantized", [(16, False), (8, True)])
+def test_fused_training_path_has_the_plain_layers_values_and_gradients(
+        filters, quantized, monkeypatch):
+    # keras_hebb._fused (memory-lean custom gradients) against autodiff of
+    # the plain layers; quantized inputs make ties in the ReLU output, the
+    # max pool, the image-wide maximum and the cost's channel ranking.
+    import tensorflow as tf
+
+    from keras_hebb import _fused
+    from keras_hebb.hah_cost import collect_hah_costs
+
+    calls = []
+    for name in ("relu_normalize_threshold", "hah_cost"):
+        original = getattr(_fused, name)
+        monkeypatch.setattr(_fused, name, lambda *a, _f=original, _n=name: (
+            calls.append(_n), _f(*a))[1])
+    x = RNG.random(size=(3, 10, 10, 3)).astype("float32")
+    if quantized:
+        x = np.round(x * 2) / 2
+    block = HaHBlock(filters, threshold_ratio=0.3, cost_demote=0.5)
+    block.build(x.shape)
+    if quantized:
+        kernel = keras.ops.convert_to_numpy(block.conv.kernel)
+        block.conv.kernel.assign(np.round(kernel * 4) / 4)
+    x = tf.constant(x)
+    weights = tf.constant(RNG.normal(size=(3, 10, 10, filters)).astype("float32"))
+
+    def step(fused):
+        block.use_fused_training = fused
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            with collect_hah_costs() as scope:
+                y = block(x, training=True)
+            cost = scope.costs[block.name]
+            loss = tf.reduce_sum(y * weights)
+        grads = tape.gradient(loss, [block.conv.kernel, x])
+        grads += tape.gradient(cost, [block.conv.kernel])
+        return [v.numpy() for v in (y, cost, *grads)]
+
+    plain = step(False)
+    assert calls == []
+    fused = step(True)
+    assert sorted(calls) == ["hah_cost", "relu_normalize_threshold"]
+    assert (plain[0] > 0).mean() < 0.35 and np.abs(plain[2]).max() > 0
+    np.testing.assert_array_equal(fused[0], plain[0])
+    np.testing.assert_allclose(fused[1], plain[1], rtol=1e-6)
+    for got, expected in zip(fused[2:], plain[2:]):
+        np.testing.assert_allclose(got, expected, rtol=2e-5,
+                                   atol=2e-6 * np.abs(expected).max())
+
+
 # ------------------------------------------------------ standard layer checks
 
 LAYER_CASES = [

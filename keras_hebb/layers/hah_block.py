@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from keras_hebb import _checks
-from keras_hebb.hah_cost import current_scope, hah_cost
+from keras_hebb import _checks, surrogates
+from keras_hebb.hah_cost import current_scope, hah_cost, winner_count
 from keras_hebb.layers.adaptive_threshold import AdaptiveThreshold
 from keras_hebb.layers.divisive_normalization import FIELDS, DivisiveNormalization
 from keras_hebb.layers.fractional_threshold import FractionalThreshold
@@ -97,6 +97,9 @@ class HaHBlock(keras.layers.Layer):
         self.cost_ratio = _checks.check_fraction("cost_ratio", cost_ratio)
         self.cost_demote = _checks.check_non_negative("cost_demote", cost_demote)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        # Training with TensorFlow takes the memory-lean path of
+        # keras_hebb._fused (same values and gradients); False: plain layers.
+        self.use_fused_training = True
 
         self.conv = UnitNormConv2D(
             filters,
@@ -135,16 +138,41 @@ class HaHBlock(keras.layers.Layer):
             if layer is not None:
                 layer.build(output_shape)
 
+    def _fused_training(self, training):
+        """Whether this call may take `keras_hebb._fused` (same values and
+        gradients, less memory): TensorFlow training, no BPDA scope."""
+        return (training is True and self.use_fused_training
+                and keras.backend.backend() == "tensorflow"
+                and surrogates.current_scope() is None)
+
     def call(self, inputs, training=None):
         scope = current_scope()
+        fused = self._fused_training(training)
         if scope is None:
             z = self.conv(inputs)
         elif training:
             z, z_local = self.conv.call_with_local_branch(inputs)
-            scope.record(self, hah_cost(z_local, self.cost_ratio, self.cost_demote))
+            winners = winner_count(self.filters, self.cost_ratio)
+            if fused and winners < self.filters:
+                from keras_hebb import _fused
+
+                cost = _fused.hah_cost(ops.cast(z_local, "float32"), winners,
+                                       self.cost_demote)
+            else:
+                cost = hah_cost(z_local, self.cost_ratio, self.cost_demote)
+            scope.record(self, cost)
         else:
             z = self.conv(inputs)
             scope.record(self, hah_cost(z, self.cost_ratio, self.cost_demote))
+        threshold = self.threshold_layer
+        if (fused and self.normalization is not None and self.normalization.field == "linf"
+                and isinstance(threshold, FractionalThreshold) and threshold._dropped > 0):
+            from keras_hebb import _fused
+
+            x = _fused.relu_normalize_threshold(
+                ops.cast(z, "float32"), self.normalization.size, self.normalization.sigma,
+                threshold._positions - threshold._dropped + 1)
+            return ops.cast(x, self.compute_dtype)
         x = ops.relu(z)
         if self.normalization is not None:
             x = self.normalization(x)
