@@ -145,14 +145,18 @@ def goals(summary, targets):
     low, high = targets["robust_band"]
     for norm, budgets in std["robust"].items():
         inside = [e for e in sorted(budgets) if low <= _mean(budgets[e]) <= high]
+        where = "eps {:g} (worst case over the suite)"
         if not inside:
-            row(f"robust accuracy ({norm})",
-                f"no budget takes the standard network to {low:.0%}-{high:.0%}",
-                None, None, f">= +{targets['robust_gain_min']:g}", None)
+            # No budget in the band: the one nearest to it.
+            distance = {e: max(low - _mean(budgets[e]), _mean(budgets[e]) - high)
+                        for e in budgets}
+            inside = [min(sorted(budgets), key=distance.get)]
+            where = (f"eps {{:g}} (no budget takes the standard network to "
+                     f"{low:.0%}-{high:.0%}; the nearest)")
         for eps in inside:
             a = 100 * _mean(budgets[eps])
             b = 100 * _mean(hah["robust"][norm][eps])
-            row(f"robust accuracy ({norm})", f"eps {eps:g} (worst case over the suite)",
+            row(f"robust accuracy ({norm})", where.format(eps),
                 a, b, f">= +{targets['robust_gain_min']:g}",
                 b - a >= targets["robust_gain_min"])
     a, b = std.get("nonzero_first_layers"), hah.get("nonzero_first_layers")
