@@ -22,6 +22,7 @@ threshold); every other case, inference and export take the plain layers.
 import tensorflow as tf
 
 from keras_hebb import _selection
+from keras_hebb.hah_cost import winner_weights
 
 
 def relu_normalize_threshold(z, size, sigma, rank):
@@ -93,26 +94,15 @@ def hah_cost(z, winners, demote):
     def forward(z):
         r = tf.nn.relu(z)
         kth = tf.expand_dims(_selection.kth_largest(r, winners, fast=True), -1)
-        weights = _weights(r, kth, winners, demote)
+        weights = winner_weights(r, kth, winners, demote)
         cost = tf.reduce_mean(tf.reduce_sum(r * weights, axis=-1))
 
         def backward(d_cost):
             r = tf.nn.relu(z)
             positions = tf.cast(tf.size(r) // tf.shape(r)[-1], tf.float32)
-            weights = _weights(r, kth, winners, demote)
+            weights = winner_weights(r, kth, winners, demote)
             return tf.where(z > 0.0, weights * (d_cost / positions), 0.0)
 
         return cost, backward
 
     return forward(z)
-
-
-def _weights(r, kth, winners, demote):
-    channels = r.shape[-1]
-    above = tf.cast(r > kth, tf.float32)
-    tied = tf.cast(tf.equal(r, kth), tf.float32)
-    free_slots = float(winners) - tf.reduce_sum(above, axis=-1, keepdims=True)
-    win = above + tied * (
-        free_slots / tf.maximum(tf.reduce_sum(tied, axis=-1, keepdims=True), 1.0))
-    lose_weight = demote / float(channels - winners)
-    return win * (1.0 / winners + lose_weight) - lose_weight

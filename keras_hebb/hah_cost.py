@@ -51,6 +51,15 @@ def hah_cost(z, ratio=0.1, demote=1.0):
     # scatter). Channels tied at that value share the remaining winner
     # slots, so the value equals the top-K sum exactly.
     kth = ops.expand_dims(_selection.kth_largest(r, winners), -1)
+    weights = ops.stop_gradient(winner_weights(r, kth, winners, demote))
+    return ops.mean(ops.sum(r * weights, axis=-1))
+
+
+def winner_weights(r, kth, winners, demote):
+    """Per-channel weights of the cost: `1/K` for the top K of each position
+    (`r > kth`, ties at `kth` sharing the free winner slots), `-demote /
+    (C - K)` for the others. `kth`: the K-th largest value, keepdims."""
+    channels = r.shape[-1]
     above = ops.cast(r > kth, "float32")
     tied = ops.cast(r == kth, "float32")
     free_slots = float(winners) - ops.sum(above, axis=-1, keepdims=True)
@@ -58,8 +67,7 @@ def hah_cost(z, ratio=0.1, demote=1.0):
         free_slots / ops.maximum(ops.sum(tied, axis=-1, keepdims=True), 1.0)
     )
     lose_weight = demote / float(channels - winners)
-    weights = ops.stop_gradient(win * (1.0 / winners + lose_weight) - lose_weight)
-    return ops.mean(ops.sum(r * weights, axis=-1))
+    return win * (1.0 / winners + lose_weight) - lose_weight
 
 
 def winner_count(channels, ratio):
