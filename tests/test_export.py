@@ -23,6 +23,7 @@ from export import VerificationError
 from export import pipeline, savedmodel, tflite, verify
 from keras_hebb import data
 from keras_hebb.architectures import build_vgg
+from keras_hebb.layers import HaHBlock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERSION = 3
@@ -97,7 +98,24 @@ def test_version_directory_has_serving_layout(export_dir, version_dir):
         assert os.path.getsize(os.path.join(version_dir, "tflite", f"model_{variant}.tflite")) > 0
 
 
-def test_savedmodel_and_float32_tflite_agree_with_keras(version_dir, test_set, keras_logits):
+def _has_threshold_tie(model, image, relative=1e-5):
+    """Whether a HaH block's threshold input has values within `relative`
+    of each other around the k-th value of some channel for `image`."""
+    for block in (layer for layer in model.layers if isinstance(layer, HaHBlock)):
+        inputs = keras.Model(model.inputs, block.input)(image[None])
+        u = keras.ops.convert_to_numpy(
+            block.normalization(keras.ops.relu(block.conv(inputs))))
+        values = np.sort(u.reshape(-1, u.shape[-1]), axis=0)[::-1]
+        k = block.threshold_layer._positions - block.threshold_layer._dropped + 1
+        above, at, below = values[k - 2], values[k - 1], values[k]
+        gap = np.minimum(above - at, at - below) / np.maximum(at, 1e-12)
+        if np.any((gap < relative) & (at > 0)):
+            return True
+    return False
+
+
+def test_savedmodel_and_float32_tflite_agree_with_keras(version_dir, test_set, keras_logits,
+                                                        model):
     pixels, images, _ = test_set
     loaded = savedmodel.load_for_serving(version_dir)
     served = loaded.signatures["serving_default"](images=tf.constant(pixels))
@@ -106,8 +124,14 @@ def test_savedmodel_and_float32_tflite_agree_with_keras(version_dir, test_set, k
     runner = tflite.TFLiteRunner(os.path.join(version_dir, "tflite", "model_float32.tflite"))
     for logits in (served["logits"].numpy(), float_served["logits"].numpy(),
                    runner.logits(pixels)):
-        np.testing.assert_array_equal(logits.argmax(-1), keras_logits.argmax(-1))
-        assert np.max(np.abs(logits - keras_logits)) <= 1e-4
+        per_image = np.max(np.abs(logits - keras_logits), axis=-1)
+        flips = np.flatnonzero(per_image > 1e-4)
+        # A few images may differ through activations tied at a threshold
+        # (export/verify.py, FLOAT32_MAX_TIE_FLIPS); everything else agrees.
+        assert len(flips) <= 5
+        assert all(_has_threshold_tie(model, images[i]) for i in flips)
+        keep = np.setdiff1d(np.arange(len(per_image)), flips)
+        np.testing.assert_array_equal(logits[keep].argmax(-1), keras_logits[keep].argmax(-1))
     np.testing.assert_array_equal(served["classes"].numpy(), keras_logits.argmax(-1))
     np.testing.assert_allclose(served["probabilities"].numpy(),
                                tf.nn.softmax(keras_logits).numpy(), atol=1e-5)
@@ -148,7 +172,7 @@ def test_float_island_detector_flags_a_float_square():
     assert tflite.undocumented_float_islands(content) == islands
 
 
-def test_verification_report_lists_every_artifact(version_dir):
+def test_verification_report_lists_every_artifact(version_dir, keras_logits):
     import json
 
     with open(os.path.join(version_dir, "verification.json")) as f:
@@ -161,6 +185,11 @@ def test_verification_report_lists_every_artifact(version_dir):
         for key in ("accuracy", "keras_accuracy", "argmax_agreement", "max_logit_diff",
                     "size_bytes", "latency_ms_batch1", "latency_ms_batch32"):
             assert row[key] is not None, (row["artifact"], key)
+    for name in ("savedmodel:serving_default", "savedmodel:serving_float", "tflite:float32"):
+        row = artifacts[name]
+        assert len(row["tie_flips"]) <= 5
+        assert row["max_logit_diff_without_tie_flips"] <= 1e-4 * max(
+            1.0, float(np.max(np.abs(keras_logits))))
     assert report["servability"]["warmup_requests"]["count"] == 2
     assert report["servability"]["saved_model_cli_run"]["failures"] == []
     with open(os.path.join(version_dir, "verification.md")) as f:
