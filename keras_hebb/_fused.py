@@ -39,20 +39,19 @@ def relu_normalize_threshold(z, size, sigma, rank):
     @tf.custom_gradient
     def forward(z):
         a = tf.nn.relu(z)
-        field, denominator = _field(a, size, sigma)
-        u = a / denominator
+        _, field, peak = _field(a, size)
+        u = a / _denominator(field, peak, sigma)
         y = _threshold(u, rank)
 
         def backward(dy):
             # Recomputed: the ReLU, the field and the denominator.
             a = tf.nn.relu(z)
-            field, denominator = _field(a, size, sigma)
-            s = _max_pool(a, size)
+            s, field, peak = _field(a, size)
+            denominator = _denominator(field, peak, sigma)
             g = tf.where(y > 0.0, dy, 0.0)  # kept values are > 0
             da = g / denominator
             # u = a / D: dD = -sum_c(g * u) / D, u = y where g is non-zero.
             d_denominator = -tf.reduce_sum(g * y, axis=-1, keepdims=True) / denominator
-            peak = tf.reduce_max(field, axis=(1, 2), keepdims=True)
             ties = tf.cast(tf.equal(field, peak), tf.float32)
             d_peak = sigma * tf.reduce_sum(d_denominator, axis=(1, 2), keepdims=True)
             d_field = (1.0 - sigma) * d_denominator + ties * (
@@ -69,14 +68,15 @@ def relu_normalize_threshold(z, size, sigma, rank):
     return forward(z)
 
 
-def _max_pool(a, size):
-    return tf.nn.max_pool2d(a, size, strides=1, padding="SAME")
+def _field(a, size):
+    """`(max-pooled a, channel-mean field S, image-wide max of S)`."""
+    s = tf.nn.max_pool2d(a, size, strides=1, padding="SAME")
+    field = tf.reduce_mean(s, axis=-1, keepdims=True)
+    return s, field, tf.reduce_max(field, axis=(1, 2), keepdims=True)
 
 
-def _field(a, size, sigma):
-    field = tf.reduce_mean(_max_pool(a, size), axis=-1, keepdims=True)
-    peak = tf.reduce_max(field, axis=(1, 2), keepdims=True)
-    return field, sigma * peak + (1.0 - sigma) * field + 1e-7
+def _denominator(field, peak, sigma):
+    return sigma * peak + (1.0 - sigma) * field + 1e-7
 
 
 def _threshold(u, rank):

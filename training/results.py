@@ -30,7 +30,7 @@ import os
 import sys
 import time
 
-from training import steps
+from training import results_report, steps
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -69,10 +69,6 @@ GOALS = {"clean_drop_max": 2.0, "noise_gain_min": 20.0,
          "nonzero_ratio_max": 0.25}
 
 
-class UsageError(Exception):
-    """A mistake on the command line: one line, exit status 2."""
-
-
 def plan(seeds, ablations):
     """The runs in the order they are made: `(name, base, overrides, seed,
     transfer source, description)`."""
@@ -90,40 +86,24 @@ def plan(seeds, ablations):
     return runs
 
 
-def _load_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def _evaluated(path):
-    try:
-        return bool(_load_json(path)["models"])
-    except (OSError, ValueError, KeyError):
-        return False
-
-
 def run_all(out, runs, budget, images):
     """Trains and evaluates every run that has no output yet; returns the
     seconds each step took in this call."""
+    by_name = {run[0]: run for run in runs}
     seconds = {}
-    trained = set()
     # Train a run and its transfer source before evaluating it.
-    for name, base, overrides, _, source, _ in runs:
+    for name, _, _, _, source, _ in runs:
         for run_name in (name, source):
-            if run_name in trained:
-                continue
-            spec = next(r for r in runs if r[0] == run_name)
-            model = os.path.join(out, "runs", run_name, "model.keras")
-            if not os.path.exists(model):
-                sets = [a for o in spec[2] for a in ("--set", o)]
+            _, base, overrides, _, _, _ = by_name[run_name]
+            if not os.path.exists(os.path.join(out, "runs", run_name, "model.keras")):
+                sets = [a for o in overrides for a in ("--set", o)]
                 seconds["train " + run_name] = steps.run(
                     f"train {run_name}", "train",
-                    ["--config", os.path.join(ROOT, CONFIGS[spec[1]]),
+                    ["--config", os.path.join(ROOT, CONFIGS[base]),
                      "--out", os.path.join(out, "runs", run_name), "--skip-finished",
                      *budget["train"], *sets])
-            trained.add(run_name)
-        report = os.path.join(out, "eval", name, "report.json")
-        if not _evaluated(report):
+        report = results_report.load_json(os.path.join(out, "eval", name, "report.json"))
+        if not (report or {}).get("models"):
             seconds["evaluate " + name] = steps.run(
                 f"evaluate {name}", "evaluate",
                 ["--model", os.path.join(out, "runs", name, "model.keras"),
@@ -178,7 +158,7 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     runs = plan(seeds, ablations)
     timings_path = os.path.join(out, "timings.json")
-    timings = _load_json(timings_path) if os.path.exists(timings_path) else {}
+    timings = results_report.load_json(timings_path) or {}
     if not args.report_only:
         started = time.time()
         for key, value in run_all(out, runs, budget, images).items():
@@ -188,8 +168,6 @@ def main(argv=None):
              "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
         with open(timings_path, "w") as f:
             json.dump(timings, f, indent=1)
-    from training import results_report
-
     summary = results_report.collect(out, runs)
     path = results_report.write(out, summary, timings, GOALS,
                                 command=" ".join(["python -m training results",

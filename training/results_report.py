@@ -12,7 +12,8 @@ import os
 import numpy as np
 
 
-def _load(path):
+def load_json(path):
+    """The JSON document at `path`, or None when missing or unreadable."""
     try:
         with open(path) as f:
             return json.load(f)
@@ -22,14 +23,14 @@ def _load(path):
 
 def _model_summary(out, name, base, seed, description):
     summary = {"name": name, "base": base, "seed": seed, "description": description}
-    metrics = _load(os.path.join(out, "runs", name, "metrics.json"))
+    metrics = load_json(os.path.join(out, "runs", name, "metrics.json"))
     if metrics and metrics.get("final"):
         final = metrics["final"]
         summary["test_accuracy"] = final.get("val_accuracy")
         summary["test_images"] = metrics.get("run", {}).get("validation_examples")
         if "weight_sparsity" in final:
             summary["weight_sparsity"] = final["weight_sparsity"]
-    report = _load(os.path.join(out, "eval", name, "report.json"))
+    report = load_json(os.path.join(out, "eval", name, "report.json"))
     # The evaluated model is the one whose file is this run's model.
     files = (report or {}).get("settings", {}).get("model_files", {})
     label = next((k for k, v in files.items()

@@ -148,14 +148,14 @@ class HaHBlock(keras.layers.Layer):
     def call(self, inputs, training=None):
         scope = current_scope()
         fused = self._fused_training(training)
+        if fused:
+            from keras_hebb import _fused
         if scope is None:
             z = self.conv(inputs)
         elif training:
             z, z_local = self.conv.call_with_local_branch(inputs)
             winners = winner_count(self.filters, self.cost_ratio)
             if fused and winners < self.filters:
-                from keras_hebb import _fused
-
                 cost = _fused.hah_cost(ops.cast(z_local, "float32"), winners,
                                        self.cost_demote)
             else:
@@ -167,8 +167,6 @@ class HaHBlock(keras.layers.Layer):
         threshold = self.threshold_layer
         if (fused and self.normalization is not None and self.normalization.field == "linf"
                 and isinstance(threshold, FractionalThreshold) and threshold._dropped > 0):
-            from keras_hebb import _fused
-
             x = _fused.relu_normalize_threshold(
                 ops.cast(z, "float32"), self.normalization.size, self.normalization.sigma,
                 threshold._positions - threshold._dropped + 1)
