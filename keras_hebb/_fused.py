@@ -40,18 +40,18 @@ def relu_normalize_threshold(z, size, sigma, rank):
     def forward(z):
         a = tf.nn.relu(z)
         _, field, peak = _field(a, size)
-        u = a / _denominator(field, peak, sigma)
+        u = a * (1.0 / _denominator(field, peak, sigma))
         y = _threshold(u, rank)
 
         def backward(dy):
             # Recomputed: the ReLU, the field and the denominator.
             a = tf.nn.relu(z)
             s, field, peak = _field(a, size)
-            denominator = _denominator(field, peak, sigma)
+            inverse = 1.0 / _denominator(field, peak, sigma)
             g = tf.where(y > 0.0, dy, 0.0)  # kept values are > 0
-            da = g / denominator
+            da = g * inverse
             # u = a / D: dD = -sum_c(g * u) / D, u = y where g is non-zero.
-            d_denominator = -tf.reduce_sum(g * y, axis=-1, keepdims=True) / denominator
+            d_denominator = -tf.reduce_sum(g * y, axis=-1, keepdims=True) * inverse
             ties = tf.cast(tf.equal(field, peak), tf.float32)
             d_peak = sigma * tf.reduce_sum(d_denominator, axis=(1, 2), keepdims=True)
             d_field = (1.0 - sigma) * d_denominator + ties * (

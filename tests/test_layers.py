@@ -142,7 +142,8 @@ def test_hah_block_is_conv_relu_normalization_threshold():
         block.normalization(keras.ops.relu(block.conv(x))))
     np.testing.assert_allclose(a32, a, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(y, numpy_fractional_threshold(a32, 0.3))
-    assert (y > 0).mean() <= 0.3 + 1e-9
+    # At most H*W - floor(0.7 * H*W) = 25 of the 81 values of a channel.
+    assert (y > 0).mean() <= 25 / 81 + 1e-9
 
 
 def test_hah_block_parts_can_be_switched_off():

@@ -54,8 +54,11 @@ BUDGETS = {
                      "--attacks", "fgsm,pgd_ce,bpda,transfer",
                      "--linf-budgets", "0.05,0.3", "--l2-budgets", "1.0",
                      "--noise-sigmas", "0.1,0.3"],
+        # A one-epoch model on 512 images is near chance, so its int8 copy
+        # can lose a few of 100 verification images to quantization: the
+        # tiny budget checks the pipeline, the demo budget the 1-point drop.
         "export": ["--tflite", "float32,int8", "--verify-images", "100",
-                   "--calibration-images", "64"],
+                   "--calibration-images", "64", "--max-accuracy-drop", "5"],
     },
 }
 
