@@ -9,7 +9,8 @@ tensors of the block's output size, against three for conv-ReLU-BN.
 The two functions here compute the same values with `tf.custom_gradient`
 and keep only the conv output `z`, the block output and per-position
 scalars; the backward pass recomputes the cheap element-wise parts (one
-max pool, no selection). Their gradients are the autodiff gradients of
+max pool, no selection), each only after the gradient it serves has
+arrived (a control dependency), so that recomputed tensors live briefly. Their gradients are the autodiff gradients of
 the plain layers, op for op (`MaxPoolGrad` for the field, ties of the
 image-wide maximum shared equally as `reduce_max` does);
 `tests/test_layers.py` compares both.
@@ -44,8 +45,11 @@ def relu_normalize_threshold(z, size, sigma, rank):
         y = _threshold(u, rank)
 
         def backward(dy):
-            # Recomputed: the ReLU, the field and the denominator.
-            a = tf.nn.relu(z)
+            # Recomputed: the ReLU, the field and the denominator. Only once
+            # dy has arrived: nothing else orders them, and the executor
+            # would build them early and hold them through the backward pass.
+            with tf.control_dependencies([dy]):
+                a = tf.nn.relu(z)
             s, field, peak = _field(a, size)
             inverse = 1.0 / _denominator(field, peak, sigma)
             g = tf.where(y > 0.0, dy, 0.0)  # kept values are > 0
@@ -86,23 +90,56 @@ def _threshold(u, rank):
     return tf.where(u > tf.reshape(kth, (-1, 1, 1, shape[3])), u, 0.0)
 
 
-def hah_cost(z, winners, demote):
-    """`keras_hebb.hah_cost.hah_cost(z, ...)` with `K = winners`, keeping
-    only `z` and the K-th largest value of each position."""
+def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):
+    """`(z, cost)`: `z = conv2d(inputs, kernel)` and its HaH cost
+    (`keras_hebb.hah_cost.hah_cost` with `K = winners`), the cost's gradient
+    reaching only the kernel (layer-local, the inputs held constant).
+
+    One custom gradient for both, so the cost's full-size gradient with
+    respect to `z` is built in the backward pass only once the main gradient
+    of `z` has arrived, and goes straight into the one kernel-gradient
+    convolution (`Conv2DBackpropFilter` of their sum). As two ops (a local
+    branch of the conv, then the cost) the executor computed every block's
+    cost gradient at the start of the backward pass, since it needs nothing
+    from it, and held them all until the convolutions' gradients used them.
+
+    Args:
+        inputs: NHWC tensor.
+        kernel: HWIO kernel of the same dtype (already unit-normalized).
+        strides: pair of ints.
+        padding: `"same"` or `"valid"`.
+        winners: K, the number of winning channels, `< C`.
+        demote: weight of the losers' mean.
+    """
+    strides4 = [1, strides[0], strides[1], 1]
+    pad = padding.upper()
 
     @tf.custom_gradient
-    def forward(z):
-        r = tf.nn.relu(z)
+    def forward(x, w):
+        z = tf.nn.conv2d(x, w, strides=strides4, padding=pad)
+        r = tf.nn.relu(tf.cast(z, tf.float32))
         kth = tf.expand_dims(_selection.kth_largest(r, winners, fast=True), -1)
-        weights = winner_weights(r, kth, winners, demote)
-        cost = tf.reduce_mean(tf.reduce_sum(r * weights, axis=-1))
+        cost = tf.reduce_mean(tf.reduce_sum(r * winner_weights(r, kth, winners, demote), axis=-1))
 
-        def backward(d_cost):
-            r = tf.nn.relu(z)
-            positions = tf.cast(tf.size(r) // tf.shape(r)[-1], tf.float32)
-            weights = winner_weights(r, kth, winners, demote)
-            return tf.where(z > 0.0, weights * (d_cost / positions), 0.0)
+        def backward(g_main, d_cost):
+            if g_main is None:
+                g_main = tf.zeros_like(z)
+            g_kernel = g_main
+            if d_cost is not None:
+                with tf.control_dependencies([g_main]):
+                    r = tf.nn.relu(tf.cast(z, tf.float32))
+                    positions = tf.cast(tf.size(r) // tf.shape(r)[-1], tf.float32)
+                    weights = winner_weights(r, kth, winners, demote)
+                    g_local = tf.where(r > 0.0, weights * (d_cost / positions), 0.0)
+                g_kernel = g_main + tf.cast(g_local, g_main.dtype)
+            dx = tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x), filter=w, out_backprop=g_main,
+                strides=strides4, padding=pad)
+            dw = tf.raw_ops.Conv2DBackpropFilter(
+                input=x, filter_sizes=tf.shape(w), out_backprop=g_kernel,
+                strides=strides4, padding=pad)
+            return dx, dw
 
-        return cost, backward
+        return (z, cost), backward
 
-    return forward(z)
+    return forward(inputs, kernel)

@@ -167,7 +167,7 @@ def test_fused_training_path_has_the_plain_layers_values_and_gradients(
     from keras_hebb.hah_cost import collect_hah_costs
 
     calls = []
-    for name in ("relu_normalize_threshold", "hah_cost"):
+    for name in ("relu_normalize_threshold", "conv_with_hah_cost"):
         original = getattr(_fused, name)
         monkeypatch.setattr(_fused, name, lambda *a, _f=original, _n=name: (
             calls.append(_n), _f(*a))[1])
@@ -197,7 +197,7 @@ def test_fused_training_path_has_the_plain_layers_values_and_gradients(
     plain = step(False)
     assert calls == []
     fused = step(True)
-    assert sorted(calls) == ["hah_cost", "relu_normalize_threshold"]
+    assert sorted(calls) == ["conv_with_hah_cost", "relu_normalize_threshold"]
     assert (plain[0] > 0).mean() < 0.35 and np.abs(plain[2]).max() > 0
     np.testing.assert_array_equal(fused[0], plain[0])
     np.testing.assert_allclose(fused[1], plain[1], rtol=1e-6)

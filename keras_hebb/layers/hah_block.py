@@ -153,12 +153,13 @@ class HaHBlock(keras.layers.Layer):
         if scope is None:
             z = self.conv(inputs)
         elif training:
-            z, z_local = self.conv.call_with_local_branch(inputs)
             winners = winner_count(self.filters, self.cost_ratio)
             if fused and winners < self.filters:
-                cost = _fused.hah_cost(ops.cast(z_local, "float32"), winners,
-                                       self.cost_demote)
+                z, cost = _fused.conv_with_hah_cost(
+                    inputs, self.conv.normalized_kernel(), self.conv.strides,
+                    self.conv.padding, winners, self.cost_demote)
             else:
+                z, z_local = self.conv.call_with_local_branch(inputs)
                 cost = hah_cost(z_local, self.cost_ratio, self.cost_demote)
             scope.record(self, cost)
         else:
