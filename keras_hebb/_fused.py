@@ -8,11 +8,14 @@ tensors of the block's output size, against three for conv-ReLU-BN.
 
 The two functions here compute the same values with `tf.custom_gradient`
 and keep only the conv output `z`, the block output and per-position
-scalars; the backward pass recomputes the cheap element-wise parts (one
-max pool, no selection), each only after the gradient it serves has
-arrived (a control dependency), so that recomputed tensors live briefly. Their gradients are the autodiff gradients of
-the plain layers, op for op (`MaxPoolGrad` for the field, ties of the
-image-wide maximum shared equally as `reduce_max` does);
+scalars; the backward pass recomputes the cheap parts (one max pool, the
+cost's weights; no selection), each only after the gradient it serves has
+arrived (a control dependency): nothing else orders them, and TensorFlow's
+executor would build them at the start of the backward pass and hold them
+all through it (that alone made the peak memory of a HaH-VGG16 step at
+batch 128 1.6x that of VGG16-BN). Their gradients are the autodiff
+gradients of the plain layers, op for op (`MaxPoolGrad` for the field,
+ties of the image-wide maximum shared equally as `reduce_max` does);
 `tests/test_layers.py` compares both.
 
 `HaHBlock` uses them only when training with TensorFlow and no BPDA
@@ -41,31 +44,32 @@ def relu_normalize_threshold(z, size, sigma, rank):
     def forward(z):
         a = tf.nn.relu(z)
         _, field, peak = _field(a, size)
-        u = a * (1.0 / _denominator(field, peak, sigma))
-        y = _threshold(u, rank)
+        inverse = 1.0 / _denominator(field, peak, sigma)
+        y = _threshold(a * inverse, rank)
+        # Kept for the backward pass (1/C of the block's size): the
+        # reciprocal denominator and each position's share of the gradient
+        # of the image-wide maximum (ties share it equally, as reduce_max).
+        ties = tf.cast(tf.equal(field, peak), tf.float32)
+        peak_share = sigma * ties / tf.reduce_sum(ties, axis=(1, 2), keepdims=True)
 
         def backward(dy):
-            # Recomputed: the ReLU, the field and the denominator. Only once
-            # dy has arrived: nothing else orders them, and the executor
-            # would build them early and hold them through the backward pass.
+            # Recomputed once dy has arrived: the max pool MaxPoolGrad needs.
+            # It pools z, not relu(z): where a window's maximum is positive
+            # both pick the same position, and where it is not, the gradient
+            # lands where z <= 0 and the ReLU's mask below drops it anyway.
             with tf.control_dependencies([dy]):
-                a = tf.nn.relu(z)
-            s, field, peak = _field(a, size)
-            inverse = 1.0 / _denominator(field, peak, sigma)
-            g = tf.where(y > 0.0, dy, 0.0)  # kept values are > 0
-            da = g * inverse
-            # u = a / D: dD = -sum_c(g * u) / D, u = y where g is non-zero.
-            d_denominator = -tf.reduce_sum(g * y, axis=-1, keepdims=True) * inverse
-            ties = tf.cast(tf.equal(field, peak), tf.float32)
-            d_peak = sigma * tf.reduce_sum(d_denominator, axis=(1, 2), keepdims=True)
-            d_field = (1.0 - sigma) * d_denominator + ties * (
-                d_peak / tf.reduce_sum(ties, axis=(1, 2), keepdims=True))
-            channels = tf.cast(tf.shape(a)[-1], tf.float32)
-            d_s = tf.broadcast_to(d_field / channels, tf.shape(a))
-            da += tf.raw_ops.MaxPoolGrad(
-                orig_input=a, orig_output=s, grad=d_s, ksize=[1, size, size, 1],
+                s = tf.nn.max_pool2d(z, size, strides=1, padding="SAME")
+            da = tf.where(y > 0.0, dy, 0.0) * inverse  # kept values are > 0
+            # u = a / D: dD = -sum_c(dy * u) / D, u = y where y is kept.
+            d_denominator = -tf.reduce_sum(dy * y, axis=-1, keepdims=True) * inverse
+            d_field = (1.0 - sigma) * d_denominator + peak_share * tf.reduce_sum(
+                d_denominator, axis=(1, 2), keepdims=True)
+            channels = tf.cast(tf.shape(z)[-1], tf.float32)
+            d_s = tf.broadcast_to(d_field / channels, tf.shape(z))
+            d_pool = tf.raw_ops.MaxPoolGrad(
+                orig_input=z, orig_output=s, grad=d_s, ksize=[1, size, size, 1],
                 strides=[1, 1, 1, 1], padding="SAME")
-            return tf.where(z > 0.0, da, 0.0)
+            return da + tf.where(z > 0.0, d_pool, 0.0)
 
         return y, backward
 
@@ -119,7 +123,12 @@ def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):
         z = tf.nn.conv2d(x, w, strides=strides4, padding=pad)
         r = tf.nn.relu(tf.cast(z, tf.float32))
         kth = tf.expand_dims(_selection.kth_largest(r, winners, fast=True), -1)
-        cost = tf.reduce_mean(tf.reduce_sum(r * winner_weights(r, kth, winners, demote), axis=-1))
+        # The sum of the top K of r is sum_c relu(r - kth) + K * kth, ties
+        # included: fewer passes over z than the weighted sum of the plain
+        # cost (the same value to float rounding).
+        lose = demote / float(z.shape[-1] - winners)
+        top = tf.reduce_sum(tf.nn.relu(r - kth), axis=-1) + winners * kth[..., 0]
+        cost = tf.reduce_mean((1.0 / winners + lose) * top - lose * tf.reduce_sum(r, axis=-1))
 
         def backward(g_main, d_cost):
             if g_main is None:
