@@ -94,9 +94,22 @@ def test_train_step_benchmark_runs_and_prints_the_table(capsys):
     assert "matmul 256^2 float32" in out
 
 
-def test_benchmarks_reject_bad_arguments_with_status_2(capsys):
-    from benchmarks import compare_hahtorch, profile_hah, train_step
+def test_tflite_ops_benchmark_shows_the_int8_graph_multiplies_by_the_reciprocal(capsys):
+    from benchmarks import tflite_ops
 
+    assert tflite_ops.main(["--height", "4", "--channels", "4", "--repeats", "1"]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[-1].strip(" |")
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    # The full-size op is the last one: a DIV before, a MUL (XNNPACK) now.
+    assert rows["divisive normalization, broadcast DIV (before)"].endswith("DIV")
+    assert rows["divisive normalization, reciprocal MUL (shipped)"].endswith("DIV MUL")
+    assert "TOPK_V2" in rows["DN + threshold (shipped block)"]
+
+
+def test_benchmarks_reject_bad_arguments_with_status_2(capsys):
+    from benchmarks import compare_hahtorch, profile_hah, tflite_ops, train_step
+
+    assert tflite_ops.main(["--height", "2"]) == 2
     assert train_step.main(["--steps", "0"]) == 2
     assert profile_hah.main(["--batch", "0"]) == 2
     assert compare_hahtorch.main(["--torch-python", "/nonexistent/python"]) == 2
