@@ -26,7 +26,6 @@ threshold); every other case, inference and export take the plain layers.
 import tensorflow as tf
 
 from keras_hebb import _selection
-from keras_hebb.hah_cost import winner_weights
 
 
 def relu_normalize_threshold(z, size, sigma, rank):
@@ -121,14 +120,17 @@ def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):
     @tf.custom_gradient
     def forward(x, w):
         z = tf.nn.conv2d(x, w, strides=strides4, padding=pad)
-        r = tf.nn.relu(tf.cast(z, tf.float32))
-        kth = tf.expand_dims(_selection.kth_largest(r, winners, fast=True), -1)
-        # The sum of the top K of r is sum_c relu(r - kth) + K * kth, ties
-        # included: fewer passes over z than the weighted sum of the plain
-        # cost (the same value to float rounding).
-        lose = demote / float(z.shape[-1] - winners)
-        top = tf.reduce_sum(tf.nn.relu(r - kth), axis=-1) + winners * kth[..., 0]
-        cost = tf.reduce_mean((1.0 / winners + lose) * top - lose * tf.reduce_sum(r, axis=-1))
+        zf = tf.cast(z, tf.float32)
+        channels = z.shape[-1]
+        lose = demote / float(channels - winners)
+        # With r = relu(z): the K-th largest r is relu of the K-th largest
+        # z, and (kth >= 0) the sum of the top K of r, ties included, is
+        # sum_c max(z, kth) - (C - K) kth. Fewer passes over z than the
+        # plain cost's weighted sum; the same value to float rounding.
+        kth = tf.nn.relu(tf.expand_dims(_selection.kth_largest(zf, winners, fast=True), -1))
+        top = tf.reduce_sum(tf.maximum(zf, kth), axis=-1) - (channels - winners) * kth[..., 0]
+        total = tf.reduce_sum(tf.nn.relu(zf), axis=-1)
+        cost = tf.reduce_mean((1.0 / winners + lose) * top - lose * total)
 
         def backward(g_main, d_cost):
             if g_main is None:
@@ -136,11 +138,9 @@ def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):
             g_kernel = g_main
             if d_cost is not None:
                 with tf.control_dependencies([g_main]):
-                    r = tf.nn.relu(tf.cast(z, tf.float32))
-                    positions = tf.cast(tf.size(r) // tf.shape(r)[-1], tf.float32)
-                    weights = winner_weights(r, kth, winners, demote)
-                    g_local = tf.where(r > 0.0, weights * (d_cost / positions), 0.0)
-                g_kernel = g_main + tf.cast(g_local, g_main.dtype)
+                    zf = tf.cast(z, tf.float32)
+                g_kernel = g_main + tf.cast(_cost_gradient(zf, kth, winners, lose, d_cost),
+                                            g_main.dtype)
             dx = tf.raw_ops.Conv2DBackpropInput(
                 input_sizes=tf.shape(x), filter=w, out_backprop=g_main,
                 strides=strides4, padding=pad)
@@ -152,3 +152,21 @@ def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):
         return (z, cost), backward
 
     return forward(inputs, kernel)
+
+
+def _cost_gradient(z, kth, winners, lose, d_cost):
+    """The gradient of the cost with respect to `z`: `winner_weights` times
+    the ReLU's mask, scaled by `d_cost / positions`, in four passes.
+
+    Winners (`z > kth`) weigh `1/K`, losers `-lose`, and the channels tied
+    at `kth` share the free winner slots. Where `kth == 0` the ties are
+    zeros of the ReLU, whose gradient is 0 whatever their share."""
+    positions = tf.cast(tf.size(z) // tf.shape(z)[-1], tf.float32)
+    scale = d_cost / positions
+    above = tf.reduce_sum(tf.cast(z > kth, tf.float32), axis=-1, keepdims=True)
+    tied = tf.reduce_sum(tf.cast(tf.equal(z, kth), tf.float32), axis=-1, keepdims=True)
+    share = (winners - above) / tf.maximum(tied, 1.0)
+    tie_weight = (share * (1.0 / winners + lose) - lose) * scale
+    loser = tf.where(z > 0.0, -lose * scale, 0.0)
+    return tf.where(z > kth, scale / winners, tf.where(tf.equal(z, kth) & (kth > 0.0),
+                                                       tie_weight, loser))
