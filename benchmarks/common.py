@@ -48,6 +48,22 @@ def machine_description():
     return f"{model}, {cores} cores{memory}, load average {load:.1f} at start"
 
 
+def print_header(machine, module, argv, conditions=""):
+    """Prints the `Machine:` and `Command:` lines every benchmark starts with.
+
+    Args:
+        machine: `machine_description()`, taken when the benchmark started.
+        module: e.g. `"benchmarks.train_step"`.
+        argv: the arguments given to `main` (`None`: the command line).
+        conditions: appended in parentheses, e.g. `"oneDNN on"`.
+    """
+    arguments = " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"Machine: {machine}")
+    print(f"Command: python -m {module} {arguments}"
+          + (f"  ({conditions})" if conditions else ""))
+    print()
+
+
 def interleaved(functions, steps, warmup=1):
     """Times callables in turns (a, b, a, b, ...) so load hits all alike.
 

@@ -220,10 +220,9 @@ def main(argv=None):
         return 1
     theirs = json.loads(worker.stdout.strip().splitlines()[-1])
     ours = keras_side(args.batch, args.steps, args.warmup)
-    print(f"Machine: {machine}")
-    print(f"Command: python -m benchmarks.compare_hahtorch {' '.join(argv or sys.argv[1:])}"
-          f"  (oneDNN {'on' if ours['onednn'] else 'off'}; torch threads {theirs['threads']})")
-    print()
+    common.print_header(machine, "benchmarks.compare_hahtorch", argv,
+                        f"oneDNN {'on' if ours['onednn'] else 'off'}; "
+                        f"torch threads {theirs['threads']}")
     print(report(args.batch, theirs, ours))
     return 0
 

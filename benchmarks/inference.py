@@ -156,11 +156,9 @@ def main(argv=None):
     rows = []
     for preset in presets:
         rows += measure(preset, args, models.get(preset), log=lambda m: print(m, file=sys.stderr))
-    print(f"Machine: {machine}")
-    print(f"Command: python -m benchmarks.inference "
-          f"{' '.join(argv if argv is not None else sys.argv[1:])}  (oneDNN "
-          f"{'on' if common.onednn_enabled() else 'off'}, TFLite threads {args.tflite_threads})")
-    print()
+    common.print_header(machine, "benchmarks.inference", argv,
+                        f"oneDNN {'on' if common.onednn_enabled() else 'off'}, "
+                        f"TFLite threads {args.tflite_threads}")
     print(common.markdown_table(
         ["model", "artifact", "ms @ batch 1", "ms @ batch 32", "img/s @ 32", "accuracy"],
         rows))

@@ -130,10 +130,8 @@ def main(argv=None):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     machine = common.machine_description()
     times = profile(args.preset, args.batch, args.steps, args.warmup)
-    print(f"Machine: {machine}")
-    print(f"Command: python -m benchmarks.profile_hah {' '.join(argv or sys.argv[1:])}"
-          f"  (oneDNN {'on' if common.onednn_enabled() else 'off'})")
-    print()
+    common.print_header(machine, "benchmarks.profile_hah", argv,
+                        f"oneDNN {'on' if common.onednn_enabled() else 'off'}")
     print(report(times))
     return 0
 

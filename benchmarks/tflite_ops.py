@@ -133,10 +133,8 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     machine = common.machine_description()
     rows = measure(args.height, args.channels, args.threads, args.repeats)
-    print(f"Machine: {machine}")
-    print(f"Command: python -m benchmarks.tflite_ops {' '.join(argv or sys.argv[1:])}"
-          f"  (batch 1, {args.threads} threads, XNNPACK)")
-    print()
+    common.print_header(machine, "benchmarks.tflite_ops", argv,
+                        f"batch 1, {args.threads} threads, XNNPACK")
     print(common.markdown_table(
         ["ops (1, %d, %d, %d)" % (args.height, args.height, args.channels),
          "float32 ms", "int8 ms", "int8 graph"], rows))

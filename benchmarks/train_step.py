@@ -222,9 +222,7 @@ def main(argv=None):
         for onednn in settings:
             results += _worker_results(args, onednn)
     memory = [] if args.no_memory else _memory_results(args)
-    print(f"Machine: {machine}")
-    print(f"Command: python -m benchmarks.train_step {' '.join(argv or sys.argv[1:])}")
-    print()
+    common.print_header(machine, "benchmarks.train_step", argv)
     print(report(results, memory))
     return 0
 
