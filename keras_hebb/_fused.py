@@ -156,7 +156,8 @@ def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):
 
 def _cost_gradient(z, kth, winners, lose, d_cost):
     """The gradient of the cost with respect to `z`: `winner_weights` times
-    the ReLU's mask, scaled by `d_cost / positions`, in four passes.
+    the ReLU's mask, scaled by `d_cost / positions`, read off `z` and `kth`
+    directly (no ReLU recomputed, no float weight tensors summed up).
 
     Winners (`z > kth`) weigh `1/K`, losers `-lose`, and the channels tied
     at `kth` share the free winner slots. Where `kth == 0` the ties are
