@@ -15,7 +15,6 @@ broadcast division they used before: a reference-kernel DIV in int8.
 """
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -25,40 +24,43 @@ import numpy as np
 from benchmarks import common
 
 
-def _pieces(height, channels, sigma=0.1, ratio=0.2):
+def _pieces(height, channels):
+    """Graph prefixes, each a function of the ReLU output `a`. The shipped
+    rows call the library's own layers (as a HaH block sets them up); the
+    intermediate rows and the old division repeat their first ops."""
     import tensorflow as tf
 
-    positions = height * height
-    rank = positions - math.floor(round((1.0 - ratio) * positions, 6)) + 1
+    from keras_hebb.layers import DivisiveNormalization, FractionalThreshold
 
-    def field(a):
-        return tf.reduce_mean(tf.nn.max_pool2d(a, 3, 1, "SAME"), -1, keepdims=True)
+    normalization = DivisiveNormalization()  # the paper's: linf, 3x3, sigma 0.1
+    normalization._nonnegative_inputs = True  # after the ReLU, as in HaHBlock
+    threshold = FractionalThreshold()  # keeps 20%
+    shape = (1, height, height, channels)
+    normalization.build(shape)
+    threshold.build(shape)
+    positions = height * height
+    sigma = normalization.sigma
 
     def denominator(a):
-        f = field(a)
-        return sigma * tf.reduce_max(f, (1, 2), keepdims=True) + (1.0 - sigma) * f + 1e-7
+        field = normalization.suppression_field(a)
+        return sigma * tf.reduce_max(field, (1, 2), keepdims=True) + (1.0 - sigma) * field + 1e-7
 
-    def normalized(a):  # as shipped: times the reciprocal
-        return a * (1.0 / denominator(a))
+    def transposed(u):
+        return tf.transpose(tf.reshape(u, (1, positions, channels)), (0, 2, 1))
 
-    def kth(u):
-        flat = tf.transpose(tf.reshape(u, (1, positions, channels)), (0, 2, 1))
-        top, _ = tf.math.top_k(flat, rank, sorted=False)
-        return tf.reshape(tf.reduce_min(top, -1), (1, 1, 1, channels))
-
-    def threshold(u):
-        return tf.where(u > kth(u), u, 0.0)
+    def kth(u):  # FractionalThreshold's inference path: top_k, then the minimum
+        top, _ = tf.math.top_k(transposed(u), positions - threshold._dropped + 1, sorted=False)
+        return tf.reduce_min(top, -1)
 
     return {
         "max pool": lambda a: tf.nn.max_pool2d(a, 3, 1, "SAME"),
-        "+ channel mean (field)": field,
+        "+ channel mean (field)": normalization.suppression_field,
         "+ peak, denominator": denominator,
         "divisive normalization, broadcast DIV (before)": lambda a: a / denominator(a),
-        "divisive normalization, reciprocal MUL (shipped)": normalized,
-        "DN + transpose": lambda a: tf.transpose(
-            tf.reshape(normalized(a), (1, positions, channels)), (0, 2, 1)),
-        "DN + k-th value (TOPK_V2)": lambda a: kth(normalized(a)),
-        "DN + threshold (shipped block)": lambda a: threshold(normalized(a)),
+        "divisive normalization, reciprocal MUL (shipped)": normalization,
+        "DN + transpose": lambda a: transposed(normalization(a)),
+        "DN + k-th value (TOPK_V2)": lambda a: kth(normalization(a)),
+        "DN + threshold (shipped block)": lambda a: threshold(normalization(a)),
     }
 
 

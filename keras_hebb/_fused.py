@@ -26,6 +26,7 @@ threshold); every other case, inference and export take the plain layers.
 import tensorflow as tf
 
 from keras_hebb import _selection
+from keras_hebb.local_gradient import conv2d_gradients
 
 
 def relu_normalize_threshold(z, size, sigma, rank):
@@ -141,13 +142,7 @@ def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):
                     zf = tf.cast(z, tf.float32)
                 g_kernel = g_main + tf.cast(_cost_gradient(zf, kth, winners, lose, d_cost),
                                             g_main.dtype)
-            dx = tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=tf.shape(x), filter=w, out_backprop=g_main,
-                strides=strides4, padding=pad)
-            dw = tf.raw_ops.Conv2DBackpropFilter(
-                input=x, filter_sizes=tf.shape(w), out_backprop=g_kernel,
-                strides=strides4, padding=pad)
-            return dx, dw
+            return conv2d_gradients(x, w, g_main, g_kernel, strides4, pad)
 
         return (z, cost), backward
 
@@ -164,10 +159,10 @@ def _cost_gradient(z, kth, winners, lose, d_cost):
     zeros of the ReLU, whose gradient is 0 whatever their share."""
     positions = tf.cast(tf.size(z) // tf.shape(z)[-1], tf.float32)
     scale = d_cost / positions
-    above = tf.reduce_sum(tf.cast(z > kth, tf.float32), axis=-1, keepdims=True)
-    tied = tf.reduce_sum(tf.cast(tf.equal(z, kth), tf.float32), axis=-1, keepdims=True)
-    share = (winners - above) / tf.maximum(tied, 1.0)
+    above, tied = z > kth, tf.equal(z, kth)
+    n_above = tf.reduce_sum(tf.cast(above, tf.float32), axis=-1, keepdims=True)
+    n_tied = tf.reduce_sum(tf.cast(tied, tf.float32), axis=-1, keepdims=True)
+    share = (winners - n_above) / tf.maximum(n_tied, 1.0)
     tie_weight = (share * (1.0 / winners + lose) - lose) * scale
     loser = tf.where(z > 0.0, -lose * scale, 0.0)
-    return tf.where(z > kth, scale / winners, tf.where(tf.equal(z, kth) & (kth > 0.0),
-                                                       tie_weight, loser))
+    return tf.where(above, scale / winners, tf.where(tied & (kth > 0.0), tie_weight, loser))

@@ -33,22 +33,20 @@ def conv2d_with_local_branch(inputs, kernel, strides, padding):
                 g_main = tf.zeros_like(z)
             if g_local is None:
                 g_local = tf.zeros_like(z)
-            dx = tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=tf.shape(x),
-                filter=w,
-                out_backprop=g_main,
-                strides=strides4,
-                padding=pad,
-            )
-            dw = tf.raw_ops.Conv2DBackpropFilter(
-                input=x,
-                filter_sizes=tf.shape(w),
-                out_backprop=g_main + g_local,
-                strides=strides4,
-                padding=pad,
-            )
-            return dx, dw
+            return conv2d_gradients(x, w, g_main, g_main + g_local, strides4, pad)
 
         return (z, tf.identity(z)), grad
 
     return conv(inputs, kernel)
+
+
+def conv2d_gradients(x, w, g_input, g_kernel, strides4, pad):
+    """`(dx, dw)` of `conv2d(x, w)`: `g_input` reaches the input, `g_kernel`
+    the kernel (the two kernels TensorFlow's own Conv2D gradient uses)."""
+    dx = tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=tf.shape(x), filter=w, out_backprop=g_input,
+        strides=strides4, padding=pad)
+    dw = tf.raw_ops.Conv2DBackpropFilter(
+        input=x, filter_sizes=tf.shape(w), out_backprop=g_kernel,
+        strides=strides4, padding=pad)
+    return dx, dw
