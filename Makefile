@@ -14,13 +14,15 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 setup: $(STAMP)
 
-$(STAMP): setup.py setup.cfg scripts/install_system_packages.sh
+$(STAMP): setup.py setup.cfg scripts/install_system_packages.sh keras_hebb/_native/kth_largest.cc
 	bash scripts/install_system_packages.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# tensorflow-serving-api pins the full tensorflow package: protos only.
 	$(PY) -m pip install --quiet --no-deps tensorflow-serving-api==2.21.0
+	# The native selection op, compiled against the installed TensorFlow.
+	$(PY) -m keras_hebb._native
 	touch $(STAMP)
 
 test: setup

@@ -88,10 +88,8 @@ def _denominator(field, peak, sigma):
 
 
 def _threshold(u, rank):
-    shape = tf.shape(u)
-    flat = tf.transpose(tf.reshape(u, (shape[0], -1, shape[3])), (0, 2, 1))
-    kth = _selection.kth_largest(flat, rank, fast=True)
-    return tf.where(u > tf.reshape(kth, (-1, 1, 1, shape[3])), u, 0.0)
+    kth = _selection.kth_largest_spatial(u, rank, fast=True)
+    return tf.where(u > kth[:, None, None, :], u, 0.0)
 
 
 def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):

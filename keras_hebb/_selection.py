@@ -3,9 +3,10 @@
 `ops.top_k` is portable (every backend, XLA, TFLite's builtin TOPK_V2) but
 TensorFlow's CPU kernel keeps a heap per row: for the thresholds of HaH
 networks (k = 20% of a row of H*W values) it costs ~3x more than a
-selection. TensorFlow's `NthElement` op is a linear-time selection
-(`std::nth_element`) that returns exactly the same value. It is used only
-where it is safe: the TensorFlow backend, outside XLA (no XLA kernel), on a
+selection. keras_hebb's native op (`keras_hebb._native`, built by `make
+setup`) returns exactly the same value another 2.5-4x faster, and where it
+is not built TensorFlow's `NthElement` (a linear-time `std::nth_element`)
+does. Either is used only where it is safe: the TensorFlow backend, outside XLA (no XLA kernel), on a
 machine without GPUs (no GPU kernel), and only when the caller allows it
 (training and costs; graphs that are exported keep `top_k`, a TFLite
 builtin, so the exported model needs no Flex ops).
@@ -17,6 +18,8 @@ import threading
 
 import keras
 from keras import ops
+
+from keras_hebb import _native
 
 _scope = threading.local()
 
@@ -46,13 +49,35 @@ def kth_largest(x, k, fast=True):
         fast: whether the TensorFlow `NthElement` path may be used. Both
             paths return the same value. Defaults to `True`.
     """
-    fast = fast or getattr(_scope, "active", False)
-    if fast and _native_selection_available():
+    if _use_native(fast):
+        if _native.library() is not None and x.dtype == "float32":
+            return _native.kth_largest(x, k)
         import tensorflow as tf
 
         return tf.raw_ops.NthElement(input=x, n=k - 1, reverse=True)
     top, _ = ops.top_k(x, k, sorted=False)
     return ops.min(top, axis=-1)
+
+
+def kth_largest_spatial(x, k, fast=True):
+    """`k`-th largest over the height and width of an NHWC tensor, per image
+    and channel: shape `(N, C)`. The native op reads it in place; the other
+    paths select along the last axis of a transposed `(N, C, H*W)` copy.
+
+    Args:
+        x: float32 NHWC tensor with known height and width.
+        k: int in `[1, H * W]`.
+        fast: as for `kth_largest`.
+    """
+    if _use_native(fast) and _native.library() is not None and x.dtype == "float32":
+        return _native.kth_largest(x, k, spatial=True)
+    _, height, width, channels = ops.shape(x)
+    flat = ops.transpose(ops.reshape(x, (-1, height * width, channels)), (0, 2, 1))
+    return kth_largest(flat, k, fast=fast)
+
+
+def _use_native(fast):
+    return (fast or getattr(_scope, "active", False)) and _native_selection_available()
 
 
 def _native_selection_available():

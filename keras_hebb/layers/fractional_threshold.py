@@ -57,19 +57,15 @@ class FractionalThreshold(keras.layers.Layer):
         if self._dropped == 0:
             return inputs
         x = ops.cast(inputs, "float32")
-        channels = ops.shape(x)[-1]
-        flat = ops.transpose(
-            ops.reshape(x, (-1, self._positions, channels)), (0, 2, 1)
-        )
         # The k-th smallest is the (positions - k + 1)-th largest: a
         # selection, not a sort. In training on TensorFlow/CPU a linear-time
         # selection finds the same value (keras_hebb._selection); elsewhere
         # (inference, export) top_k, a TFLite builtin. No gradient flows
         # through the threshold itself (it only selects).
-        kth = _selection.kth_largest(
-            flat, self._positions - self._dropped + 1, fast=training is True
+        kth = _selection.kth_largest_spatial(
+            x, self._positions - self._dropped + 1, fast=training is True
         )
-        threshold = ops.stop_gradient(ops.reshape(kth, (-1, 1, 1, channels)))
+        threshold = ops.stop_gradient(kth[:, None, None, :])
         outputs = ops.where(x > threshold, x, 0.0)
         # Only inside `surrogates.surrogate_gradients()` (BPDA): same value,
         # smooth gradient.

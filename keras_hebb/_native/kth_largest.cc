@@ -1,0 +1,218 @@
+// The k-th largest value of each row of a float tensor: a drop-in for
+// NthElement(n=k-1, reverse=True), faster on the rows of HaH networks.
+//
+// Two ways to select, by which side of the row is smaller: for m =
+// min(k, n - k + 1) <= kFewLimit (the HaH cost's K winners among C
+// channels), the largest value below the previous one, m times at most,
+// ties counted (two branch-free passes each, which the compiler
+// vectorizes); above it (the threshold's 20% of H*W positions) a 256-bin
+// histogram over the row's range finds the bin that holds the k-th value,
+// and the search goes on among that bin's values only. Both work on
+// order-preserving integer keys of the floats and return the k-th value of
+// the row exactly as sorting would, ties counted.
+//
+// With spatial=true the input is NHWC and each row is the H*W values of one
+// image and channel, read in place (no transposed copy); the output is
+// (N, C). Otherwise the rows are the last axis and the output drops it.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace {
+
+using tensorflow::int64;
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+
+constexpr int64 kFewLimit = 16;
+
+// Order-preserving signed keys: a < b as floats iff key(a) < key(b).
+inline int32_t ToKey(float value) {
+  int32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return bits ^ ((bits >> 31) & 0x7fffffff);
+}
+
+inline float FromKey(int32_t key) {
+  const int32_t bits = key ^ ((key >> 31) & 0x7fffffff);
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+// The m-th largest of keys[0..n), m small: the largest key below the last
+// one found, m times at most, counting its ties (two vectorizable passes
+// each).
+int32_t ByRepeatedMax(const int32_t* keys, int64 n, int64 m) {
+  int32_t top = keys[0];
+  for (int64 i = 1; i < n; ++i) top = std::max(top, keys[i]);
+  for (;;) {
+    int32_t ties = 0;
+    for (int64 i = 0; i < n; ++i) ties += keys[i] == top;
+    if (ties >= m) return top;
+    m -= ties;
+    const int32_t bound = top;  // the next largest is below it
+    constexpr int32_t kLowest = std::numeric_limits<int32_t>::min();
+    top = kLowest;
+    for (int64 i = 0; i < n; ++i) {
+      const int32_t below = -static_cast<int32_t>(keys[i] < bound);  // all ones or 0
+      const int32_t v = (keys[i] & below) | (kLowest & ~below);
+      top = top > v ? top : v;
+    }
+  }
+}
+
+// The k-th largest of keys[0..n): a 256-bin histogram spread linearly over
+// [min, max] of the keys finds the bin holding it, then a selection among
+// that bin's keys. Any monotone binning is exact; linear in the keys spreads
+// the row's values over the bins roughly by their logarithm.
+int32_t ByHistogram(int32_t* keys, int64 n, int64 k) {
+  int32_t lo = keys[0], hi = keys[0];
+  for (int64 i = 1; i < n; ++i) {
+    lo = std::min(lo, keys[i]);
+    hi = std::max(hi, keys[i]);
+  }
+  for (;;) {
+    if (lo == hi) return lo;
+    const uint64_t span = static_cast<uint64_t>(static_cast<int64>(hi) - lo);
+    int shift = 0;
+    while ((span >> shift) >= 256) ++shift;
+    int64 hist[2][256] = {};
+    for (int64 i = 0; i < n; ++i) {
+      ++hist[i & 1][static_cast<uint64_t>(static_cast<int64>(keys[i]) - lo) >> shift];
+    }
+    int bin = 255;
+    int64 above = 0;
+    while (above + hist[0][bin] + hist[1][bin] < k) above += hist[0][bin] + hist[1][bin--];
+    k -= above;
+    int64 kept = 0;
+    const int64 bin_lo = static_cast<int64>(lo) + (static_cast<int64>(bin) << shift);
+    const int64 bin_hi = bin_lo + (int64{1} << shift);  // exclusive
+    for (int64 i = 0; i < n; ++i) {
+      keys[kept] = keys[i];
+      kept += static_cast<int64>(keys[i]) >= bin_lo && static_cast<int64>(keys[i]) < bin_hi;
+    }
+    n = kept;
+    if (n <= 64) {
+      std::nth_element(keys, keys + (k - 1), keys + n, std::greater<int32_t>());
+      return keys[k - 1];
+    }
+    lo = hi = keys[0];
+    for (int64 i = 1; i < n; ++i) {
+      lo = std::min(lo, keys[i]);
+      hi = std::max(hi, keys[i]);
+    }
+  }
+}
+
+class KthLargestOp : public OpKernel {
+ public:
+  explicit KthLargestOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("k", &k_));
+    OP_REQUIRES_OK(context, context->GetAttr("spatial", &spatial_));
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& input = context->input(0);
+    const TensorShape& shape = input.shape();
+    TensorShape out_shape;
+    int64 n, stride, channels;
+    if (spatial_) {
+      OP_REQUIRES(context, shape.dims() == 4,
+                  tensorflow::errors::InvalidArgument(
+                      "spatial=True needs an NHWC tensor, got shape ", shape.DebugString()));
+      n = shape.dim_size(1) * shape.dim_size(2);
+      channels = shape.dim_size(3);
+      stride = channels;
+      out_shape.AddDim(shape.dim_size(0));
+      out_shape.AddDim(channels);
+    } else {
+      OP_REQUIRES(context, shape.dims() >= 1,
+                  tensorflow::errors::InvalidArgument("input must have rank >= 1"));
+      n = shape.dim_size(shape.dims() - 1);
+      channels = 1;
+      stride = 1;
+      for (int d = 0; d + 1 < shape.dims(); ++d) out_shape.AddDim(shape.dim_size(d));
+    }
+    OP_REQUIRES(context, k_ <= n,
+                tensorflow::errors::InvalidArgument("k = ", k_, " exceeds the ", n,
+                                                    " values of a row"));
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, out_shape, &output));
+    const int64 rows = out_shape.num_elements();
+    if (rows == 0) return;
+    const float* data = input.flat<float>().data();
+    float* out = output->flat<float>().data();
+    const int64 k = k_;
+    const int64 smallest = n - k + 1;  // the k-th largest is this-th smallest
+    const bool spatial = spatial_;
+
+    auto work = [&](int64 begin, int64 end) {
+      std::vector<int32_t> keys(n);
+      for (int64 r = begin; r < end; ++r) {
+        const float* row = spatial ? data + (r / channels) * n * channels + r % channels
+                                   : data + r * n;
+        for (int64 i = 0; i < n; ++i) keys[i] = ToKey(row[i * stride]);
+        int32_t key;
+        if (k <= kFewLimit) {
+          key = ByRepeatedMax(keys.data(), n, k);
+        } else if (smallest <= kFewLimit) {
+          // The smallest-th smallest: the same on negated keys.
+          for (int64 i = 0; i < n; ++i) keys[i] = ~keys[i];
+          key = ~ByRepeatedMax(keys.data(), n, smallest);
+        } else {
+          key = ByHistogram(keys.data(), n, k);
+        }
+        out[r] = FromKey(key);
+      }
+    };
+    const auto& workers = *context->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers.num_threads, workers.workers, rows, n * 8, work);
+  }
+
+ private:
+  int64 k_;
+  bool spatial_;
+};
+
+}  // namespace
+
+REGISTER_OP("KerasHebbKthLargest")
+    .Input("input: float")
+    .Attr("k: int >= 1")
+    .Attr("spatial: bool = false")
+    .Output("output: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      bool spatial;
+      TF_RETURN_IF_ERROR(c->GetAttr("spatial", &spatial));
+      tensorflow::shape_inference::ShapeHandle in = c->input(0);
+      if (!c->RankKnown(in)) {
+        c->set_output(0, c->UnknownShape());
+        return absl::OkStatus();
+      }
+      if (spatial) {
+        TF_RETURN_IF_ERROR(c->WithRank(in, 4, &in));
+        c->set_output(0, c->MakeShape({c->Dim(in, 0), c->Dim(in, 3)}));
+      } else {
+        tensorflow::shape_inference::ShapeHandle out;
+        TF_RETURN_IF_ERROR(c->WithRankAtLeast(in, 1, &in));
+        TF_RETURN_IF_ERROR(c->Subshape(in, 0, -1, &out));
+        c->set_output(0, out);
+      }
+      return absl::OkStatus();
+    });
+
+REGISTER_KERNEL_BUILDER(Name("KerasHebbKthLargest").Device(tensorflow::DEVICE_CPU),
+                        KthLargestOp);

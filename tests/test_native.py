@@ -1,0 +1,100 @@
+"""keras_hebb's native selection op returns what sorting returns."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_hebb import _native, _selection
+
+RNG = np.random.default_rng(11)
+
+
+def rows(kind, shape):
+    if kind == "normal":
+        return RNG.standard_normal(shape)
+    if kind == "relu":  # half zeros, as after a ReLU
+        return np.maximum(RNG.standard_normal(shape), 0.0)
+    if kind == "ties":
+        return RNG.integers(-3, 3, shape).astype(float)
+    if kind == "signed_zeros":
+        return RNG.choice([-0.0, 0.0, 1.0, -1.0], shape)
+    if kind == "extremes":
+        return RNG.choice([-np.inf, np.inf, 3e38, -3e38, 1e-45, -1e-45, 0.0], shape)
+    if kind == "tiny":
+        return RNG.standard_normal(shape) * 1e-30
+    raise ValueError(kind)
+
+
+def test_native_op_is_built_by_setup():
+    assert _native.library() is not None, (
+        "the native op is not built for this TensorFlow: run `make setup` "
+        "(python -m keras_hebb._native)")
+
+
+KINDS = ["normal", "relu", "ties", "signed_zeros", "extremes", "tiny"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [1, 7, 64, 300, 1024])
+def test_kth_largest_equals_sorting_for_every_k_region(kind, n):
+    if _native.library() is None:
+        pytest.skip("native op not built")
+    x = rows(kind, (9, n)).astype("float32")
+    # Both algorithms: few from the top, few from the bottom, the middle.
+    for k in sorted({min(n, k) for k in (1, 2, 16, 17, max(1, n // 5), max(1, n - 16),
+                                          max(1, n - 15), n)}):
+        expected = -np.sort(-x, axis=-1)[:, k - 1]
+        got = _native.kth_largest(tf.constant(x), k).numpy()
+        np.testing.assert_array_equal(got, expected, err_msg=f"k={k}")
+        if kind != "extremes":  # NthElement runs with subnormals flushed to 0
+            nth = tf.raw_ops.NthElement(input=x, n=k - 1, reverse=True).numpy()
+            np.testing.assert_array_equal(got, nth, err_msg=f"k={k}")
+
+
+@pytest.mark.parametrize("kind", ["relu", "ties", "normal"])
+def test_spatial_rows_read_in_place_equal_transposed_rows(kind):
+    if _native.library() is None:
+        pytest.skip("native op not built")
+    x = rows(kind, (3, 9, 7, 5)).astype("float32")
+    transposed = np.transpose(x.reshape(3, 63, 5), (0, 2, 1))
+    for k in (1, 13, 40, 63):
+        expected = -np.sort(-transposed, axis=-1)[..., k - 1]
+        got = _native.kth_largest(tf.constant(x), k, spatial=True).numpy()
+        assert got.shape == (3, 5)
+        np.testing.assert_array_equal(got, expected, err_msg=f"k={k}")
+
+
+def test_op_shapes_in_graphs_and_errors():
+    if _native.library() is None:
+        pytest.skip("native op not built")
+    spec = tf.TensorSpec((None, 4, 4, 8), tf.float32)
+    graph_fn = tf.function(lambda v: _native.kth_largest(v, 3, spatial=True))
+    assert graph_fn.get_concrete_function(spec).output_shapes.as_list() == [None, 8]
+    rows_fn = tf.function(lambda v: _native.kth_largest(v, 3))
+    assert rows_fn.get_concrete_function(spec).output_shapes.as_list() == [None, 4, 4]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="exceeds the 8 values"):
+        _native.kth_largest(tf.zeros((2, 8)), 9)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NHWC"):
+        _native.kth_largest(tf.zeros((2, 8)), 1, spatial=True)
+    empty = _native.kth_largest(tf.zeros((0, 8)), 2)
+    assert empty.shape == (0,)
+
+
+def test_selection_without_the_native_op_gives_the_same_values(monkeypatch):
+    x = tf.constant(rows("relu", (2, 6, 6, 4)).astype("float32"))
+    with_native = _selection.kth_largest_spatial(x, 8, fast=True)
+    monkeypatch.setattr(_native, "library", lambda: None)
+    without = _selection.kth_largest_spatial(x, 8, fast=True)
+    portable = _selection.kth_largest_spatial(x, 8, fast=False)
+    np.testing.assert_array_equal(with_native, without)
+    np.testing.assert_array_equal(with_native, portable)
+
+
+def test_gradient_does_not_flow_through_the_selection():
+    if _native.library() is None:
+        pytest.skip("native op not built")
+    x = tf.constant(rows("normal", (3, 10)).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        kth = _native.kth_largest(x, 4)
+    assert tape.gradient(kth, x) is None
