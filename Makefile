@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 setup: $(STAMP)
 
-$(STAMP): setup.py setup.cfg scripts/install_system_packages.sh keras_hebb/_native/kth_largest.cc
+$(STAMP): setup.py setup.cfg scripts/install_system_packages.sh keras_hebb/_native/hah_ops.cc
 	bash scripts/install_system_packages.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

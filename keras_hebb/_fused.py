@@ -25,7 +25,7 @@ threshold); every other case, inference and export take the plain layers.
 
 import tensorflow as tf
 
-from keras_hebb import _selection
+from keras_hebb import _native, _selection
 from keras_hebb.local_gradient import conv2d_gradients
 
 
@@ -122,14 +122,22 @@ def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):
         zf = tf.cast(z, tf.float32)
         channels = z.shape[-1]
         lose = demote / float(channels - winners)
-        # With r = relu(z): the K-th largest r is relu of the K-th largest
-        # z, and (kth >= 0) the sum of the top K of r, ties included, is
-        # sum_c max(z, kth) - (C - K) kth. Fewer passes over z than the
-        # plain cost's weighted sum; the same value to float rounding.
-        kth = tf.nn.relu(tf.expand_dims(_selection.kth_largest(zf, winners, fast=True), -1))
-        top = tf.reduce_sum(tf.maximum(zf, kth), axis=-1) - (channels - winners) * kth[..., 0]
-        total = tf.reduce_sum(tf.nn.relu(zf), axis=-1)
-        cost = tf.reduce_mean((1.0 / winners + lose) * top - lose * total)
+        native = _selection.native_ops()
+        if native is not None:
+            # One pass per position (keras_hebb._native), kth without the
+            # channel axis.
+            value, kth = _native.hah_cost(zf, winners, lose)
+            cost = tf.reduce_mean(value)
+        else:
+            # With r = relu(z): the K-th largest r is relu of the K-th
+            # largest z, and (kth >= 0) the sum of the top K of r, ties
+            # included, is sum_c max(z, kth) - (C - K) kth. Fewer passes over
+            # z than the plain cost's weighted sum; the same value to float
+            # rounding.
+            kth = tf.nn.relu(tf.expand_dims(_selection.kth_largest(zf, winners), -1))
+            top = tf.reduce_sum(tf.maximum(zf, kth), axis=-1) - (channels - winners) * kth[..., 0]
+            total = tf.reduce_sum(tf.nn.relu(zf), axis=-1)
+            cost = tf.reduce_mean((1.0 / winners + lose) * top - lose * total)
 
         def backward(g_main, d_cost):
             if g_main is None:
@@ -138,8 +146,12 @@ def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):
             if d_cost is not None:
                 with tf.control_dependencies([g_main]):
                     zf = tf.cast(z, tf.float32)
-                g_kernel = g_main + tf.cast(_cost_gradient(zf, kth, winners, lose, d_cost),
-                                            g_main.dtype)
+                if native is not None:
+                    scale = d_cost / tf.cast(tf.size(kth), tf.float32)
+                    d_z = _native.hah_cost_gradient(zf, kth, scale, winners, lose)
+                else:
+                    d_z = _cost_gradient(zf, kth, winners, lose, d_cost)
+                g_kernel = g_main + tf.cast(d_z, g_main.dtype)
             return conv2d_gradients(x, w, g_main, g_kernel, strides4, pad)
 
         return (z, cost), backward

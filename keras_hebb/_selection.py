@@ -76,6 +76,12 @@ def kth_largest_spatial(x, k, fast=True):
     return kth_largest(flat, k, fast=fast)
 
 
+def native_ops(fast=True):
+    """keras_hebb's native op module where it may be used (see `kth_largest`
+    for where), else `None`."""
+    return _native.library() if _use_native(fast) else None
+
+
 def _use_native(fast):
     return (fast or getattr(_scope, "active", False)) and _native_selection_available()
 

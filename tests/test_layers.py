@@ -155,16 +155,23 @@ def test_hah_block_parts_can_be_switched_off():
     assert block.normalization is None and block.threshold_layer is None
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "tf_ops"])
 @pytest.mark.parametrize("filters, quantized", [(16, False), (8, True)])
 def test_fused_training_path_has_the_plain_layers_values_and_gradients(
-        filters, quantized, monkeypatch):
+        filters, quantized, native, monkeypatch):
     # keras_hebb._fused (memory-lean custom gradients) against autodiff of
     # the plain layers; quantized inputs make ties in the ReLU output, the
-    # max pool, the image-wide maximum and the cost's channel ranking.
+    # max pool, the image-wide maximum and the cost's channel ranking. With
+    # keras_hebb's native ops (built by make setup) and without them.
     import tensorflow as tf
 
-    from keras_hebb import _fused
+    from keras_hebb import _fused, _native
     from keras_hebb.hah_cost import collect_hah_costs
+
+    if not native:
+        monkeypatch.setattr(_native, "library", lambda: None)
+    elif _native.library() is None:
+        pytest.fail("the native ops are not built: run `make setup`")
 
     calls = []
     for name in ("relu_normalize_threshold", "conv_with_hah_cost"):

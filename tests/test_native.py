@@ -98,3 +98,36 @@ def test_gradient_does_not_flow_through_the_selection():
         tape.watch(x)
         kth = _native.kth_largest(x, 4)
     assert tape.gradient(kth, x) is None
+
+
+@pytest.mark.parametrize("channels, ratio, kind", [
+    (64, 0.1, "normal"), (64, 0.1, "ties"), (256, 0.1, "relu"), (40, 0.5, "ties"),
+    (10, 0.8, "normal")])
+def test_hah_cost_op_value_and_gradient_equal_the_tensorflow_cost(channels, ratio, kind):
+    # Both selection algorithms (K <= 16 and K = 25 of 256), ties at the
+    # K-th value, K-th values at 0 (relu rows), K close to C.
+    if _native.library() is None:
+        pytest.skip("native op not built")
+    from keras_hebb.hah_cost import hah_cost, winner_count
+
+    z = tf.constant(rows(kind, (2, 5, 3, channels)).astype("float32"))
+    demote = 0.5
+    winners = winner_count(channels, ratio)
+    lose = demote / (channels - winners)
+    value, kth = _native.hah_cost(z, winners, lose)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        expected = hah_cost(z, ratio, demote)
+    np.testing.assert_allclose(tf.reduce_mean(value), expected, rtol=1e-5, atol=1e-6)
+    relu_sorted = -np.sort(-np.maximum(z.numpy(), 0), axis=-1)
+    np.testing.assert_array_equal(kth, relu_sorted[..., winners - 1])
+    scale = tf.constant(3.0 / 30)  # d_cost = 3 over 30 positions
+    got = _native.hah_cost_gradient(z, kth, scale, winners, lose)
+    np.testing.assert_allclose(got, 3.0 * tape.gradient(expected, z), rtol=1e-5, atol=1e-7)
+
+
+def test_hah_cost_op_rejects_winners_not_below_channels():
+    if _native.library() is None:
+        pytest.skip("native op not built")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="below the 8 channels"):
+        _native.hah_cost(tf.zeros((2, 8)), 8, 0.0)

@@ -1,14 +1,20 @@
-"""keras_hebb's one native TensorFlow op: the k-th largest value of rows.
+"""keras_hebb's native TensorFlow ops (CPU), compiled at setup.
 
-`KerasHebbKthLargest` (`kth_largest.cc`) returns what
-`tf.raw_ops.NthElement(n=k-1, reverse=True)` returns (the k-th value of the
-sorted row; subnormal floats, which TensorFlow's kernels flush to zero, it
-compares exactly), 2.5-4x faster on the rows of HaH networks, and can read the H*W values of each
-image and channel of an NHWC tensor in place (no transposed copy). It is
-compiled against the installed TensorFlow by `make setup`
-(`python -m keras_hebb._native`, ~20 s with g++). Where it is not built,
-or `KERAS_HEBB_NATIVE=0`, `keras_hebb._selection` uses `NthElement`:
-the same values, slower.
+`hah_ops.cc` holds three ops:
+
+- `KerasHebbKthLargest`: what `tf.raw_ops.NthElement(n=k-1, reverse=True)`
+  returns (the k-th value of the sorted row; subnormal floats, which
+  TensorFlow's kernels flush to zero, it compares exactly), 2.5-4x faster
+  on the rows of HaH networks, and it can read the H*W values of each image
+  and channel of an NHWC tensor in place (no transposed copy);
+- `KerasHebbHahCost` / `KerasHebbHahCostGrad`: the HaH cost of each position
+  of a conv output (and its K-th largest ReLU value), and the cost's
+  gradient, each one pass over a row of channels.
+
+They are compiled against the installed TensorFlow by `make setup`
+(`python -m keras_hebb._native`, ~30 s with g++). Where they are not built,
+or `KERAS_HEBB_NATIVE=0`, `keras_hebb._selection` and `keras_hebb._fused`
+use TensorFlow ops for the same values (slower).
 """
 
 import functools
@@ -17,20 +23,21 @@ import platform
 import subprocess
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
-_SOURCE = os.path.join(_DIR, "kth_largest.cc")
+_SOURCE = os.path.join(_DIR, "hah_ops.cc")
+_OPS = ("KerasHebbKthLargest", "KerasHebbHahCost", "KerasHebbHahCostGrad")
 
 
 def library_path():
-    """Where the op built for the installed TensorFlow version lives."""
+    """Where the ops built for the installed TensorFlow version live."""
     import tensorflow as tf
 
-    return os.path.join(_DIR, f"_kth_largest_tf{tf.__version__}.so")
+    return os.path.join(_DIR, f"_hah_ops_tf{tf.__version__}.so")
 
 
 def build(verbose=True):
-    """Compiles `kth_largest.cc` for the installed TensorFlow; returns the
-    path of the shared library. Raises `RuntimeError` with the compiler's
-    message if it fails."""
+    """Compiles `hah_ops.cc` for the installed TensorFlow; returns the path
+    of the shared library. Raises `RuntimeError` with the compiler's message
+    if it fails."""
     import tensorflow as tf
 
     target = library_path()
@@ -40,7 +47,7 @@ def build(verbose=True):
     command += [_SOURCE, "-o", target + ".partial"]
     command += tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
     if verbose:
-        print(f"Building {os.path.basename(target)} (g++, ~20 s) ...", flush=True)
+        print(f"Building {os.path.basename(target)} (g++, ~30 s) ...", flush=True)
     try:
         result = subprocess.run(command, capture_output=True, text=True)
     except FileNotFoundError as error:
@@ -63,13 +70,27 @@ def library():
     import tensorflow as tf
 
     module = tf.load_op_library(path)
-    tf.no_gradient("KerasHebbKthLargest")
+    for name in _OPS:
+        tf.no_gradient(name)
     return module
 
 
 def kth_largest(x, k, spatial=False):
-    """The op itself: `k`-th largest along the last axis, or with
-    `spatial=True` over the H*W values of each image and channel of an NHWC
-    tensor (shape `(N, C)`). Needs `library()`; float32 only."""
+    """`k`-th largest along the last axis, or with `spatial=True` over the
+    H*W values of each image and channel of an NHWC tensor (shape `(N, C)`).
+    Needs `library()`; float32 only."""
     return library().keras_hebb_kth_largest(input=x, k=k, spatial=spatial)
 
+
+def hah_cost(z, winners, lose):
+    """`(value, kth)` per position of `z` (float32, channels last): the HaH
+    cost (`keras_hebb.hah_cost.hah_cost`, before the mean) and the K-th
+    largest ReLU value. Needs `library()`."""
+    return library().keras_hebb_hah_cost(z=z, winners=winners, lose=lose)
+
+
+def hah_cost_gradient(z, kth, scale, winners, lose):
+    """The gradient of `scale * sum(value)` of `hah_cost` with respect to
+    `z`, from `z` and its `kth`. Needs `library()`."""
+    return library().keras_hebb_hah_cost_grad(
+        z=z, kth=kth, scale=scale, winners=winners, lose=lose)

@@ -1,5 +1,10 @@
-// The k-th largest value of each row of a float tensor: a drop-in for
-// NthElement(n=k-1, reverse=True), faster on the rows of HaH networks.
+// keras_hebb's native TensorFlow ops (CPU):
+// - KerasHebbKthLargest: the k-th largest value of each row of a float
+//   tensor, a drop-in for NthElement(n=k-1, reverse=True), faster on the
+//   rows of HaH networks;
+// - KerasHebbHahCost and KerasHebbHahCostGrad: the HaH cost of each position
+//   of a conv output and its gradient, one pass over each row of channels
+//   instead of a dozen element-wise TensorFlow ops.
 //
 // Two ways to select, by which side of the row is smaller: for m =
 // min(k, n - k + 1) <= kFewLimit (the HaH cost's K winners among C
@@ -72,6 +77,20 @@ int32_t ByRepeatedMax(const int32_t* keys, int64 n, int64 m) {
       top = top > v ? top : v;
     }
   }
+}
+
+int32_t ByHistogram(int32_t* keys, int64 n, int64 k);
+
+// The k-th largest key of keys[0..n) (keys may be reordered).
+inline int32_t SelectKey(int32_t* keys, int64 n, int64 k) {
+  const int64 smallest = n - k + 1;  // the k-th largest is this-th smallest
+  if (k <= kFewLimit) return ByRepeatedMax(keys, n, k);
+  if (smallest <= kFewLimit) {
+    // The smallest-th smallest: the same on negated keys.
+    for (int64 i = 0; i < n; ++i) keys[i] = ~keys[i];
+    return ~ByRepeatedMax(keys, n, smallest);
+  }
+  return ByHistogram(keys, n, k);
 }
 
 // The k-th largest of keys[0..n): a 256-bin histogram spread linearly over
@@ -156,7 +175,6 @@ class KthLargestOp : public OpKernel {
     const float* data = input.flat<float>().data();
     float* out = output->flat<float>().data();
     const int64 k = k_;
-    const int64 smallest = n - k + 1;  // the k-th largest is this-th smallest
     const bool spatial = spatial_;
 
     auto work = [&](int64 begin, int64 end) {
@@ -165,17 +183,7 @@ class KthLargestOp : public OpKernel {
         const float* row = spatial ? data + (r / channels) * n * channels + r % channels
                                    : data + r * n;
         for (int64 i = 0; i < n; ++i) keys[i] = ToKey(row[i * stride]);
-        int32_t key;
-        if (k <= kFewLimit) {
-          key = ByRepeatedMax(keys.data(), n, k);
-        } else if (smallest <= kFewLimit) {
-          // The smallest-th smallest: the same on negated keys.
-          for (int64 i = 0; i < n; ++i) keys[i] = ~keys[i];
-          key = ~ByRepeatedMax(keys.data(), n, smallest);
-        } else {
-          key = ByHistogram(keys.data(), n, k);
-        }
-        out[r] = FromKey(key);
+        out[r] = FromKey(SelectKey(keys.data(), n, k));
       }
     };
     const auto& workers = *context->device()->tensorflow_cpu_worker_threads();
@@ -185,6 +193,125 @@ class KthLargestOp : public OpKernel {
  private:
   int64 k_;
   bool spatial_;
+};
+
+
+// The HaH cost of each position of a conv output z (..., C) with K = winners
+// (keras_hebb.hah_cost.hah_cost): with r = relu(z) and t = the K-th largest
+// r, value = (1/K + lose) * (sum of the top K of r) - lose * sum(r), where
+// the top K sum is sum_c max(z, t) - (C - K) t. Outputs the value and t.
+class HahCostOp : public OpKernel {
+ public:
+  explicit HahCostOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("winners", &winners_));
+    OP_REQUIRES_OK(context, context->GetAttr("lose", &lose_));
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& input = context->input(0);
+    OP_REQUIRES(context, input.dims() >= 1,
+                tensorflow::errors::InvalidArgument("z must have rank >= 1"));
+    const int64 n = input.dim_size(input.dims() - 1);
+    OP_REQUIRES(context, winners_ < n,
+                tensorflow::errors::InvalidArgument("winners = ", winners_,
+                                                    " must be below the ", n, " channels"));
+    TensorShape out_shape = input.shape();
+    out_shape.RemoveLastDims(1);
+    Tensor* value = nullptr;
+    Tensor* kth = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, out_shape, &value));
+    OP_REQUIRES_OK(context, context->allocate_output(1, out_shape, &kth));
+    const int64 rows = out_shape.num_elements();
+    if (rows == 0) return;
+    const float* z = input.flat<float>().data();
+    float* values = value->flat<float>().data();
+    float* kths = kth->flat<float>().data();
+    const int64 k = winners_;
+    const float lose = lose_;
+    const float win = 1.0f / static_cast<float>(k) + lose;
+    auto work = [&](int64 begin, int64 end) {
+      std::vector<int32_t> keys(n);
+      for (int64 r = begin; r < end; ++r) {
+        const float* row = z + r * n;
+        for (int64 i = 0; i < n; ++i) keys[i] = ToKey(row[i]);
+        const float t = std::max(FromKey(SelectKey(keys.data(), n, k)), 0.0f);
+        float top = 0.0f, total = 0.0f;
+        for (int64 i = 0; i < n; ++i) {
+          top += std::max(row[i], t);
+          total += std::max(row[i], 0.0f);
+        }
+        top -= static_cast<float>(n - k) * t;
+        values[r] = win * top - lose * total;
+        kths[r] = t;
+      }
+    };
+    const auto& workers = *context->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers.num_threads, workers.workers, rows, n * 8, work);
+  }
+
+ private:
+  int64 winners_;
+  float lose_;
+};
+
+// The gradient of the mean of HahCost's value times d_cost with respect to
+// z, given z, t and scale = d_cost / positions: winners (z > t) weigh 1/K,
+// channels tied at t > 0 share the free winner slots, other positive
+// channels weigh -lose, the rest 0; all times scale.
+class HahCostGradOp : public OpKernel {
+ public:
+  explicit HahCostGradOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("winners", &winners_));
+    OP_REQUIRES_OK(context, context->GetAttr("lose", &lose_));
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& input = context->input(0);
+    const Tensor& kth = context->input(1);
+    const Tensor& scale_tensor = context->input(2);
+    OP_REQUIRES(context, input.dims() >= 1 && kth.NumElements() * input.dim_size(input.dims() - 1)
+                    == input.NumElements(),
+                tensorflow::errors::InvalidArgument("kth must have one value per row of z"));
+    OP_REQUIRES(context, scale_tensor.NumElements() == 1,
+                tensorflow::errors::InvalidArgument("scale must be a scalar"));
+    const int64 n = input.dim_size(input.dims() - 1);
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, input.shape(), &output));
+    const int64 rows = kth.NumElements();
+    if (rows == 0) return;
+    const float* z = input.flat<float>().data();
+    const float* kths = kth.flat<float>().data();
+    float* dz = output->flat<float>().data();
+    const float scale = scale_tensor.flat<float>()(0);
+    const float k = static_cast<float>(winners_);
+    const float lose = lose_;
+    const float winner = scale / k, loser = -lose * scale;
+    auto work = [&](int64 begin, int64 end) {
+      for (int64 r = begin; r < end; ++r) {
+        const float* row = z + r * n;
+        float* grad = dz + r * n;
+        const float t = kths[r];
+        int32_t above = 0, tied = 0;
+        for (int64 i = 0; i < n; ++i) {
+          above += row[i] > t;
+          tied += row[i] == t;
+        }
+        const float share = (k - static_cast<float>(above)) /
+                            std::max(static_cast<float>(tied), 1.0f);
+        const float tie = t > 0.0f ? (share * (1.0f / k + lose) - lose) * scale : 0.0f;
+        for (int64 i = 0; i < n; ++i) {
+          const float v = row[i];
+          grad[i] = v > t ? winner : (v == t ? tie : (v > 0.0f ? loser : 0.0f));
+        }
+      }
+    };
+    const auto& workers = *context->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers.num_threads, workers.workers, rows, n * 4, work);
+  }
+
+ private:
+  int64 winners_;
+  float lose_;
 };
 
 }  // namespace
@@ -216,3 +343,40 @@ REGISTER_OP("KerasHebbKthLargest")
 
 REGISTER_KERNEL_BUILDER(Name("KerasHebbKthLargest").Device(tensorflow::DEVICE_CPU),
                         KthLargestOp);
+
+REGISTER_OP("KerasHebbHahCost")
+    .Input("z: float")
+    .Attr("winners: int >= 1")
+    .Attr("lose: float")
+    .Output("value: float")
+    .Output("kth: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      tensorflow::shape_inference::ShapeHandle in = c->input(0), out;
+      if (!c->RankKnown(in)) {
+        c->set_output(0, c->UnknownShape());
+        c->set_output(1, c->UnknownShape());
+        return absl::OkStatus();
+      }
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(in, 1, &in));
+      TF_RETURN_IF_ERROR(c->Subshape(in, 0, -1, &out));
+      c->set_output(0, out);
+      c->set_output(1, out);
+      return absl::OkStatus();
+    });
+
+REGISTER_KERNEL_BUILDER(Name("KerasHebbHahCost").Device(tensorflow::DEVICE_CPU), HahCostOp);
+
+REGISTER_OP("KerasHebbHahCostGrad")
+    .Input("z: float")
+    .Input("kth: float")
+    .Input("scale: float")
+    .Attr("winners: int >= 1")
+    .Attr("lose: float")
+    .Output("dz: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      return absl::OkStatus();
+    });
+
+REGISTER_KERNEL_BUILDER(Name("KerasHebbHahCostGrad").Device(tensorflow::DEVICE_CPU),
+                        HahCostGradOp);
