@@ -144,8 +144,12 @@ def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):
                 g_main = tf.zeros_like(z)
             g_kernel = g_main
             if d_cost is not None:
+                # An op of its own (a float32 cast of float32 z is z itself,
+                # which a control dependency cannot hold back): the cost's
+                # gradient waits for g_main, not only for d_cost, which is
+                # ready when the backward pass starts.
                 with tf.control_dependencies([g_main]):
-                    zf = tf.cast(z, tf.float32)
+                    zf = tf.identity(tf.cast(z, tf.float32))
                 if native is not None:
                     scale = d_cost / tf.cast(tf.size(kth), tf.float32)
                     d_z = _native.hah_cost_gradient(zf, kth, scale, winners, lose)

@@ -116,3 +116,13 @@ def test_benchmarks_reject_bad_arguments_with_status_2(capsys):
     assert compare_hahtorch.main(["--torch-python", "/nonexistent/python"]) == 2
     err = capsys.readouterr().err
     assert "--steps >= 1" in err and "no PyTorch virtualenv at /nonexistent/python" in err
+
+
+def test_selection_benchmark_runs_and_reports_ratios_to_the_native_op(capsys):
+    from benchmarks import selection
+
+    assert selection.main(["--batch", "1", "--steps", "1", "--warmup", "0"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| threshold") or line.startswith("| cost")]
+    assert len(rows) == 9 and all(line.count("x |") >= 1 for line in rows)
+    assert selection.main(["--batch", "0"]) == 2
