@@ -46,7 +46,7 @@ def kth_largest(x, k, fast=True):
     Args:
         x: tensor; the last axis is searched.
         k: int in `[1, x.shape[-1]]`.
-        fast: whether the TensorFlow `NthElement` path may be used. Both
+        fast: whether the native op or `NthElement` path may be used. All
             paths return the same value. Defaults to `True`.
     """
     if _use_native(fast):

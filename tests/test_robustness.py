@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from keras_hebb import architectures, data
+from keras_hebb import _native, architectures, data
 from keras_hebb.robustness import attacks, bpda, suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,19 +139,21 @@ def test_surrogate_scope_keeps_forward_and_changes_only_backward():
 
 
 def test_attack_function_has_model_values_with_fast_thresholds(fashion):
-    # Attacks trace the model with the linear-time selection (NthElement);
-    # the logits must be exactly the model's own (top_k) inference values.
+    # Attacks trace the model with the linear-time selection (the native op
+    # where built, else NthElement); the logits must be exactly the model's
+    # own (top_k) inference values.
     model = architectures.hah_vgg_small(input_shape=(28, 28, 1), num_classes=10)
     x = fashion[1][0][:16]
     fn = attacks.make_model_fn(model)
     ops_used = {op.type for op in fn.get_concrete_function().graph.get_operations()}
-    assert "NthElement" in ops_used and "TopKV2" not in ops_used
+    selection = "KerasHebbKthLargest" if _native.library() else "NthElement"
+    assert selection in ops_used and "TopKV2" not in ops_used
     # Against the same model traced without the scope (graph vs eager
     # differs by float rounding on its own).
     reference = tf.function(lambda v: model(v, training=False),
                             input_signature=[tf.TensorSpec((None, 28, 28, 1))])
     ops_used = {op.type for op in reference.get_concrete_function().graph.get_operations()}
-    assert "TopKV2" in ops_used and "NthElement" not in ops_used
+    assert "TopKV2" in ops_used and not {"NthElement", "KerasHebbKthLargest"} & ops_used
     np.testing.assert_array_equal(fn(x).numpy(), reference(x).numpy())
     bpda_fn = attacks.make_model_fn(model, surrogate="smooth")
     np.testing.assert_array_equal(bpda_fn(x).numpy(), reference(x).numpy())
