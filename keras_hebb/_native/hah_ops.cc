@@ -58,24 +58,34 @@ inline float FromKey(int32_t key) {
 }
 
 // The m-th largest of keys[0..n), m small: the largest key below the last
-// one found, m times at most, counting its ties (two vectorizable passes
-// each).
-int32_t ByRepeatedMax(const int32_t* keys, int64 n, int64 m) {
+// one found, m times at most, counting its ties; one branch-free pass
+// (which the compiler vectorizes) counts the ties of one key and finds the
+// next.
+int32_t ByRepeatedMax(const int32_t* __restrict keys, int64 n, int64 m) {
+  constexpr int32_t kLowest = std::numeric_limits<int32_t>::min();
   int32_t top = keys[0];
   for (int64 i = 1; i < n; ++i) top = std::max(top, keys[i]);
   for (;;) {
-    int32_t ties = 0;
-    for (int64 i = 0; i < n; ++i) ties += keys[i] == top;
+    int32_t ties = 0, next = kLowest;
+    for (int64 i = 0; i < n; ++i) {
+      const int32_t key = keys[i];
+      ties += key == top;
+      const int32_t below = -static_cast<int32_t>(key < top);  // all ones or 0
+      const int32_t v = (key & below) | (kLowest & ~below);
+      next = next > v ? next : v;
+    }
     if (ties >= m) return top;
     m -= ties;
-    const int32_t bound = top;  // the next largest is below it
-    constexpr int32_t kLowest = std::numeric_limits<int32_t>::min();
-    top = kLowest;
-    for (int64 i = 0; i < n; ++i) {
-      const int32_t below = -static_cast<int32_t>(keys[i] < bound);  // all ones or 0
-      const int32_t v = (keys[i] & below) | (kLowest & ~below);
-      top = top > v ? top : v;
-    }
+    top = next;
+  }
+}
+
+// keys[i] = ToKey(row[i * stride]).
+void ToKeys(const float* __restrict row, int64 stride, int64 n, int32_t* __restrict keys) {
+  if (stride == 1) {
+    for (int64 i = 0; i < n; ++i) keys[i] = ToKey(row[i]);
+  } else {
+    for (int64 i = 0; i < n; ++i) keys[i] = ToKey(row[i * stride]);
   }
 }
 
@@ -182,7 +192,7 @@ class KthLargestOp : public OpKernel {
       for (int64 r = begin; r < end; ++r) {
         const float* row = spatial ? data + (r / channels) * n * channels + r % channels
                                    : data + r * n;
-        for (int64 i = 0; i < n; ++i) keys[i] = ToKey(row[i * stride]);
+        ToKeys(row, stride, n, keys.data());
         out[r] = FromKey(SelectKey(keys.data(), n, k));
       }
     };
@@ -195,6 +205,30 @@ class KthLargestOp : public OpKernel {
   bool spatial_;
 };
 
+
+// sum_c max(row, t) and sum_c max(row, 0), in 8 partial sums (the compiler
+// does not reorder a float sum on its own, so it could not vectorize it).
+void RowSums(const float* __restrict row, int64 n, float t, float* top, float* total) {
+  float tops[8] = {}, totals[8] = {};
+  int64 i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) {
+      tops[j] += std::max(row[i + j], t);
+      totals[j] += std::max(row[i + j], 0.0f);
+    }
+  }
+  float a = 0.0f, b = 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    a += tops[j];
+    b += totals[j];
+  }
+  for (; i < n; ++i) {
+    a += std::max(row[i], t);
+    b += std::max(row[i], 0.0f);
+  }
+  *top = a;
+  *total = b;
+}
 
 // The HaH cost of each position of a conv output z (..., C) with K = winners
 // (keras_hebb.hah_cost.hah_cost): with r = relu(z) and t = the K-th largest
@@ -233,13 +267,10 @@ class HahCostOp : public OpKernel {
       std::vector<int32_t> keys(n);
       for (int64 r = begin; r < end; ++r) {
         const float* row = z + r * n;
-        for (int64 i = 0; i < n; ++i) keys[i] = ToKey(row[i]);
+        ToKeys(row, 1, n, keys.data());
         const float t = std::max(FromKey(SelectKey(keys.data(), n, k)), 0.0f);
-        float top = 0.0f, total = 0.0f;
-        for (int64 i = 0; i < n; ++i) {
-          top += std::max(row[i], t);
-          total += std::max(row[i], 0.0f);
-        }
+        float top, total;
+        RowSums(row, n, t, &top, &total);
         top -= static_cast<float>(n - k) * t;
         values[r] = win * top - lose * total;
         kths[r] = t;
@@ -253,6 +284,18 @@ class HahCostOp : public OpKernel {
   int64 winners_;
   float lose_;
 };
+
+// One row of the cost's gradient: selects on values (restrict pointers, all
+// by value), which the compiler vectorizes.
+void WriteCostGradient(const float* __restrict row, float* __restrict grad, int64 n,
+                       float t, float winner, float tie, float loser) {
+  for (int64 i = 0; i < n; ++i) {
+    const float v = row[i];
+    float g = v > 0.0f ? loser : 0.0f;
+    g = v == t ? tie : g;
+    grad[i] = v > t ? winner : g;
+  }
+}
 
 // The gradient of the mean of HahCost's value times d_cost with respect to
 // z, given z, t and scale = d_cost / positions: winners (z > t) weigh 1/K,
@@ -299,10 +342,7 @@ class HahCostGradOp : public OpKernel {
         const float share = (k - static_cast<float>(above)) /
                             std::max(static_cast<float>(tied), 1.0f);
         const float tie = t > 0.0f ? (share * (1.0f / k + lose) - lose) * scale : 0.0f;
-        for (int64 i = 0; i < n; ++i) {
-          const float v = row[i];
-          grad[i] = v > t ? winner : (v == t ? tie : (v > 0.0f ? loser : 0.0f));
-        }
+        WriteCostGradient(row, grad, n, t, winner, tie, loser);
       }
     };
     const auto& workers = *context->device()->tensorflow_cpu_worker_threads();
