@@ -4,7 +4,7 @@
 
 - `KerasHebbKthLargest`: what `tf.raw_ops.NthElement(n=k-1, reverse=True)`
   returns (the k-th value of the sorted row; subnormal floats, which
-  TensorFlow's kernels flush to zero, it compares exactly), 2.5-4x faster
+  TensorFlow's kernels flush to zero, it compares exactly), 2-4x faster
   on the rows of HaH networks, and it can read the H*W values of each image
   and channel of an NHWC tensor in place (no transposed copy);
 - `KerasHebbHahCost` / `KerasHebbHahCostGrad`: the HaH cost of each position
