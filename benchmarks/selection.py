@@ -12,6 +12,7 @@ calls timed in turns, median ms and the ratio to the native op.
 """
 
 import argparse
+import contextlib
 import sys
 
 from benchmarks import common
@@ -24,7 +25,7 @@ def _cases(batch):
     import numpy as np
     import tensorflow as tf
 
-    from keras_hebb import _native, _selection
+    from keras_hebb import _fused, _native, _selection
     from keras_hebb.hah_cost import winner_count
 
     rng = np.random.default_rng(0)
@@ -39,25 +40,11 @@ def _cases(batch):
         def transposed(x):
             return tf.transpose(tf.reshape(x, (batch, -1, channels)), (0, 2, 1))
 
-        def cost_step(x, native):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                if native:
-                    value, kth = _native.hah_cost(x, winners, lose)
-                    cost = tf.reduce_mean(value)
-                else:
-                    kth = tf.nn.relu(tf.expand_dims(
-                        tf.raw_ops.NthElement(input=x, n=winners - 1, reverse=True), -1))
-                    top = (tf.reduce_sum(tf.maximum(x, kth), -1)
-                           - (channels - winners) * kth[..., 0])
-                    cost = tf.reduce_mean((1.0 / winners + lose) * top
-                                          - lose * tf.reduce_sum(tf.nn.relu(x), -1))
-            if native:
-                scale = 1.0 / tf.cast(tf.size(kth), tf.float32)
-                return _native.hah_cost_gradient(x, kth, scale, winners, lose)
-            from keras_hebb._fused import _cost_gradient
-
-            return _cost_gradient(x, kth, winners, lose, tf.constant(1.0))
+        def cost_step(x, native):  # the fused path's cost, forward + backward
+            with contextlib.nullcontext() if native else _native.disabled():
+                cost, kth = _fused.cost_forward(x, winners, lose, native)
+                return cost, _fused.cost_gradient(x, kth, winners, lose, tf.constant(1.0),
+                                                  native)
 
         name = f"{height}x{height}x{channels}"
         yield f"threshold {name}, k={rank} of {height * height}", relu, {
@@ -103,7 +90,8 @@ def main(argv=None):
     for label, x, functions in _cases(args.batch):
         graphs = {key: tf.function(fn) for key, fn in functions.items()}
         times = common.interleaved(
-            {key: (lambda g=g: g(x).numpy()) for key, g in graphs.items()},
+            {key: (lambda g=g: tf.nest.map_structure(lambda t: t.numpy(), g(x)))
+             for key, g in graphs.items()},
             args.steps, args.warmup)
         ms = {key: common.median_ms(t["wall"]) for key, t in times.items()}
         cells = [f"{ms[key]:.2f}" if key in ms else "" for key in

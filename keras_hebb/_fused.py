@@ -122,22 +122,8 @@ def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):
         zf = tf.cast(z, tf.float32)
         channels = z.shape[-1]
         lose = demote / float(channels - winners)
-        native = _selection.native_ops()
-        if native is not None:
-            # One pass per position (keras_hebb._native), kth without the
-            # channel axis.
-            value, kth = _native.hah_cost(zf, winners, lose)
-            cost = tf.reduce_mean(value)
-        else:
-            # With r = relu(z): the K-th largest r is relu of the K-th
-            # largest z, and (kth >= 0) the sum of the top K of r, ties
-            # included, is sum_c max(z, kth) - (C - K) kth. Fewer passes over
-            # z than the plain cost's weighted sum; the same value to float
-            # rounding.
-            kth = tf.nn.relu(tf.expand_dims(_selection.kth_largest(zf, winners), -1))
-            top = tf.reduce_sum(tf.maximum(zf, kth), axis=-1) - (channels - winners) * kth[..., 0]
-            total = tf.reduce_sum(tf.nn.relu(zf), axis=-1)
-            cost = tf.reduce_mean((1.0 / winners + lose) * top - lose * total)
+        native = _selection.native_ops() is not None
+        cost, kth = cost_forward(zf, winners, lose, native)
 
         def backward(g_main, d_cost):
             if g_main is None:
@@ -150,17 +136,41 @@ def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):
                 # ready when the backward pass starts.
                 with tf.control_dependencies([g_main]):
                     zf = tf.identity(tf.cast(z, tf.float32))
-                if native is not None:
-                    scale = d_cost / tf.cast(tf.size(kth), tf.float32)
-                    d_z = _native.hah_cost_gradient(zf, kth, scale, winners, lose)
-                else:
-                    d_z = _cost_gradient(zf, kth, winners, lose, d_cost)
+                d_z = cost_gradient(zf, kth, winners, lose, d_cost, native)
                 g_kernel = g_main + tf.cast(d_z, g_main.dtype)
             return conv2d_gradients(x, w, g_main, g_kernel, strides4, pad)
 
         return (z, cost), backward
 
     return forward(inputs, kernel)
+
+
+def cost_forward(z, winners, lose, native):
+    """`(cost, kth)` of float32 `z`: the HaH cost (mean over positions) and
+    each position's K-th largest ReLU value (with `native`, the native op's:
+    one pass per position, no channel axis; else TensorFlow ops, keepdims).
+
+    With r = relu(z): the K-th largest r is relu of the K-th largest z, and
+    (kth >= 0) the sum of the top K of r, ties included, is
+    sum_c max(z, kth) - (C - K) kth: fewer passes over z than the plain
+    cost's weighted sum, the same value to float rounding."""
+    if native:
+        value, kth = _native.hah_cost(z, winners, lose)
+        return tf.reduce_mean(value), kth
+    channels = z.shape[-1]
+    kth = tf.nn.relu(tf.expand_dims(_selection.kth_largest(z, winners), -1))
+    top = tf.reduce_sum(tf.maximum(z, kth), axis=-1) - (channels - winners) * kth[..., 0]
+    total = tf.reduce_sum(tf.nn.relu(z), axis=-1)
+    return tf.reduce_mean((1.0 / winners + lose) * top - lose * total), kth
+
+
+def cost_gradient(z, kth, winners, lose, d_cost, native):
+    """The gradient of `cost_forward`'s cost times `d_cost` with respect to
+    `z`, from `z` and its `kth`."""
+    if native:
+        scale = d_cost / tf.cast(tf.size(kth), tf.float32)
+        return _native.hah_cost_gradient(z, kth, scale, winners, lose)
+    return _cost_gradient(z, kth, winners, lose, d_cost)
 
 
 def _cost_gradient(z, kth, winners, lose, d_cost):

@@ -4,7 +4,7 @@
 TensorFlow's CPU kernel keeps a heap per row: for the thresholds of HaH
 networks (k = 20% of a row of H*W values) it costs ~3x more than a
 selection. keras_hebb's native op (`keras_hebb._native`, built by `make
-setup`) returns exactly the same value another 2-4x faster, and where it
+setup`) returns exactly the same value another 1.7-4x faster, and where it
 is not built TensorFlow's `NthElement` (a linear-time `std::nth_element`)
 does. Either is used only where it is safe: the TensorFlow backend, outside XLA (no XLA kernel), on a
 machine without GPUs (no GPU kernel), and only when the caller allows it

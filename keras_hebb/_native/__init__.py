@@ -4,7 +4,7 @@
 
 - `KerasHebbKthLargest`: what `tf.raw_ops.NthElement(n=k-1, reverse=True)`
   returns (the k-th value of the sorted row; subnormal floats, which
-  TensorFlow's kernels flush to zero, it compares exactly), 2-4x faster
+  TensorFlow's kernels flush to zero, it compares exactly), 1.7-4x faster
   on the rows of HaH networks, and it can read the H*W values of each image
   and channel of an NHWC tensor in place (no transposed copy);
 - `KerasHebbHahCost` / `KerasHebbHahCostGrad`: the HaH cost of each position
@@ -17,10 +17,12 @@ or `KERAS_HEBB_NATIVE=0`, `keras_hebb._selection` and `keras_hebb._fused`
 use TensorFlow ops for the same values (slower).
 """
 
+import contextlib
 import functools
 import os
 import platform
 import subprocess
+import threading
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 _SOURCE = os.path.join(_DIR, "hah_ops.cc")
@@ -55,15 +57,35 @@ def build(verbose=True):
     if result.returncode != 0:
         raise RuntimeError(f"g++ failed to build {_SOURCE}:\n{result.stderr[-4000:]}")
     os.replace(target + ".partial", target)
-    library.cache_clear()
+    _load.cache_clear()
     return target
 
 
-@functools.cache
+_scope = threading.local()
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within this scope (read at trace time) `library()` is `None`: the
+    TensorFlow fallbacks are traced, as where the ops are not built."""
+    previous = getattr(_scope, "disabled", False)
+    _scope.disabled = True
+    try:
+        yield
+    finally:
+        _scope.disabled = previous
+
+
 def library():
-    """The loaded op module, or `None` when it is not built or disabled."""
-    if os.environ.get("KERAS_HEBB_NATIVE", "1") == "0":
+    """The loaded op module, or `None` when it is not built or disabled
+    (`KERAS_HEBB_NATIVE=0`, `disabled()`)."""
+    if os.environ.get("KERAS_HEBB_NATIVE", "1") == "0" or getattr(_scope, "disabled", False):
         return None
+    return _load()
+
+
+@functools.cache
+def _load():
     path = library_path()
     if not os.path.exists(path):
         return None
