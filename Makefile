@@ -21,7 +21,7 @@ $(STAMP): setup.py setup.cfg scripts/install_system_packages.sh keras_hebb/_nati
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# tensorflow-serving-api pins the full tensorflow package: protos only.
 	$(PY) -m pip install --quiet --no-deps tensorflow-serving-api==2.21.0
-	# The native selection op, compiled against the installed TensorFlow.
+	# keras_hebb's native training ops, compiled against the installed TensorFlow.
 	$(PY) -m keras_hebb._native
 	touch $(STAMP)
 

@@ -11,7 +11,9 @@ int8 TFLite files and times each (`ai_edge_litert`, XNNPACK, median of
 `--repeats` calls at batch 1). The differences between rows are the cost
 of the ops added. The ops are the ones `DivisiveNormalization` and
 `FractionalThreshold` trace for export (the `top_k` path), plus the
-broadcast division they used before: a reference-kernel DIV in int8.
+broadcast division they used before (a reference-kernel DIV in int8) and,
+not shipped, a threshold found by a 10-step value bisection with int32
+counts (how much an alternative to `TOPK_V2` would gain).
 """
 
 import argparse
@@ -52,6 +54,17 @@ def _pieces(height, channels):
         top, _ = tf.math.top_k(transposed(u), positions - threshold._dropped + 1, sorted=False)
         return tf.reduce_min(top, -1)
 
+    rank = positions - threshold._dropped + 1
+
+    def bisection(u, steps=10):  # not shipped: a value bisection, int32 counts
+        lo = tf.zeros((1, 1, 1, channels))
+        hi = tf.reduce_max(u, (1, 2), keepdims=True) * 1.0001 + 1e-6
+        for _ in range(steps):  # count(u >= lo) >= rank > count(u >= hi)
+            mid = (lo + hi) * 0.5
+            up = tf.reduce_sum(tf.cast(u >= mid, tf.int32), (1, 2), keepdims=True) >= rank
+            lo, hi = tf.where(up, mid, lo), tf.where(up, hi, mid)
+        return tf.where(u >= hi, u, 0.0)
+
     return {
         "max pool": lambda a: tf.nn.max_pool2d(a, 3, 1, "SAME"),
         "+ channel mean (field)": normalization.suppression_field,
@@ -61,6 +74,7 @@ def _pieces(height, channels):
         "DN + transpose": lambda a: transposed(normalization(a)),
         "DN + k-th value (TOPK_V2)": lambda a: kth(normalization(a)),
         "DN + threshold (shipped block)": lambda a: threshold(normalization(a)),
+        "DN + 10-step bisection threshold (not shipped)": lambda a: bisection(normalization(a)),
     }
 
 

@@ -105,6 +105,7 @@ def test_tflite_ops_benchmark_shows_the_int8_graph_multiplies_by_the_reciprocal(
     assert rows["divisive normalization, broadcast DIV (before)"].endswith("DIV")
     assert rows["divisive normalization, reciprocal MUL (shipped)"].endswith("DIV MUL")
     assert "TOPK_V2" in rows["DN + threshold (shipped block)"]
+    assert "TOPK_V2" not in rows["DN + 10-step bisection threshold (not shipped)"]
 
 
 def test_benchmarks_reject_bad_arguments_with_status_2(capsys):
