@@ -54,4 +54,4 @@ bench-compare: setup $(BENCH_VENV)/.installed-stamp
 	$(PY) -m benchmarks.compare_hahtorch --torch-python $(BENCH_VENV)/bin/python $(COMPARE_ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache keras_hebb/_native/*.so
