@@ -19,6 +19,7 @@ from benchmarks import common
 
 # (H, C) of HaH-VGG16's HaH blocks on 32x32 images.
 BLOCKS = [(32, 64), (32, 64), (16, 128), (16, 128), (8, 256), (8, 256)]
+WAYS = ("native", "NthElement", "top_k")
 
 
 def _cases(batch):
@@ -41,7 +42,7 @@ def _cases(batch):
             return tf.transpose(tf.reshape(x, (batch, -1, channels)), (0, 2, 1))
 
         def cost_step(x, native):  # the fused path's cost, forward + backward
-            with contextlib.nullcontext() if native else _native.disabled():
+            with contextlib.nullcontext() if native else _selection.without_native():
                 cost, kth = _fused.cost_forward(x, winners, lose, native)
                 return cost, _fused.cost_gradient(x, kth, winners, lose, tf.constant(1.0),
                                                   native)
@@ -74,7 +75,8 @@ def main(argv=None):
         print("error: needs --batch >= 1, --steps >= 1, --warmup >= 0", file=sys.stderr)
         return 2
     machine = common.machine_description()
-    common.set_onednn(True) if "tensorflow" not in sys.modules else None
+    if "tensorflow" not in sys.modules:
+        common.set_onednn(True)
     import tensorflow as tf
 
     from keras_hebb import _native
@@ -83,10 +85,7 @@ def main(argv=None):
         print("error: the native ops are not built: run `make setup` "
               "(python -m keras_hebb._native)", file=sys.stderr)
         return 2
-    common.print_header(machine, "benchmarks.selection", argv)
-    print("| what | native ms | NthElement ms | top_k ms | NthElement / native "
-          "| top_k / native |")
-    print("|---|---|---|---|---|---|")
+    rows = []
     for label, x, functions in _cases(args.batch):
         graphs = {key: tf.function(fn) for key, fn in functions.items()}
         times = common.interleaved(
@@ -94,11 +93,14 @@ def main(argv=None):
              for key, g in graphs.items()},
             args.steps, args.warmup)
         ms = {key: common.median_ms(t["wall"]) for key, t in times.items()}
-        cells = [f"{ms[key]:.2f}" if key in ms else "" for key in
-                 ("native", "NthElement", "top_k")]
-        ratios = [f"{ms[key] / ms['native']:.2f}x" if key in ms else "" for key in
-                  ("NthElement", "top_k")]
-        print(f"| {label} | " + " | ".join(cells + ratios) + " |")
+        rows.append([label] + [f"{ms[key]:.2f}" if key in ms else "" for key in WAYS]
+                    + [f"{ms[key] / ms['native']:.2f}x" if key in ms else ""
+                       for key in WAYS[1:]])
+    common.print_header(machine, "benchmarks.selection", argv,
+                        f"oneDNN {'on' if common.onednn_enabled() else 'off'}")
+    print(common.markdown_table(
+        ["what"] + [f"{key} ms" for key in WAYS]
+        + [f"{key} / native" for key in WAYS[1:]], rows))
     return 0
 
 

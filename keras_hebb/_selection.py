@@ -6,8 +6,9 @@ networks (k = 20% of a row of H*W values) it costs ~3x more than a
 selection. keras_hebb's native op (`keras_hebb._native`, built by `make
 setup`) returns exactly the same value another 1.7-4x faster, and where it
 is not built TensorFlow's `NthElement` (a linear-time `std::nth_element`)
-does. Either is used only where it is safe: the TensorFlow backend, outside XLA (no XLA kernel), on a
-machine without GPUs (no GPU kernel), and only when the caller allows it
+does. Either is used only where it is safe: the TensorFlow backend,
+outside XLA (no XLA kernel), on a machine without GPUs (no GPU kernel),
+and only when the caller allows it
 (training and costs; graphs that are exported keep `top_k`, a TFLite
 builtin, so the exported model needs no Flex ops).
 """
@@ -25,19 +26,30 @@ _scope = threading.local()
 
 
 @contextlib.contextmanager
+def _flag(name):
+    previous = getattr(_scope, name, False)
+    setattr(_scope, name, True)
+    try:
+        yield
+    finally:
+        setattr(_scope, name, previous)
+
+
 def fast_selection():
     """Within this scope, inference graphs use the fast path too.
 
     Read at trace time. Robustness evaluation traces its attack functions
-    inside it (the same values, about 3x cheaper thresholds); graphs that
+    inside it (the same values, 3-7x cheaper thresholds); graphs that
     are exported are traced outside it and keep `top_k`.
     """
-    previous = getattr(_scope, "active", False)
-    _scope.active = True
-    try:
-        yield
-    finally:
-        _scope.active = previous
+    return _flag("active")
+
+
+def without_native():
+    """Within this scope (read at trace time) the fast path leaves out
+    keras_hebb's native ops: `NthElement` and TensorFlow ops are traced, as
+    where the ops are not built (tests and benchmarks compare the two)."""
+    return _flag("no_native")
 
 
 def kth_largest(x, k, fast=True):
@@ -50,7 +62,7 @@ def kth_largest(x, k, fast=True):
             paths return the same value. Defaults to `True`.
     """
     if _use_native(fast):
-        if _native.library() is not None and x.dtype == "float32":
+        if native_ops() is not None and x.dtype == "float32":
             return _native.kth_largest(x, k)
         import tensorflow as tf
 
@@ -69,7 +81,7 @@ def kth_largest_spatial(x, k, fast=True):
         k: int in `[1, H * W]`.
         fast: as for `kth_largest`.
     """
-    if _use_native(fast) and _native.library() is not None and x.dtype == "float32":
+    if native_ops(fast) is not None and x.dtype == "float32":
         return _native.kth_largest(x, k, spatial=True)
     _, height, width, channels = ops.shape(x)
     flat = ops.transpose(ops.reshape(x, (-1, height * width, channels)), (0, 2, 1))
@@ -78,8 +90,10 @@ def kth_largest_spatial(x, k, fast=True):
 
 def native_ops(fast=True):
     """keras_hebb's native op module where it may be used (see `kth_largest`
-    for where), else `None`."""
-    return _native.library() if _use_native(fast) else None
+    for where; not inside `without_native()`), else `None`."""
+    if not _use_native(fast) or getattr(_scope, "no_native", False):
+        return None
+    return _native.library()
 
 
 def _use_native(fast):

@@ -13,16 +13,15 @@
 
 They are compiled against the installed TensorFlow by `make setup`
 (`python -m keras_hebb._native`, ~30 s with g++). Where they are not built,
-or `KERAS_HEBB_NATIVE=0`, `keras_hebb._selection` and `keras_hebb._fused`
-use TensorFlow ops for the same values (slower).
+or `KERAS_HEBB_NATIVE=0`, or inside `keras_hebb._selection.without_native()`,
+`keras_hebb._selection` and `keras_hebb._fused` use TensorFlow ops for the
+same values (slower).
 """
 
-import contextlib
 import functools
 import os
 import platform
 import subprocess
-import threading
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 _SOURCE = os.path.join(_DIR, "hah_ops.cc")
@@ -61,25 +60,10 @@ def build(verbose=True):
     return target
 
 
-_scope = threading.local()
-
-
-@contextlib.contextmanager
-def disabled():
-    """Within this scope (read at trace time) `library()` is `None`: the
-    TensorFlow fallbacks are traced, as where the ops are not built."""
-    previous = getattr(_scope, "disabled", False)
-    _scope.disabled = True
-    try:
-        yield
-    finally:
-        _scope.disabled = previous
-
-
 def library():
     """The loaded op module, or `None` when it is not built or disabled
-    (`KERAS_HEBB_NATIVE=0`, `disabled()`)."""
-    if os.environ.get("KERAS_HEBB_NATIVE", "1") == "0" or getattr(_scope, "disabled", False):
+    (`KERAS_HEBB_NATIVE=0`)."""
+    if os.environ.get("KERAS_HEBB_NATIVE", "1") == "0":
         return None
     return _load()
 

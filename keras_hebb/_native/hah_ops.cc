@@ -9,7 +9,7 @@
 // Two ways to select, by which side of the row is smaller: for m =
 // min(k, n - k + 1) <= kFewLimit (the HaH cost's K winners among C
 // channels), the largest value below the previous one, m times at most,
-// ties counted (two branch-free passes each, which the compiler
+// ties counted (one branch-free pass each, which the compiler
 // vectorizes); above it (the threshold's 20% of H*W positions) a 256-bin
 // histogram over the row's range finds the bin that holds the k-th value,
 // and the search goes on among that bin's values only. Both work on
