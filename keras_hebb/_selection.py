@@ -52,6 +52,49 @@ def without_native():
     return _flag("no_native")
 
 
+def integer_threshold():
+    """Within this scope (read at trace time) `FractionalThreshold`s whose
+    inputs are nonnegative (those of `HaHBlock`s) select by integer
+    counting (`above_kth_largest_by_bits`) instead of `top_k`: the graph
+    that the int8 TFLite converter quantizes (`export.tflite`). The same
+    kept values for every input, with int8 and int32 ops only; TFLite runs
+    it ~3x faster than `TOPK_V2`. TensorFlow backend only.
+    """
+    return _flag("integer_threshold")
+
+
+def integer_threshold_active():
+    """Whether the calling trace is inside `integer_threshold()`."""
+    return getattr(_scope, "integer_threshold", False) and keras.backend.backend() == "tensorflow"
+
+
+def above_kth_largest_by_bits(x, k):
+    """`x > t` with `t` the `k`-th largest over height and width of the
+    nonnegative NHWC tensor `x` (per image and channel), by counting.
+
+    A nonnegative float32's bit pattern, read as an int32 `y`, orders as
+    the float does. The pattern of `t` is the largest `v` with
+    `count(y >= v) >= k`; it is built bit by bit, from bit 30 down (31
+    counts), and `y > v` holds exactly for the values above `t`: what
+    `top_k` keeps, ties included, for every input (-0.0 reads as a
+    negative int32: never counted nor kept, like 0.0). In an int8
+    TFLite file `x` arrives through `DEQUANTIZE`, `BITCAST`; the rest runs
+    in int32. The counts run on a `(N, C, H*W)` copy (TFLite sums a last
+    axis ~2.5x faster than the middle axes).
+    """
+    import tensorflow as tf
+
+    _, height, width, channels = x.shape
+    y = tf.bitcast(tf.cast(x, tf.float32), tf.int32)
+    rows = tf.transpose(tf.reshape(y, (-1, height * width, channels)), (0, 2, 1))
+    v = tf.zeros_like(rows[:, :, :1])
+    for bit in range(30, -1, -1):
+        candidate = v + (1 << bit)
+        count = tf.reduce_sum(tf.cast(rows >= candidate, tf.int32), axis=-1, keepdims=True)
+        v = tf.where(count >= k, candidate, v)
+    return y > tf.reshape(v, (-1, 1, 1, channels))
+
+
 def kth_largest(x, k, fast=True):
     """`k`-th largest value of `x` along its last axis (shape `x.shape[:-1]`).
 

@@ -39,6 +39,9 @@ class FractionalThreshold(keras.layers.Layer):
     def __init__(self, ratio=0.2, **kwargs):
         super().__init__(**kwargs)
         self.ratio = _checks.check_fraction("ratio", ratio)
+        # Set by HaHBlock (after a ReLU): allows the int8 export's integer
+        # selection (keras_hebb._selection.integer_threshold).
+        self._nonnegative_inputs = False
 
     def build(self, input_shape):
         _checks.check_image_rank(self, input_shape)
@@ -57,14 +60,19 @@ class FractionalThreshold(keras.layers.Layer):
         if self._dropped == 0:
             return inputs
         x = ops.cast(inputs, "float32")
+        rank = self._positions - self._dropped + 1
+        if (self._nonnegative_inputs and training is not True
+                and _selection.integer_threshold_active()):
+            # The int8 TFLite export's graph: the same kept values by
+            # integer counting (keras_hebb._selection).
+            return ops.cast(ops.where(
+                _selection.above_kth_largest_by_bits(x, rank), x, 0.0), self.compute_dtype)
         # The k-th smallest is the (positions - k + 1)-th largest: a
         # selection, not a sort. In training on TensorFlow/CPU a linear-time
         # selection finds the same value (keras_hebb._selection); elsewhere
         # (inference, export) top_k, a TFLite builtin. No gradient flows
         # through the threshold itself (it only selects).
-        kth = _selection.kth_largest_spatial(
-            x, self._positions - self._dropped + 1, fast=training is True
-        )
+        kth = _selection.kth_largest_spatial(x, rank, fast=training is True)
         threshold = ops.stop_gradient(kth[:, None, None, :])
         outputs = ops.where(x > threshold, x, 0.0)
         # Only inside `surrogates.surrogate_gradients()` (BPDA): same value,

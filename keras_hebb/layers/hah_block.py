@@ -125,6 +125,7 @@ class HaHBlock(keras.layers.Layer):
             self.threshold_layer = FractionalThreshold(
                 threshold_ratio, dtype=self.dtype_policy, name="threshold"
             )
+            self.threshold_layer._nonnegative_inputs = True  # ReLU (and normalization) first
         elif threshold == "adaptive":
             self.threshold_layer = AdaptiveThreshold(
                 threshold_scale, dtype=self.dtype_policy, name="threshold"
