@@ -3,6 +3,7 @@
     python -m benchmarks.inference [--presets small,vgg16] [--repeats 20]
         [--train-images 6000] [--accuracy-images 1000] [--tflite-threads 2]
         [--variants float32,float16,dynamic,int8] [--model small=PATH.keras]
+        [--int8-topk]
 
 For each preset (`hah_vgg_small` on Fashion-MNIST, `hah_vgg16` on CIFAR-10
 shapes) it measures, at batch 1 and 32, the median latency of
@@ -12,7 +13,9 @@ shapes) it measures, at batch 1 and 32, the median latency of
 - each TFLite variant (`ai_edge_litert` interpreter, XNNPACK, uint8
   pixels; `--tflite-threads` threads, all cores by default),
 
-and the throughput at batch 32. The artifacts come from the export program's
+and the throughput at batch 32. `--int8-topk` adds an int8 file whose
+thresholds call `TOPK_V2` (as before the integer counting) for a
+comparison in the same run. The artifacts come from the export program's
 own functions (`export.savedmodel`, `export.tflite`). Accuracy needs a
 trained model and labelled data: `hah_vgg_small` is trained for one epoch
 on `--train-images` real Fashion-MNIST images (or loaded with `--model`)
@@ -45,6 +48,8 @@ def build_parser():
     parser.add_argument("--accuracy-images", type=int, default=1000)
     parser.add_argument("--calibration-images", type=int, default=300)
     parser.add_argument("--tflite-threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--int8-topk", action="store_true",
+                        help="also time an int8 file whose thresholds use TOPK_V2")
     parser.add_argument("--model", action="append", default=[],
                         help="PRESET=PATH.keras: use a trained model (repeatable)")
     return parser
@@ -132,6 +137,13 @@ def measure(preset, args, model_path=None, log=print):
             row(f"TFLite {variant} ({len(content) / 2**20:.1f} MiB)",
                 lambda n, r=runner: r(pixels[:n])["logits"],
                 lambda p, r=runner: r(p)["logits"])
+            if variant == "int8" and args.int8_topk:
+                content = tflite.convert(model, variant, representative_images=x_train[
+                    :args.calibration_images], integer_threshold=False)
+                runner = tflite.TFLiteRunner(content, num_threads=args.tflite_threads)
+                row("TFLite int8, TOPK_V2 thresholds (before)",
+                    lambda n, r=runner: r(pixels[:n])["logits"],
+                    lambda p, r=runner: r(p)["logits"])
     return rows
 
 
@@ -166,9 +178,11 @@ def main(argv=None):
     for preset in presets:
         name = PRESETS[preset]
         saved, int8 = by.get((name, "SavedModel")), by.get((name, "TFLite int8"))
+        before = by.get((name, "TFLite int8, TOPK_V2 thresholds"))
         if saved and int8:
             print(f"\n{name}: batch-1 latency SavedModel / TFLite int8 = "
-                  f"{saved[2] / int8[2]:.2f} (goal >= 2); accuracy {int8[5]} vs {saved[5]}")
+                  f"{saved[2] / int8[2]:.2f} (goal >= 2); accuracy {int8[5]} vs {saved[5]}"
+                  + (f"; with TOPK_V2 thresholds {saved[2] / before[2]:.2f}" if before else ""))
     return 0
 
 

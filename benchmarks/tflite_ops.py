@@ -10,10 +10,10 @@ threshold, on a `(1, H, H, C)` ReLU output, to float32 and to full-integer
 int8 TFLite files and times each (`ai_edge_litert`, XNNPACK, median of
 `--repeats` calls at batch 1). The differences between rows are the cost
 of the ops added. The ops are the ones `DivisiveNormalization` and
-`FractionalThreshold` trace for export (the `top_k` path), plus the
-broadcast division they used before (a reference-kernel DIV in int8) and,
-not shipped, a threshold found by a 10-step value bisection with int32
-counts (how much an alternative to `TOPK_V2` would gain).
+`FractionalThreshold` trace for export: the `top_k` path (`TOPK_V2`) and
+the integer counting that the int8 export traces
+(`keras_hebb._selection.integer_threshold`), plus the broadcast division
+they used before (a reference-kernel DIV in int8).
 """
 
 import argparse
@@ -32,6 +32,7 @@ def _pieces(height, channels):
     intermediate rows and the old division repeat their first ops."""
     import tensorflow as tf
 
+    from keras_hebb import _selection
     from keras_hebb.layers import DivisiveNormalization, FractionalThreshold
 
     normalization = DivisiveNormalization()  # the paper's: linf, 3x3, sigma 0.1
@@ -54,16 +55,11 @@ def _pieces(height, channels):
         top, _ = tf.math.top_k(transposed(u), positions - threshold._dropped + 1, sorted=False)
         return tf.reduce_min(top, -1)
 
-    rank = positions - threshold._dropped + 1
+    threshold._nonnegative_inputs = True  # as in HaHBlock
 
-    def bisection(u, steps=10):  # not shipped: a value bisection, int32 counts
-        lo = tf.zeros((1, 1, 1, channels))
-        hi = tf.reduce_max(u, (1, 2), keepdims=True) * 1.0001 + 1e-6
-        for _ in range(steps):  # count(u >= lo) >= rank > count(u >= hi)
-            mid = (lo + hi) * 0.5
-            up = tf.reduce_sum(tf.cast(u >= mid, tf.int32), (1, 2), keepdims=True) >= rank
-            lo, hi = tf.where(up, mid, lo), tf.where(up, hi, mid)
-        return tf.where(u >= hi, u, 0.0)
+    def integer_threshold(u):
+        with _selection.integer_threshold():  # read while tracing
+            return threshold(u)
 
     return {
         "max pool": lambda a: tf.nn.max_pool2d(a, 3, 1, "SAME"),
@@ -73,8 +69,9 @@ def _pieces(height, channels):
         "divisive normalization, reciprocal MUL (shipped)": normalization,
         "DN + transpose": lambda a: transposed(normalization(a)),
         "DN + k-th value (TOPK_V2)": lambda a: kth(normalization(a)),
-        "DN + threshold (shipped block)": lambda a: threshold(normalization(a)),
-        "DN + 10-step bisection threshold (not shipped)": lambda a: bisection(normalization(a)),
+        "DN + threshold, top_k (float export)": lambda a: threshold(normalization(a)),
+        "DN + threshold by integer counting (int8 export)":
+            lambda a: integer_threshold(normalization(a)),
     }
 
 
@@ -115,7 +112,26 @@ def _ops(content):
         model_content=content,
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     names = [op["op_name"] for op in interpreter._get_ops_details()]
-    return " ".join(n for n in names if n not in ("QUANTIZE", "DEQUANTIZE"))
+    return _runs([n for n in names if n not in ("QUANTIZE", "DEQUANTIZE")])
+
+
+def _runs(names, longest=8):
+    """`A B C B C B C D` -> `A (B C) x3 D`: repeated op sequences, counted."""
+    out, i = [], 0
+    while i < len(names):
+        for size in range(1, longest + 1):
+            unit = names[i:i + size]
+            count = 1
+            while names[i + count * size:i + (count + 1) * size] == unit:
+                count += 1
+            if count > 2:
+                out.append(f"({' '.join(unit)}) x{count}")
+                i += count * size
+                break
+        else:
+            out.append(names[i])
+            i += 1
+    return " ".join(out)
 
 
 def measure(height, channels, threads, repeats):

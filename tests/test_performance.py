@@ -104,8 +104,9 @@ def test_tflite_ops_benchmark_shows_the_int8_graph_multiplies_by_the_reciprocal(
     # The full-size op is the last one: a DIV before, a MUL (XNNPACK) now.
     assert rows["divisive normalization, broadcast DIV (before)"].endswith("DIV")
     assert rows["divisive normalization, reciprocal MUL (shipped)"].endswith("DIV MUL")
-    assert "TOPK_V2" in rows["DN + threshold (shipped block)"]
-    assert "TOPK_V2" not in rows["DN + 10-step bisection threshold (not shipped)"]
+    assert "TOPK_V2" in rows["DN + threshold, top_k (float export)"]
+    counting = rows["DN + threshold by integer counting (int8 export)"]
+    assert "TOPK_V2" not in counting and "BITCAST" in counting
 
 
 def test_benchmarks_reject_bad_arguments_with_status_2(capsys):
