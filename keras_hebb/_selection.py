@@ -60,7 +60,7 @@ def integer_threshold():
     counting (`above_kth_largest_by_bits`) instead of `top_k`: the graph
     that the int8 TFLite converter quantizes (`export.tflite`). The same
     kept values for every input, with int8 and int32 ops only; TFLite runs
-    it ~3x faster than `TOPK_V2`. TensorFlow backend only.
+    it ~2.5x faster than `TOPK_V2`. TensorFlow backend only.
     """
     return _flag("integer_threshold")
 
