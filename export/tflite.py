@@ -11,9 +11,9 @@ Every variant takes raw uint8 pixels `[batch, H, W, C]` as input `images`
   input has scale 1/255 and zero point 0, so raw pixels feed it directly.
 
 Only builtin ops (`TFLITE_BUILTINS[_INT8]`): no Flex/select TF ops. The
-int8 graph is traced inside `keras_hebb._selection.integer_threshold()`:
-the fractional thresholds of its HaH blocks select by counting on the
-int32 bit patterns of their (dequantized) inputs instead of calling
+graphs are traced inside `keras_hebb._selection.integer_threshold()`: the
+fractional thresholds of the HaH blocks select by counting on the int32
+bit patterns of their (in int8: dequantized) inputs instead of calling
 `TOPK_V2`: the same kept values, in ~2/5 of the time.
 """
 
@@ -77,12 +77,14 @@ def convert(model, variant, savedmodel_dir=None, representative_images=None,
         variant: one of `VARIANTS`.
         savedmodel_dir: a SavedModel of `model` with a uint8
             `serving_default` signature (the served one) to convert the float
-            variants from; written to a temporary directory if `None`.
+            variants from when `integer_threshold` is `False`; otherwise
+            (or if `None`) one is traced into a temporary directory.
         representative_images: float32 images in [0, 1] from the training
             data; required for `int8`.
-        integer_threshold: int8 only: trace the HaH thresholds' integer
-            counting (`keras_hebb._selection.integer_threshold`) instead of
-            `top_k` (`TOPK_V2`). Same file content but the threshold ops.
+        integer_threshold: trace the HaH thresholds' integer counting
+            (`keras_hebb._selection.integer_threshold`) instead of `top_k`
+            (`TOPK_V2`): the same outputs, in the threshold ops' ~2/5 of
+            the time. `False` for runtimes without `BITCAST`.
 
     Returns:
         The `.tflite` file content (bytes).
@@ -95,12 +97,12 @@ def convert(model, variant, savedmodel_dir=None, representative_images=None,
             # so that the uint8 input becomes a quantized tensor (scale
             # 1/255) instead of a CAST leaving a float island.
             source = os.path.join(scratch, "float_input")
-            with (_selection.integer_threshold() if integer_threshold
-                  else contextlib.nullcontext()):
+            with _threshold_scope(integer_threshold):
                 write_savedmodel(model, source, {SERVING_SIGNATURE: "float32"})
-        elif savedmodel_dir is None:
+        elif savedmodel_dir is None or integer_threshold:
             source = os.path.join(scratch, "uint8_input")
-            write_savedmodel(model, source, {SERVING_SIGNATURE: "uint8"})
+            with _threshold_scope(integer_threshold):
+                write_savedmodel(model, source, {SERVING_SIGNATURE: "uint8"})
         else:
             source = savedmodel_dir
         converter = tf.lite.TFLiteConverter.from_saved_model(
@@ -134,6 +136,10 @@ def convert(model, variant, savedmodel_dir=None, representative_images=None,
                 "calibration images do not span [0, 1] (use more of them)."
             )
     return content
+
+
+def _threshold_scope(integer_threshold):
+    return _selection.integer_threshold() if integer_threshold else contextlib.nullcontext()
 
 
 def _interpreter(content_or_path, num_threads=1, delegates=True):

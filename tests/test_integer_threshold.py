@@ -1,4 +1,4 @@
-"""The int8 export's integer threshold keeps exactly what `top_k` keeps.
+"""The TFLite export's integer threshold keeps exactly what `top_k` keeps.
 
 Inside `keras_hebb._selection.integer_threshold()` a HaH block's
 `FractionalThreshold` selects by counting on the int32 bit patterns of its
@@ -125,3 +125,14 @@ def test_int8_file_thresholds_keep_what_top_k_keeps_on_its_own_tensors(int8_file
         expected = np.where(flat > kth[:, None, :], flat, int(np.ravel(zero)[0]))
         np.testing.assert_array_equal(kept.reshape(n, h * w, c), expected)
         assert 0 < np.mean(expected != int(np.ravel(zero)[0])) <= 0.2
+
+
+def test_float32_file_counts_too_and_gives_the_top_k_file_logits(int8_files):
+    model, images, _ = int8_files
+    files = {flag: tflite.convert(model, "float32", integer_threshold=flag)
+             for flag in (True, False)}
+    assert "TOPK_V2" not in {op["op"] for op in tflite.op_table(files[True])}
+    assert "TOPK_V2" in {op["op"] for op in tflite.op_table(files[False])}
+    pixels = np.round(images * 255).astype(np.uint8)
+    logits = [tflite.TFLiteRunner(files[flag]).logits(pixels) for flag in (True, False)]
+    np.testing.assert_array_equal(logits[0], logits[1])
