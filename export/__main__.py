@@ -44,6 +44,9 @@ def build_parser():
                         help="test images used by the verification (default: 1000)")
     parser.add_argument("--max-accuracy-drop", type=float, default=None,
                         help="accuracy points float16/dynamic/int8 may lose (default: 1.0)")
+    parser.add_argument("--topk-thresholds", action="store_true",
+                        help="TFLite thresholds with TOPK_V2 instead of integer counting "
+                             "(same outputs, slower; for runtimes without BITCAST)")
     parser.add_argument("--threads", type=int, default=1,
                         help="TFLite interpreter threads in the verification (default: 1)")
     return parser
@@ -109,7 +112,8 @@ def main(argv=None):
                 args.model, args.out, args.version, variants,
                 args.calibration_dataset, args.calibration_images,
                 args.verify_images, args.max_accuracy_drop, args.threads,
-                log=lambda line: print(line, flush=True))
+                log=lambda line: print(line, flush=True),
+                integer_threshold=not args.topk_thresholds)
     except ExportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -128,7 +128,7 @@ def sha256(path):
 def export_model(model_path, export_dir, version=None, variants=tflite_lib.VARIANTS,
                  calibration_dataset=None, calibration_images=300,
                  verify_images=1000, max_accuracy_drop=None, num_threads=1,
-                 log=print):
+                 log=print, integer_threshold=True):
     """Exports a `.keras` model to `export_dir/<version>` and verifies it.
 
     Args:
@@ -144,6 +144,8 @@ def export_model(model_path, export_dir, version=None, variants=tflite_lib.VARIA
         max_accuracy_drop: see `verify.MAX_ACCURACY_DROP`.
         num_threads: TFLite threads for the verification.
         log: called with progress lines.
+        integer_threshold: see `tflite.convert` (`False`: `TOPK_V2`
+            thresholds, for runtimes without `BITCAST`).
 
     Returns:
         `(version_dir, report)`.
@@ -182,6 +184,7 @@ def export_model(model_path, export_dir, version=None, variants=tflite_lib.VARIA
             content = tflite_lib.convert(
                 model, variant, savedmodel_dir=staging,
                 representative_images=train_images[:calibration_images] if need_calibration else None,
+                integer_threshold=integer_threshold,
             )
             files[variant] = f"tflite/model_{variant}.tflite"
             with open(os.path.join(staging, files[variant]), "wb") as f:

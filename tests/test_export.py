@@ -319,3 +319,17 @@ def test_verification_fails_when_an_artifact_disagrees(trained_model_path, versi
     failing = {row["artifact"] for row in report["artifacts"] if not row["passed"]}
     assert failing == {"savedmodel:serving_default", "savedmodel:serving_float",
                        "tflite:float32"}
+
+
+def test_topk_thresholds_flag_writes_topk_files_that_verify(trained_model_path, tmp_path):
+    """`--topk-thresholds` (runtimes without BITCAST): TOPK_V2 in the files,
+    the same verification."""
+    out = str(tmp_path / "topk")
+    result = run_export(trained_model_path, "--out", out, "--tflite", "float32,int8",
+                        "--topk-thresholds", "--calibration-images", "100",
+                        "--verify-images", "200", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for variant in ("float32", "int8"):
+        ops = {op["op"] for op in tflite.op_table(
+            os.path.join(out, "1", "tflite", f"model_{variant}.tflite"))}
+        assert "TOPK_V2" in ops and "BITCAST" not in ops, variant
