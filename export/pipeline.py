@@ -190,7 +190,7 @@ def export_model(model_path, export_dir, version=None, variants=tflite_lib.VARIA
             with open(os.path.join(staging, files[variant]), "wb") as f:
                 f.write(content)
         metadata = _metadata(model, model_path, version, shape, dataset,
-                             calibration_images, files)
+                             calibration_images, files, integer_threshold)
         with open(os.path.join(staging, "export.json"), "w") as f:
             json.dump(metadata, f, indent=2)
 
@@ -218,7 +218,8 @@ def export_model(model_path, export_dir, version=None, variants=tflite_lib.VARIA
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _metadata(model, model_path, version, shape, dataset, calibration_images, files):
+def _metadata(model, model_path, version, shape, dataset, calibration_images, files,
+              integer_threshold):
     import keras
     import tensorflow as tf
 
@@ -240,6 +241,8 @@ def _metadata(model, model_path, version, shape, dataset, calibration_images, fi
                         "classes": "int64 [batch]"},
         },
         "tflite": files,
+        "tflite_thresholds": ("integer counting (BITCAST, int32 ops)" if integer_threshold
+                              else "TOPK_V2"),
         "calibration": {"dataset": dataset, "split": "train", "images": calibration_images},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
                      "keras_hebb": keras_hebb.__version__},

@@ -333,3 +333,7 @@ def test_topk_thresholds_flag_writes_topk_files_that_verify(trained_model_path, 
         ops = {op["op"] for op in tflite.op_table(
             os.path.join(out, "1", "tflite", f"model_{variant}.tflite"))}
         assert "TOPK_V2" in ops and "BITCAST" not in ops, variant
+    import json
+
+    with open(os.path.join(out, "1", "export.json")) as f:
+        assert json.load(f)["tflite_thresholds"] == "TOPK_V2"
