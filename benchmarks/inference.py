@@ -130,8 +130,10 @@ def measure(preset, args, model_path=None, log=print):
         row("SavedModel (serving_default)",
             lambda n: serving(images=tf.constant(pixels[:n]))["logits"].numpy(),
             lambda p: serving(images=tf.constant(p))["logits"].numpy())
+        source = os.path.join(scratch, "tflite_source")
+        tflite.write_conversion_savedmodel(model, source)
         for variant in args.variants:
-            content = tflite.convert(model, variant, savedmodel_dir=path,
+            content = tflite.convert(model, variant, savedmodel_dir=source,
                                      representative_images=x_train[:args.calibration_images])
             runner = tflite.TFLiteRunner(content, num_threads=args.tflite_threads)
             row(f"TFLite {variant} ({len(content) / 2**20:.1f} MiB)",

@@ -11,7 +11,7 @@ int8 TFLite files and times each (`ai_edge_litert`, XNNPACK, median of
 `--repeats` calls at batch 1). The differences between rows are the cost
 of the ops added. The ops are the ones `DivisiveNormalization` and
 `FractionalThreshold` trace for export: the `top_k` path (`TOPK_V2`) and
-the integer counting that the int8 export traces
+the integer counting that the TFLite export traces
 (`keras_hebb._selection.integer_threshold`), plus the broadcast division
 they used before (a reference-kernel DIV in int8).
 """
@@ -69,8 +69,9 @@ def _pieces(height, channels):
         "divisive normalization, reciprocal MUL (shipped)": normalization,
         "DN + transpose": lambda a: transposed(normalization(a)),
         "DN + k-th value (TOPK_V2)": lambda a: kth(normalization(a)),
-        "DN + threshold, top_k (float export)": lambda a: threshold(normalization(a)),
-        "DN + threshold by integer counting (int8 export)":
+        "DN + threshold, top_k (SavedModel; --topk-thresholds files)":
+            lambda a: threshold(normalization(a)),
+        "DN + threshold by integer counting (TFLite export)":
             lambda a: integer_threshold(normalization(a)),
     }
 

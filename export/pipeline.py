@@ -178,11 +178,14 @@ def export_model(model_path, export_dir, version=None, variants=tflite_lib.VARIA
         write_warmup_requests(staging, [warmup_pixels[:1], warmup_pixels[:32]])
         tflite_dir = os.path.join(staging, "tflite")
         os.makedirs(tflite_dir)
+        conversion_source = os.path.join(scratch, "tflite_source")
+        if set(variants) - {"int8"}:  # the float variants share one trace
+            tflite_lib.write_conversion_savedmodel(model, conversion_source, integer_threshold)
         files = {}
         for variant in variants:
             log(f"[{time.perf_counter() - start:.0f}s] converting TFLite {variant}")
             content = tflite_lib.convert(
-                model, variant, savedmodel_dir=staging,
+                model, variant, savedmodel_dir=conversion_source,
                 representative_images=train_images[:calibration_images] if need_calibration else None,
                 integer_threshold=integer_threshold,
             )

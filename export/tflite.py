@@ -75,10 +75,10 @@ def convert(model, variant, savedmodel_dir=None, representative_images=None,
     Args:
         model: the Keras model (float32 images in [0, 1] -> logits).
         variant: one of `VARIANTS`.
-        savedmodel_dir: a SavedModel of `model` with a uint8
-            `serving_default` signature (the served one) to convert the float
-            variants from when `integer_threshold` is `False`; otherwise
-            (or if `None`) one is traced into a temporary directory.
+        savedmodel_dir: a SavedModel from `write_conversion_savedmodel`
+            (same `integer_threshold`) to convert the float variants from,
+            so that several variants share one trace; written to a
+            temporary directory if `None`.
         representative_images: float32 images in [0, 1] from the training
             data; required for `int8`.
         integer_threshold: trace the HaH thresholds' integer counting
@@ -99,10 +99,9 @@ def convert(model, variant, savedmodel_dir=None, representative_images=None,
             source = os.path.join(scratch, "float_input")
             with _threshold_scope(integer_threshold):
                 write_savedmodel(model, source, {SERVING_SIGNATURE: "float32"})
-        elif savedmodel_dir is None or integer_threshold:
+        elif savedmodel_dir is None:
             source = os.path.join(scratch, "uint8_input")
-            with _threshold_scope(integer_threshold):
-                write_savedmodel(model, source, {SERVING_SIGNATURE: "uint8"})
+            write_conversion_savedmodel(model, source, integer_threshold)
         else:
             source = savedmodel_dir
         converter = tf.lite.TFLiteConverter.from_saved_model(
@@ -136,6 +135,15 @@ def convert(model, variant, savedmodel_dir=None, representative_images=None,
                 "calibration images do not span [0, 1] (use more of them)."
             )
     return content
+
+
+def write_conversion_savedmodel(model, path, integer_threshold=True):
+    """Writes the SavedModel the float variants are converted from: a uint8
+    `serving_default` signature, traced inside
+    `keras_hebb._selection.integer_threshold()` unless `integer_threshold`
+    is `False` (then it is the served graph, with `top_k`)."""
+    with _threshold_scope(integer_threshold):
+        write_savedmodel(model, path, {SERVING_SIGNATURE: "uint8"})
 
 
 def _threshold_scope(integer_threshold):

@@ -10,9 +10,9 @@ does. Either is used only where it is safe: the TensorFlow backend,
 outside XLA (no XLA kernel), on a machine without GPUs (no GPU kernel),
 and only when the caller allows it
 (training and costs; graphs that are exported keep `top_k`, a TFLite
-builtin, so the exported model needs no Flex ops). For the int8 TFLite
-file, `integer_threshold()` swaps `top_k` for counting on int32 bit
-patterns, in builtin int32 ops: the same kept values, faster in TFLite.
+builtin, so the exported model needs no Flex ops). For the TFLite files,
+`integer_threshold()` swaps `top_k` for counting on int32 bit patterns,
+in builtin ops: the same kept values, faster in TFLite.
 """
 
 import contextlib
@@ -57,10 +57,11 @@ def without_native():
 def integer_threshold():
     """Within this scope (read at trace time) `FractionalThreshold`s whose
     inputs are nonnegative (those of `HaHBlock`s) select by integer
-    counting (`above_kth_largest_by_bits`) instead of `top_k`: the graph
-    that the int8 TFLite converter quantizes (`export.tflite`). The same
-    kept values for every input, with int8 and int32 ops only; TFLite runs
-    it ~2.5x faster than `TOPK_V2`. TensorFlow backend only.
+    counting (`above_kth_largest_by_bits`) instead of `top_k`: the graphs
+    that `export.tflite` converts. The same kept values for every input,
+    in int32 ops (int8 after a `DEQUANTIZE` in the int8 file); TFLite runs
+    it ~2.5x faster than `TOPK_V2` (`python -m benchmarks.tflite_ops`).
+    TensorFlow backend only.
     """
     return _flag("integer_threshold")
 
@@ -82,7 +83,7 @@ def above_kth_largest_by_bits(x, k):
     negative int32: never counted nor kept, like 0.0). In an int8
     TFLite file `x` arrives through `DEQUANTIZE`, `BITCAST`; the rest runs
     in int32. The counts run on a `(N, C, H*W)` copy (TFLite sums a last
-    axis ~2.5x faster than the middle axes).
+    axis faster than the middle axes).
     """
     import tensorflow as tf
 

@@ -2,7 +2,7 @@
 
 Inside `keras_hebb._selection.integer_threshold()` a HaH block's
 `FractionalThreshold` selects by counting on the int32 bit patterns of its
-input instead of calling `top_k`; the int8 TFLite converter traces it so.
+input instead of calling `top_k`; the TFLite export traces it so.
 It must keep the same values as the `top_k` rule for every input, ties
 included, and the converted file must equal the `TOPK_V2` one in what it
 computes.

@@ -104,8 +104,8 @@ def test_tflite_ops_benchmark_shows_the_int8_graph_multiplies_by_the_reciprocal(
     # The full-size op is the last one: a DIV before, a MUL (XNNPACK) now.
     assert rows["divisive normalization, broadcast DIV (before)"].endswith("DIV")
     assert rows["divisive normalization, reciprocal MUL (shipped)"].endswith("DIV MUL")
-    assert "TOPK_V2" in rows["DN + threshold, top_k (float export)"]
-    counting = rows["DN + threshold by integer counting (int8 export)"]
+    assert "TOPK_V2" in rows["DN + threshold, top_k (SavedModel; --topk-thresholds files)"]
+    counting = rows["DN + threshold by integer counting (TFLite export)"]
     assert "TOPK_V2" not in counting and "BITCAST" in counting
 
 

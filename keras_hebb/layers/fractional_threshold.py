@@ -39,7 +39,7 @@ class FractionalThreshold(keras.layers.Layer):
     def __init__(self, ratio=0.2, **kwargs):
         super().__init__(**kwargs)
         self.ratio = _checks.check_fraction("ratio", ratio)
-        # Set by HaHBlock (after a ReLU): allows the int8 export's integer
+        # Set by HaHBlock (after a ReLU): allows the TFLite export's integer
         # selection (keras_hebb._selection.integer_threshold).
         self._nonnegative_inputs = False
 
@@ -63,7 +63,7 @@ class FractionalThreshold(keras.layers.Layer):
         rank = self._positions - self._dropped + 1
         if (self._nonnegative_inputs and training is not True
                 and _selection.integer_threshold_active()):
-            # The int8 TFLite export's graph: the same kept values by
+            # The TFLite export's graphs: the same kept values by
             # integer counting (keras_hebb._selection).
             return ops.cast(ops.where(
                 _selection.above_kth_largest_by_bits(x, rank), x, 0.0), self.compute_dtype)
