@@ -34,22 +34,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from keras_hebb.robustness import attacks, bpda, noise
+from keras_hebb.robustness import attacks, bpda, noise, registry
+from keras_hebb.robustness.registry import ATTACK_NAMES, ATTACKS, REGISTRY  # noqa: F401
 
-#: Attacks in cascade order: (name, kind, norms).
-ATTACKS = (
-    ("fgsm", "gradient", ("linf", "l2")),
-    ("pgd_ce", "gradient", ("linf", "l2")),
-    ("pgd_margin", "gradient", ("linf", "l2")),
-    ("mim", "gradient", ("linf", "l2")),
-    ("cw_l2", "gradient", ("l2",)),
-    ("bpda", "adaptive", ("linf", "l2")),
-    ("transfer", "black_box", ("linf", "l2")),
-    ("spsa", "black_box", ("linf",)),
-)
-ATTACK_NAMES = tuple(name for name, _, _ in ATTACKS)
-_KIND = {name: kind for name, kind, _ in ATTACKS}
-_NORMS = {name: norms for name, _, norms in ATTACKS}
+_REPORTED_KIND = {"gradient": "gradient", "autoattack": "gradient", "bpda": "adaptive",
+                  "black_box": "black_box"}
 
 #: Margins of the pass/fail checks (fractions of the evaluated images).
 CHECK_MARGIN = 0.03
@@ -227,94 +216,14 @@ class _ModelUnderTest:
         return self.bpda_fns[mode]
 
 
-def _stages(config, target, norm, sources):
-    """(stage name, attack, run index, settings) for one norm, in order."""
-    stages = []
-    for name in config.attacks:
-        if norm not in _NORMS[name]:
-            continue
-        if name in ("pgd_ce", "pgd_margin"):
-            for run in range(config.restarts):
-                stages.append((name, name, run, {"steps": config.steps, "restart": run}))
-        elif name == "fgsm":
-            stages.append((name, name, 0, {"steps": 1}))
-        elif name == "mim":
-            stages.append((name, name, 0, {"steps": config.mim_steps}))
-        elif name == "cw_l2":
-            stages.append((name, name, 0, {"steps": config.cw_steps,
-                                           "binary_search_steps": config.cw_binary_steps,
-                                           "max_images": config.cw_images}))
-        elif name == "bpda":
-            if not target.surrogates:
-                continue
-            for mode in config.bpda_modes:
-                for run in range(config.restarts):
-                    stages.append((f"bpda_{mode}", name, run,
-                                   {"steps": config.steps, "loss": "margin",
-                                    "surrogate": mode, "restart": run}))
-        elif name == "transfer":
-            for source in sources:
-                stages.append((f"transfer_from_{source.name}", name, 0,
-                               {"steps": config.transfer_steps, "loss": "ce",
-                                "source": source.name}))
-        elif name == "spsa":
-            stages.append((name, name, 0, {"steps": config.spsa_steps,
-                                           "samples": config.spsa_samples,
-                                           "max_images": config.spsa_images}))
-    return stages
-
-
-def _run_stage(attack, settings, target, images, labels, norm, eps, config,
-               source=None, transfer_cache=None, cw_cache=None, idx=None, progress=None):
-    """Adversarial examples for `images` (the still-robust ones), in budget."""
-    batch = config.batch_size
-    if attack == "fgsm":
-        return attacks.fgsm(target.fn, images, labels, eps, norm, batch)
-    if attack in ("pgd_ce", "pgd_margin"):
-        loss = "ce" if attack == "pgd_ce" else "margin"
-        return attacks.pgd(target.fn, images, labels, eps, norm, config.steps,
-                           loss=loss, batch_size=batch)
-    if attack == "mim":
-        return attacks.mim(target.fn, images, labels, eps, norm, config.mim_steps,
-                           batch_size=batch)
-    if attack == "bpda":
-        return attacks.pgd(target.bpda_fn(settings["surrogate"]), images, labels, eps,
-                           norm, config.steps, loss="margin", batch_size=batch)
-    if attack == "cw_l2":
-        # CW is a minimal-distortion attack: run once per image, then
-        # project its example into each budget.
-        missing = [i for i in idx if i not in cw_cache]
-        if missing:
-            positions = np.searchsorted(idx, missing)
-            found = attacks.carlini_wagner_l2(
-                target.fn, images[positions], labels[positions], target.num_classes,
-                steps=config.cw_steps, binary_search_steps=config.cw_binary_steps,
-                batch_size=batch)
-            cw_cache.update(zip(missing, found))
-        return attacks.project(images, np.stack([cw_cache[i] for i in idx]), norm, eps)
-    if attack == "transfer":
-        key = (source.name, norm, eps)
-        cache = transfer_cache.setdefault(key, {})
-        missing = [i for i in idx if i not in cache]
-        if missing:
-            positions = np.searchsorted(idx, missing)
-            crafted = attacks.pgd(source.fn, images[positions], labels[positions], eps,
-                                  norm, config.transfer_steps, loss="ce", batch_size=batch)
-            cache.update(zip(missing, crafted))
-        return attacks.project(images, np.stack([cache[i] for i in idx]), norm, eps)
-    if attack == "spsa":
-        return attacks.spsa(target.fn, images, labels, eps, config.spsa_steps,
-                            config.spsa_samples, progress=progress)
-    raise ValueError(f"Unknown attack {attack!r}.")
-
-
 def _evaluate_norm(target, sources, images, labels, clean_correct, norm, budgets,
                    config, transfer_cache, progress):
     robust = clean_correct.copy()
     first_broken = np.full(len(images), np.nan)
     records = []
-    cw_cache = {}
-    stages = _stages(config, target, norm, sources)
+    caches = {name: {} for name in REGISTRY}
+    caches["transfer"] = transfer_cache
+    stages = registry.stages(config, target, norm, sources)
     bar = progress.bar(len(budgets) * max(1, len(stages)),
                        f"[{target.name}] {norm} attacks, budgets {list(budgets)}")
     done = 0
@@ -322,41 +231,41 @@ def _evaluate_norm(target, sources, images, labels, clean_correct, norm, budgets
         carried = int(np.sum(clean_correct & ~robust))
         record = {"norm": norm, "budget": float(eps), "carried_over": carried, "stages": []}
         kind_accuracy = {}
-        for stage_name, attack, run, settings in stages:
+        for stage in stages:
+            attack = REGISTRY[stage.attack]
+            settings = stage.settings
             idx = np.flatnonzero(robust)
-            if attack == "spsa":
-                idx = idx[:config.spsa_images]
-            if attack == "cw_l2":
-                # CW runs once, on the first robust images it meets.
-                idx = idx[np.isin(idx, list(cw_cache))] if cw_cache else idx[:config.cw_images]
+            if attack.select is not None:
+                idx = attack.select(idx, config, caches[attack.name])
             started = time.perf_counter()
             fooled_count = 0
             if len(idx) and eps > 0:
                 source = next((s for s in sources if s.name == settings.get("source")), None)
-                spsa_bar = None
-                if attack == "spsa" and progress.enabled:
-                    spsa_bar = progress.bar(len(idx), f"  spsa eps={eps} on {len(idx)} images")
-                tick = (lambda: spsa_bar.add(1)) if spsa_bar is not None else None
-                adversarial = _run_stage(
-                    attack, settings, target, images[idx], labels[idx], norm, eps, config,
-                    source=source, transfer_cache=transfer_cache, cw_cache=cw_cache,
-                    idx=idx, progress=tick)
+                per_image_bar = None
+                if attack.name == "spsa" and progress.enabled:
+                    per_image_bar = progress.bar(
+                        len(idx), f"  {attack.name} eps={eps} on {len(idx)} images")
+                tick = (lambda: per_image_bar.add(1)) if per_image_bar is not None else None
+                adversarial = attack.craft(registry.StageInput(
+                    target=target, source=source, images=images[idx], labels=labels[idx],
+                    idx=idx, norm=norm, eps=eps, config=config, settings=settings,
+                    cache=caches[attack.name], progress=tick))
                 attacks.check_budget(images[idx], adversarial, norm, eps)
                 fooled = attacks.predict(target.fn, adversarial) != labels[idx]
                 robust[idx[fooled]] = False
                 first_broken[idx[fooled]] = eps
                 fooled_count = int(fooled.sum())
             record["stages"].append({
-                "stage": stage_name,
-                "attack": attack,
-                "kind": _KIND[attack],
+                "stage": stage.name,
+                "attack": attack.name,
+                "kind": _REPORTED_KIND[attack.kind],
                 **settings,
                 "attacked": int(len(idx)),
                 "fooled": fooled_count,
                 "accuracy_after": float(robust.mean()),
                 "seconds": round(time.perf_counter() - started, 3),
             })
-            kind_accuracy[_KIND[attack]] = float(robust.mean())
+            kind_accuracy[_REPORTED_KIND[attack.kind]] = float(robust.mean())
             done += 1
             if bar is not None:
                 bar.update(done, values=[("robust", float(robust.mean()))])
