@@ -82,31 +82,6 @@ def _correct(model_fn, x, y):
     return attacks.predict(model_fn, x) == y
 
 
-def test_worst_case_is_per_image():
-    clean = np.array([True, True, True, True, False])
-    outcomes = {
-        "a": np.array([True, False, False, False, False]),  # breaks image 0
-        "b": np.array([False, True, False, False, True]),   # breaks image 1
-        "c": np.array([False, False, False, False, False]),
-    }
-    robust = suite.worst_case_correct(clean, outcomes)
-    np.testing.assert_array_equal(robust, [False, False, True, True, False])
-    # Per attack the accuracy is 3/5 or 4/5; the worst case per image is 2/5,
-    # lower than the minimum over attacks of the accuracy.
-    per_attack = [np.mean(clean & ~o) for o in outcomes.values()]
-    assert min(per_attack) == 0.6 and robust.mean() == 0.4
-    monotone = suite.carry_over_budgets({
-        0.1: np.array([True, False, True]),
-        0.05: np.array([True, True, False]),
-        0.2: np.array([True, True, True]),
-    })
-    np.testing.assert_array_equal(monotone[0.05], [True, True, False])
-    np.testing.assert_array_equal(monotone[0.1], [True, False, False])
-    np.testing.assert_array_equal(monotone[0.2], [True, False, False])
-    with pytest.raises(ValueError, match="outcomes"):
-        suite.worst_case_correct(clean, {"a": np.array([True])})
-
-
 def test_surrogate_scope_keeps_forward_and_changes_only_backward():
     # Both HaH block kinds: fractional threshold and adaptive threshold.
     model = architectures.build_vgg((8, "M", 8), 1, input_shape=(28, 28, 1))

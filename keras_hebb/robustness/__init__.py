@@ -21,16 +21,18 @@ _EXPORTS = {
     "QUICK": "suite",
     "FULL": "suite",
     "run_suite": "suite",
-    "worst_case_correct": "suite",
+    "COLUMNS": "suite",
+    "REGISTRY": "registry",
+    "register": "registry",
     "noise_accuracy": "noise",
     "write_report": "report",
 }
 
-__all__ = sorted(_EXPORTS) + ["attacks", "bpda", "noise", "report", "suite"]
+__all__ = sorted(_EXPORTS) + ["attacks", "bpda", "noise", "registry", "report", "suite"]
 
 
 def __getattr__(name):
-    if name in ("attacks", "bpda", "noise", "report", "suite"):
+    if name in ("attacks", "bpda", "noise", "registry", "report", "suite"):
         return importlib.import_module(f"{__name__}.{name}")
     if name in _EXPORTS:
         module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")

@@ -89,6 +89,7 @@ class Attack:
         select: `(idx, config, cache) -> idx`: which of the standing images
             it attacks (default: all).
         description: one line for the documentation.
+        per_image: runs image by image (the suite shows a progress bar).
     """
 
     name: str
@@ -98,6 +99,7 @@ class Attack:
     craft: Callable
     select: Callable = None
     description: str = ""
+    per_image: bool = False
 
 
 def _fgsm_stages(config, target, sources):
@@ -238,20 +240,26 @@ for _entry in (
            description="PGD (cross-entropy) on a source model, evaluated on the target"),
     Attack("spsa", "black_box", ("linf",), _spsa_stages, _spsa,
            select=lambda idx, config, cache: idx[:config.spsa_images],
-           description="`spsa` (shim), gradient-free, on a subset"),
+           description="`spsa` (shim), gradient-free, on a subset", per_image=True),
 ):
     register(_entry)
 
-#: Names in cascade order (kind order, then registration order).
-ATTACK_NAMES = tuple(sorted(REGISTRY, key=lambda n: KINDS.index(REGISTRY[n].kind)))
-#: (name, kind, norms), in cascade order.
+def cascade_order(names):
+    """`names` sorted in cascade order: by kind (`KINDS`), then registration."""
+    order = list(REGISTRY)
+    return tuple(sorted(names, key=lambda n: (KINDS.index(REGISTRY[n].kind), order.index(n))))
+
+
+#: Names of the built-in attacks, in cascade order.
+ATTACK_NAMES = cascade_order(REGISTRY)
+#: (name, kind, norms) of the built-in attacks, in cascade order.
 ATTACKS = tuple((n, REGISTRY[n].kind, REGISTRY[n].norms) for n in ATTACK_NAMES)
 
 
 def stages(config, target, norm, sources):
     """The cascade's stages for one norm, in order (`Stage` list)."""
     result = []
-    for name in sorted(config.attacks, key=ATTACK_NAMES.index):
+    for name in cascade_order(config.attacks):
         attack = REGISTRY[name]
         if norm in attack.norms:
             result.extend(attack.stages(config, target, sources))
