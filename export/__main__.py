@@ -40,8 +40,8 @@ def build_parser():
                              "test split verifies (default: from the image shape)")
     parser.add_argument("--calibration-images", type=int, default=300,
                         help="training images that calibrate int8 (default: 300)")
-    parser.add_argument("--verify-images", type=int, default=1000,
-                        help="test images used by the verification (default: 1000)")
+    parser.add_argument("--verify-images", type=int, default=None,
+                        help="test images used by the verification (default: 4000)")
     parser.add_argument("--max-accuracy-drop", type=float, default=None,
                         help="accuracy points float16/dynamic/int8 may lose (default: 1.0)")
     parser.add_argument("--topk-thresholds", action="store_true",
@@ -68,7 +68,7 @@ def check_arguments(args):
     if args.version is not None and args.version < 1:
         raise ExportError(f"Invalid --version {args.version}: expected an integer >= 1.")
     for name in ("calibration_images", "verify_images", "threads"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise ExportError(f"Invalid {flag} {getattr(args, name)}: expected an integer >= 1.")
     if args.tflite.strip().lower() == "none":

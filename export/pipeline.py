@@ -127,7 +127,7 @@ def sha256(path):
 
 def export_model(model_path, export_dir, version=None, variants=tflite_lib.VARIANTS,
                  calibration_dataset=None, calibration_images=300,
-                 verify_images=1000, max_accuracy_drop=None, num_threads=1,
+                 verify_images=None, max_accuracy_drop=None, num_threads=1,
                  log=print, integer_threshold=True):
     """Exports a `.keras` model to `export_dir/<version>` and verifies it.
 
@@ -140,7 +140,8 @@ def export_model(model_path, export_dir, version=None, variants=tflite_lib.VARIA
             split calibrates int8, its test split verifies. `None` picks one
             from the image shape.
         calibration_images: training images used to calibrate int8.
-        verify_images: test images used by the verification.
+        verify_images: test images used by the verification; `None`:
+            `verify.VERIFY_IMAGES`.
         max_accuracy_drop: see `verify.MAX_ACCURACY_DROP`.
         num_threads: TFLite threads for the verification.
         log: called with progress lines.
@@ -157,6 +158,8 @@ def export_model(model_path, export_dir, version=None, variants=tflite_lib.VARIA
     """
     from export import verify
 
+    if verify_images is None:
+        verify_images = verify.VERIFY_IMAGES
     os.makedirs(export_dir, exist_ok=True)
     version = next_version(export_dir, version)
     start = time.perf_counter()
@@ -253,7 +256,7 @@ def _metadata(model, model_path, version, shape, dataset, calibration_images, fi
 
 
 def verify_export_dir(export_dir, model_path=None, version=None, dataset=None,
-                      verify_images=1000, max_accuracy_drop=None, num_threads=1):
+                      verify_images=None, max_accuracy_drop=None, num_threads=1):
     """Re-runs the verification of a published version (latest by default)."""
     from export import verify
 
@@ -280,6 +283,8 @@ def verify_export_dir(export_dir, model_path=None, version=None, dataset=None,
     model = load_model(model_path)
     dataset = default_dataset(image_shape(model), dataset or metadata.get("calibration", {}).get("dataset"))
     options = {} if max_accuracy_drop is None else {"max_accuracy_drop": max_accuracy_drop}
+    if verify_images is None:
+        verify_images = verify.VERIFY_IMAGES
     report = verify.verify_version(version_dir, model, dataset, verify_images,
                                    num_threads=num_threads,
                                    model_path=os.path.abspath(model_path), **options)

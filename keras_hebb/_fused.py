@@ -26,6 +26,7 @@ threshold); every other case, inference and export take the plain layers.
 import tensorflow as tf
 
 from keras_hebb import _native, _selection
+from keras_hebb.layers.divisive_normalization import reciprocal_denominator
 from keras_hebb.local_gradient import conv2d_gradients
 
 
@@ -44,7 +45,7 @@ def relu_normalize_threshold(z, size, sigma, rank):
     def forward(z):
         a = tf.nn.relu(z)
         _, field, peak = _field(a, size)
-        inverse = 1.0 / _denominator(field, peak, sigma)
+        inverse = reciprocal_denominator(field, peak, sigma)
         y = _threshold(a * inverse, rank)
         # Kept for the backward pass (1/C of the block's size): the
         # reciprocal denominator and each position's share of the gradient
@@ -81,10 +82,6 @@ def _field(a, size):
     s = tf.nn.max_pool2d(a, size, strides=1, padding="SAME")
     field = tf.reduce_mean(s, axis=-1, keepdims=True)
     return s, field, tf.reduce_max(field, axis=(1, 2), keepdims=True)
-
-
-def _denominator(field, peak, sigma):
-    return sigma * peak + (1.0 - sigma) * field + 1e-7
 
 
 def _threshold(u, rank):

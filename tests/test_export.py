@@ -2,7 +2,9 @@
 
 A small HebbianModel with two HaH blocks is trained on real Fashion-MNIST
 (once per session), exported by the real program (`python -m export` in a
-subprocess) and its artifacts checked against it on 1,000 test images.
+subprocess) and its artifacts checked against it on 4,000 test images
+(`verify.VERIFY_IMAGES`: on 1,000, the int8 accuracy drop's sampling error
+is as large as its 1-point gate).
 """
 
 import os
@@ -31,29 +33,35 @@ SHAPE_TEXT = "[batch, 28, 28, 1]"
 
 
 def run_export(*args, **kwargs):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="1")
+    # The caller's TensorFlow settings (a CI pass may force other kernels).
+    env = {"TF_ENABLE_ONEDNN_OPTS": "1", **os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, **kwargs)
 
 
 @pytest.fixture(scope="session")
 def test_set():
-    images, labels = data.load_arrays("fashion_mnist", "test", 1000)
+    images, labels = data.load_arrays("fashion_mnist", "test", verify.VERIFY_IMAGES)
     pixels = np.round(images * 255.0).astype(np.uint8)
     return pixels, pixels.astype(np.float32) / 255.0, labels
 
 
 @pytest.fixture(scope="session")
 def trained_model_path(tmp_path_factory):
-    """Two HaH blocks (16, 32 filters) trained for one epoch on 4,000 images."""
+    """Two HaH blocks (16, 32 filters) trained for two epochs on 8,000 images.
+
+    Trained long enough to be sure of most images (~84% accuracy), as a
+    user's model is: a one-epoch model on 4,000 images (~79%) flipped 7-9%
+    of its test images in int8 and sat on the 1-point gate.
+    """
     keras.utils.set_random_seed(0)
-    images, labels = data.load_arrays("fashion_mnist", "train", 4000)
+    images, labels = data.load_arrays("fashion_mnist", "train", 8000)
     model = build_vgg((16, "M", 32, "M"), hah_blocks=2, input_shape=(28, 28, 1),
                       name="hah_export_test")
     model.compile(keras.optimizers.Adam(2e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    model.fit(images, labels, batch_size=64, epochs=1, verbose=0)
+    model.fit(images, labels, batch_size=64, epochs=2, verbose=0)
     path = str(tmp_path_factory.mktemp("model") / "hah_export_test.keras")
     model.save(path)
     return path
@@ -69,7 +77,7 @@ def keras_logits(model, test_set):
     _, images, labels = test_set
     logits = model.predict(images, batch_size=250, verbose=0)
     # The model must have learnt something for the int8 check to mean much.
-    assert np.mean(logits.argmax(-1) == labels) > 0.7
+    assert np.mean(logits.argmax(-1) == labels) > 0.78
     return logits
 
 
@@ -77,8 +85,7 @@ def keras_logits(model, test_set):
 def export_dir(trained_model_path, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("serving") / "hah")
     result = run_export(trained_model_path, "--out", out, "--version", str(VERSION),
-                        "--calibration-images", "200", "--verify-images", "1000",
-                        timeout=900)
+                        "--calibration-images", "300", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Result: PASSED" in result.stdout
     return out
@@ -137,7 +144,8 @@ def test_savedmodel_and_float32_tflite_agree_with_keras(version_dir, test_set, k
                                tf.nn.softmax(keras_logits).numpy(), atol=1e-5)
 
 
-def test_int8_graph_is_integer_and_loses_at_most_one_point(version_dir, test_set, keras_logits):
+def test_int8_graph_is_integer_and_loses_at_most_one_point(version_dir, test_set, keras_logits,
+                                                          summary_line):
     pixels, _, labels = test_set
     path = os.path.join(version_dir, "tflite", "model_int8.tflite")
     scale, zero_point = tflite.input_quantization(path)
@@ -151,9 +159,14 @@ def test_int8_graph_is_integer_and_loses_at_most_one_point(version_dir, test_set
     int8_ops = {op["op"] for op in table if "int8" in op["output_dtypes"]}
     assert {"CONV_2D", "DIV", "SELECT_V2", "MAX_POOL_2D"} <= int8_ops
     assert "TOPK_V2" not in {op["op"] for op in table}
-    int8_accuracy = np.mean(tflite.TFLiteRunner(path).logits(pixels).argmax(-1) == labels)
+    int8_logits = tflite.TFLiteRunner(path).logits(pixels)
+    int8_accuracy = np.mean(int8_logits.argmax(-1) == labels)
     float_accuracy = np.mean(keras_logits.argmax(-1) == labels)
-    assert int8_accuracy >= float_accuracy - 0.01
+    drop = 100.0 * (float_accuracy - int8_accuracy)
+    summary_line(f"int8 accuracy drop: {drop:.2f} points on {len(labels)} images (gate "
+          f"{verify.MAX_ACCURACY_DROP}), Keras {100 * float_accuracy:.2f}%, argmax agreement "
+          f"{100 * np.mean(int8_logits.argmax(-1) == keras_logits.argmax(-1)):.2f}%")
+    assert drop <= verify.MAX_ACCURACY_DROP
     for variant in tflite.VARIANTS:
         assert tflite.non_builtin_ops(os.path.join(version_dir, "tflite",
                                                    f"model_{variant}.tflite")) == []
@@ -180,7 +193,7 @@ def test_verification_report_lists_every_artifact(version_dir, keras_logits):
 
     with open(os.path.join(version_dir, "verification.json")) as f:
         report = json.load(f)
-    assert report["passed"] and report["images"] == 1000
+    assert report["passed"] and report["images"] == verify.VERIFY_IMAGES
     artifacts = {row["artifact"]: row for row in report["artifacts"]}
     assert set(artifacts) == {"keras", "savedmodel:serving_default", "savedmodel:serving_float",
                               *(f"tflite:{v}" for v in tflite.VARIANTS)}
@@ -326,8 +339,7 @@ def test_topk_thresholds_flag_writes_topk_files_that_verify(trained_model_path, 
     the same verification."""
     out = str(tmp_path / "topk")
     result = run_export(trained_model_path, "--out", out, "--tflite", "float32,int8",
-                        "--topk-thresholds", "--calibration-images", "100",
-                        "--verify-images", "200", timeout=600)
+                        "--topk-thresholds", "--calibration-images", "300", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     for variant in ("float32", "int8"):
         ops = {op["op"] for op in tflite.op_table(

@@ -44,7 +44,7 @@ BUDGETS = {
     "demo": {
         "train": [],
         "evaluate": ["--suite", "quick", "--images", "500"],
-        "export": ["--tflite", "float32,int8", "--verify-images", "1000"],
+        "export": ["--tflite", "float32,int8"],
     },
     "tiny": {
         "train": ["--set", "epochs=1", "--set", "train_limit=512",
