@@ -53,6 +53,11 @@ results: setup
 bench: setup
 	$(PY) -m benchmarks.train_step $(BENCH_ARGS)
 
+# HaH-VGG16 vs VGG16-BN training throughput on the GPU/TPU TensorFlow sees
+# (XLA and mixed precision on there; plain CPU otherwise), docs/PERFORMANCE.md.
+bench-accelerator: setup
+	$(PY) -m benchmarks.accelerator $(BENCH_ARGS)
+
 # Side by side with the authors' PyTorch package, in its own virtualenv
 # (CPU torch wheel + hahtorch 0.0.5; never installed into .venv).
 BENCH_VENV := .venv-bench-compare

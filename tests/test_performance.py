@@ -128,3 +128,44 @@ def test_selection_benchmark_runs_and_reports_ratios_to_the_native_op(capsys):
             if line.startswith("| threshold") or line.startswith("| cost")]
     assert len(rows) == 9 and all(line.count("x |") >= 1 for line in rows)
     assert selection.main(["--batch", "0"]) == 2
+
+
+def test_accelerator_benchmark_runs_and_prints_its_figures():
+    """`python -m benchmarks.accelerator` on the small pair, one step each,
+    in a subprocess as a user runs it (CPU: no XLA, no mixed precision;
+    tests/test_accelerator_path.py trains under a GPU's settings); and its
+    exit statuses for bad arguments and a loss that is not finite."""
+    import re
+    import subprocess
+    import sys
+
+    from benchmarks import accelerator
+
+    command = [sys.executable, "-m", "benchmarks.accelerator", "--preset", "small",
+               "--batch", "4", "--steps", "1", "--warmup", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "Device: CPU (" in out and "XLA (jit_compile): off" in out
+    assert "Mixed precision: off (float32)" in out
+    assert "the 20 real CIFAR-10 images of cifar10_sample" in out
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
+            for line in out.splitlines() if line.startswith("| ")}
+    for name in ("hah_vgg_small", "vgg_small_bn"):
+        img_s = float(rows[name][4])
+        assert rows[name][1] == "4" and img_s > 0 and math.isfinite(img_s)
+    assert float(rows["hah_vgg_small"][8].strip(" |")) > 0  # the HaH cost was computed
+    ratio = re.search(r"HaH/standard step time: ([0-9.]+)x", out)
+    assert ratio and float(ratio.group(1)) > 0
+    assert re.search(r"process peak RSS \d+ MiB", out)
+
+    assert accelerator.main(["--batch", "0"]) == 2
+
+    class NotFinite:
+        name = "broken"
+
+        def train_on_batch(self, x, y, return_dict):
+            return {"loss": float("nan")}
+
+    with pytest.raises(accelerator.StepFailed, match="not finite"):
+        accelerator._step(NotFinite(), None, None)
