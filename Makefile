@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test test-numerics demo results clean bench bench-compare
+.PHONY: setup test test-numerics demo results clean bench bench-compare bench-accelerator
 
 setup: $(STAMP)
 
