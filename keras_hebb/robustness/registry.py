@@ -9,10 +9,11 @@ Adding an attack to the suite is one entry here (and its name in a preset).
 Kinds, in cascade order:
 
 - `gradient`: plain input gradients of the model (cleverhans attacks);
-- `autoattack`: the AutoAttack components (Croce & Hein 2020): APGD-CE,
-  APGD-T (plain gradients) and Square (gradient-free);
+- `autoattack`: AutoAttack's gradient attacks (Croce & Hein 2020): APGD-CE
+  and APGD-T, on the plain gradients;
 - `bpda`: gradients through the layers' declared surrogates (adaptive);
-- `black_box`: no gradients of the target (transfer, SPSA).
+- `black_box`: no gradients of the target: Square (AutoAttack's
+  gradient-free component), transfer, SPSA.
 """
 
 import dataclasses
@@ -20,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from keras_hebb.robustness import attacks
+from keras_hebb.robustness import attacks, autoattack
 
 #: Kinds in cascade order.
 KINDS = ("gradient", "autoattack", "bpda", "black_box")
@@ -59,6 +60,7 @@ class StageInput:
         cache: a dict private to this attack for the whole norm (CW's
             minimal-distortion examples, transfer examples).
         progress: called after each image by per-image attacks, or None.
+        seed: the suite's seed (for attacks with their own random draws).
     """
 
     target: object
@@ -72,6 +74,7 @@ class StageInput:
     settings: dict
     cache: dict
     progress: object = None
+    seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +205,49 @@ def _spsa(s):
                         s.config.spsa_samples, progress=s.progress)
 
 
+def _apgd_stages(name):
+    def stages(config, target, sources):
+        settings = {"steps": config.apgd_steps}
+        if name == "apgd_t":
+            settings["target_classes"] = min(config.apgd_targets, target.num_classes - 1)
+        return [Stage(name, name, run, {**settings, "restart": run})
+                for run in range(config.apgd_restarts)]
+    return stages
+
+
+def _seed(s):
+    # Distinct, reproducible draws per restart and budget.
+    return int(s.seed) * 1_000_003 + 7919 * int(s.settings.get("restart", 0)) + \
+        int(round(s.eps * 1e6))
+
+
+def _apgd_ce(s):
+    adversarial, _ = autoattack.apgd(s.target.fn, s.images, s.labels, s.eps, s.norm,
+                                     s.config.apgd_steps, loss="ce", seed=_seed(s),
+                                     batch_size=s.config.batch_size)
+    return adversarial
+
+
+def _apgd_t(s):
+    adversarial, _ = autoattack.apgd_targeted(
+        s.target.fn, s.images, s.labels, s.eps, s.norm, s.config.apgd_steps,
+        target_classes=s.settings["target_classes"], seed=_seed(s),
+        batch_size=s.config.batch_size)
+    return adversarial
+
+
+def _square_stages(config, target, sources):
+    return [Stage("square", "square", 0, {"queries": config.square_queries,
+                                          "p_init": config.square_p_init})]
+
+
+def _square(s):
+    adversarial, _ = autoattack.square(s.target.fn, s.images, s.labels, s.eps, s.norm,
+                                       s.config.square_queries, p_init=s.config.square_p_init,
+                                       seed=_seed(s), batch_size=s.config.batch_size)
+    return adversarial
+
+
 REGISTRY = {}
 
 
@@ -234,8 +280,14 @@ for _entry in (
            description="`momentum_iterative_method`, cross-entropy"),
     Attack("cw_l2", "gradient", ("l2",), _cw_stages, _cw, select=_cw_select,
            description="`CarliniWagnerL2` (shim), minimal distortion, projected per budget"),
+    Attack("apgd_ce", "autoattack", ("linf", "l2"), _apgd_stages("apgd_ce"), _apgd_ce,
+           description="APGD with cross-entropy (`autoattack.apgd`), AutoAttack's first"),
+    Attack("apgd_t", "autoattack", ("linf", "l2"), _apgd_stages("apgd_t"), _apgd_t,
+           description="APGD-T: targeted DLR loss at the most likely wrong classes"),
     Attack("bpda", "bpda", ("linf", "l2"), _bpda_stages, _bpda,
            description="PGD (margin) through the layers' surrogate gradients"),
+    Attack("square", "black_box", ("linf", "l2"), _square_stages, _square,
+           description="Square Attack (`autoattack.square`): random search, no gradients"),
     Attack("transfer", "black_box", ("linf", "l2"), _transfer_stages, _transfer,
            description="PGD (cross-entropy) on a source model, evaluated on the target"),
     Attack("spsa", "black_box", ("linf",), _spsa_stages, _spsa,

@@ -76,6 +76,12 @@ class SuiteConfig:
         spsa_steps, spsa_samples, spsa_images: SPSA iterations, probes per
             iteration, and at most how many robust images it attacks at
             each Linf budget.
+        apgd_steps, apgd_restarts: iterations and restarts of `apgd_ce` and
+            of `apgd_t` (per target class).
+        apgd_targets: target classes of `apgd_t` (the most likely wrong
+            ones; AutoAttack's standard version uses 9).
+        square_queries, square_p_init: Square's iterations (one forward pass
+            each) and initial square area (fraction of the image).
         check_images: images used by the standalone sanity checks.
         check_steps: (fewer, more) PGD steps of the `more_steps` check.
         batch_size: images per attack batch.
@@ -98,6 +104,11 @@ class SuiteConfig:
     spsa_steps: int = 10
     spsa_samples: int = 64
     spsa_images: int = 4
+    apgd_steps: int = 100
+    apgd_restarts: int = 1
+    apgd_targets: int = 9
+    square_queries: int = 1000
+    square_p_init: float = 0.8
     check_images: int = 100
     check_steps: tuple = (5, 20)
     batch_size: int = 256
@@ -116,6 +127,18 @@ class SuiteConfig:
                 raise ValueError(
                     f"Invalid {label} {bad[0]!r}: expected numbers >= 0."
                 )
+        for field in ("steps", "restarts", "apgd_steps", "apgd_restarts", "apgd_targets",
+                      "square_queries"):
+            if int(getattr(self, field)) < 1:
+                raise ValueError(
+                    f"Invalid `{field}`: expected an integer >= 1. "
+                    f"Received: {field}={getattr(self, field)!r}"
+                )
+        if not 0 < self.square_p_init <= 1:
+            raise ValueError(
+                f"Invalid `square_p_init`: expected a fraction in (0, 1]. "
+                f"Received: square_p_init={self.square_p_init!r}"
+            )
         if any(m not in bpda.MODES for m in self.bpda_modes):
             raise ValueError(
                 f"Invalid `bpda_modes`: expected some of {list(bpda.MODES)}. "
@@ -126,18 +149,21 @@ class SuiteConfig:
         return dataclasses.asdict(self)
 
 
-#: A few minutes for a small model on 500 images on 2 CPU cores.
+#: A few minutes for a small model on 500 images on 2 CPU cores; APGD-CE
+#: and APGD-T (1 target) capped at 10 steps, no Square.
 QUICK = SuiteConfig(
     name="quick",
     noise_draws=2,
-    attacks=("fgsm", "pgd_ce", "pgd_margin", "bpda", "transfer", "spsa"),
+    attacks=("fgsm", "pgd_ce", "pgd_margin", "apgd_ce", "apgd_t", "bpda", "transfer", "spsa"),
     steps=10, restarts=1, transfer_steps=5, bpda_modes=("smooth",),
     spsa_steps=10, spsa_samples=64, spsa_images=4,
+    apgd_steps=10, apgd_restarts=1, apgd_targets=1,
     check_images=100, check_steps=(5, 20),
 )
 
 #: The one the results are reported with: more steps and restarts, MIM,
-#: CW-L2, both BPDA surrogates, SPSA on a subset.
+#: CW-L2, both BPDA surrogates, APGD-CE, APGD-T (3 targets), Square, SPSA
+#: on a subset.
 FULL = SuiteConfig(
     name="full",
     noise_draws=3,
@@ -146,6 +172,7 @@ FULL = SuiteConfig(
     bpda_modes=("smooth", "identity"),
     cw_steps=50, cw_binary_steps=4, cw_images=200,
     spsa_steps=20, spsa_samples=128, spsa_images=4,
+    apgd_steps=50, apgd_restarts=1, apgd_targets=3, square_queries=500,
     check_images=200, check_steps=(10, 40),
 )
 
@@ -209,7 +236,7 @@ def _column_attacks(config):
 
 
 def _evaluate_norm(target, sources, images, labels, clean_correct, norm, budgets,
-                   config, transfer_cache, progress):
+                   config, transfer_cache, progress, seed=0):
     """Runs every column's cascade for one norm.
 
     Returns:
@@ -250,7 +277,7 @@ def _evaluate_norm(target, sources, images, labels, clean_correct, norm, budgets
                 adversarial = attack.craft(registry.StageInput(
                     target=target, source=source, images=images[idx], labels=labels[idx],
                     idx=idx, norm=norm, eps=eps, config=config, settings=settings,
-                    cache=caches[attack.name], progress=tick))
+                    cache=caches[attack.name], progress=tick, seed=seed))
                 attacks.check_budget(images[idx], adversarial, norm, eps)
                 broken = idx[attacks.predict(target.fn, adversarial) != labels[idx]]
                 new = broken[worst[broken]]
@@ -451,7 +478,7 @@ def run_suite(models, images, labels, config=QUICK, seed=0, transfer_sources=Non
             tf.random.set_seed(seed)
             records, smallest = _evaluate_norm(
                 target, sources, images, labels, clean_correct, norm, budgets, config,
-                transfer_cache, progress)
+                transfer_cache, progress, seed=seed)
             entry["attacks"][norm] = records
             # 0 = misclassified clean, null = never broken.
             entry["smallest_breaking_budget"][norm] = [

@@ -1,0 +1,490 @@
+"""AutoAttack's components, batched: APGD-CE, APGD-T (targeted DLR), Square.
+
+Written from the papers (Croce & Hein 2020, "Reliable evaluation of
+adversarial robustness with an ensemble of diverse parameter-free
+attacks"; Andriushchenko et al. 2020, "Square Attack"). The Adversarial
+Robustness Toolbox (ART) has maintained implementations, but they run
+eagerly, batch by batch (seconds per image on a small network here); these
+run the model's forward and backward pass in the suite's one `tf.function`
+(`attacks.make_model_fn`) on whole batches and keep the bookkeeping in
+numpy. A test checks that they break the same images as ART's within a
+stated tolerance (tests/test_robustness_autoattack.py).
+
+Every function takes images in [0, 1] (float32, NHWC), their true labels
+and a budget, and returns adversarial examples projected onto the budget
+ball and into [0, 1]: for each image the first iterate found that the
+model misclassifies, else the iterate with the best loss.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from keras_hebb.robustness import attacks
+
+#: APGD momentum, step-size-halving threshold and initial step (x eps),
+#: as in Croce & Hein 2020.
+APGD_ALPHA = 0.75
+APGD_RHO = 0.75
+APGD_INITIAL_STEP = 2.0
+
+
+def dlr_loss(labels, logits, targets=None):
+    """Difference of logits ratio (Croce & Hein 2020), to maximize.
+
+    Untargeted: `-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`; targeted at
+    `t`: `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`, with `z_pi` the
+    logits sorted in decreasing order. Needs at least 3 (untargeted) or 4
+    (targeted) classes.
+
+    Args:
+        labels: int tensor `(N,)`, the true classes.
+        logits: float tensor `(N, classes)`.
+        targets: int tensor `(N,)` of target classes, or None (untargeted).
+    """
+    labels = tf.cast(labels, tf.int32)
+    ordered = tf.sort(logits, axis=-1, direction="DESCENDING")
+    mask = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)
+    true_logit = tf.reduce_sum(mask * logits, axis=-1)
+    if targets is None:
+        other = tf.reduce_max(logits - mask * 1e9, axis=-1)
+        return -(true_logit - other) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
+    target_logit = tf.reduce_sum(
+        tf.one_hot(tf.cast(targets, tf.int32), tf.shape(logits)[-1], dtype=logits.dtype)
+        * logits, axis=-1)
+    return -(true_logit - target_logit) / (
+        ordered[:, 0] - 0.5 * (ordered[:, 2] + ordered[:, 3]) + 1e-12)
+
+
+_GRAPHS = {}
+
+
+def _loss_and_gradient(model_fn, loss, image_shape):
+    """A cached `tf.function` (x, y, targets) -> (loss, grad, logits), one
+    trace for every batch size."""
+    key = (id(model_fn), loss, tuple(image_shape))
+    if key not in _GRAPHS:
+
+        @tf.function(input_signature=[
+            tf.TensorSpec((None,) + tuple(image_shape), tf.float32),
+            tf.TensorSpec((None,), tf.int64),
+            tf.TensorSpec((None,), tf.int64),
+        ])
+        def run(x, y, targets):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                logits = model_fn(x)
+                if loss == "ce":
+                    value = attacks.cross_entropy_loss(y, logits)
+                elif loss == "dlr":
+                    value = dlr_loss(y, logits)
+                else:
+                    value = dlr_loss(y, logits, targets)
+            return value, tape.gradient(value, x), logits
+
+        # Keep model_fn alive so its id is not reused.
+        _GRAPHS[key] = (run, model_fn)
+    return _GRAPHS[key][0]
+
+
+def _budgets(eps, n):
+    """`eps` (a number or one per image) as a float32 array `(n,)`."""
+    e = np.broadcast_to(np.asarray(eps, np.float32), (n,)).astype(np.float32)
+    if not np.all(np.isfinite(e)) or np.any(e < 0):
+        raise ValueError(f"Invalid budget: expected numbers >= 0. Received: eps={eps!r}")
+    return e
+
+
+def _per_image(values, ndim):
+    return values.reshape((-1,) + (1,) * (ndim - 1))
+
+
+def _project(x, adversarial, norm, eps):
+    """Onto the `norm` ball of radius `eps` (`(N,)`) around `x`, then into
+    [0, 1]; L2 shrinks a hair below eps so float32 rounding stays inside."""
+    delta = adversarial - x
+    e = _per_image(eps, x.ndim)
+    if norm == "linf":
+        delta = np.clip(delta, -e, e)
+    else:
+        length = np.sqrt(np.sum(delta.reshape(len(delta), -1).astype(np.float64) ** 2, axis=1))
+        factor = np.minimum(1.0, eps * (1 - 1e-6) / np.maximum(length, 1e-12))
+        delta = delta * _per_image(factor, x.ndim).astype(np.float32)
+    return np.clip(x + delta, 0.0, 1.0).astype(np.float32)
+
+
+def _random_start(x, norm, eps, rng):
+    shape = x.shape
+    if norm == "linf":
+        t = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+        scale = np.abs(t).reshape(len(t), -1).max(axis=1)
+    else:
+        t = rng.standard_normal(shape).astype(np.float32)
+        scale = np.sqrt(np.sum(t.reshape(len(t), -1) ** 2, axis=1))
+    t = t / _per_image(np.maximum(scale, 1e-12), x.ndim)
+    return _project(x, x + _per_image(eps, x.ndim) * t, norm, eps)
+
+
+def checkpoints(steps):
+    """APGD's step-size checkpoints `w_j = ceil(p_j * steps)`, with
+    `p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`."""
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    points = sorted({int(math.ceil(v * steps - 1e-9)) for v in p if v <= 1})
+    return [w for w in points if 0 < w < steps]
+
+
+def _direction(gradient, norm):
+    if norm == "linf":
+        return np.sign(gradient)
+    length = np.sqrt(np.sum(gradient.reshape(len(gradient), -1) ** 2, axis=1))
+    return gradient / np.maximum(length, 1e-12).reshape((-1,) + (1,) * (gradient.ndim - 1))
+
+
+def _apgd_batch(run, x, y, targets, eps, norm, steps, rng):
+    n = len(x)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    y_t = tf.constant(y, tf.int64)
+    t_t = tf.constant(targets, tf.int64)
+
+    def evaluate(points):
+        value, grad, logits = run(tf.constant(points), y_t, t_t)
+        fooled = np.argmax(logits.numpy(), axis=1) != y
+        return value.numpy().astype(np.float64), grad.numpy(), fooled
+
+    found = x.copy()
+    success = np.zeros(n, bool)
+
+    def record(points, fooled):
+        new = fooled & ~success
+        found[new] = points[new]
+        success[new] = True
+
+    x0 = _random_start(x, norm, eps, rng)
+    f0, g0, fooled = evaluate(x0)
+    record(x0, fooled)
+    step = (APGD_INITIAL_STEP * eps).astype(np.float32)
+    x1 = _project(x, x0 + step.reshape(shape) * _direction(g0, norm), norm, eps)
+    f1, g1, fooled = evaluate(x1)
+    record(x1, fooled)
+    better = f1 > f0
+    f_max = np.where(better, f1, f0)
+    x_max = np.where(better.reshape(shape), x1, x0)
+    g_max = np.where(better.reshape(shape), g1, g0)
+    previous, current, f_current, g_current = x0, x1, f1, g1
+    increases = better.astype(np.int64)  # counts f(x(i+1)) > f(x(i)) since last checkpoint
+    marks = set(checkpoints(steps))
+    last_mark, reduced_at_mark, f_max_at_mark = 0, np.zeros(n, bool), f0.copy()
+    for k in range(1, steps):
+        z = _project(x, current + step.reshape(shape) * _direction(g_current, norm), norm, eps)
+        following = _project(
+            x, current + APGD_ALPHA * (z - current) + (1 - APGD_ALPHA) * (current - previous),
+            norm, eps)
+        f_next, g_next, fooled = evaluate(following)
+        record(following, fooled)
+        increases += f_next > f_current
+        improved = f_next > f_max
+        f_max = np.where(improved, f_next, f_max)
+        x_max = np.where(improved.reshape(shape), following, x_max)
+        g_max = np.where(improved.reshape(shape), g_next, g_max)
+        previous, current, f_current, g_current = current, following, f_next, g_next
+        if k in marks:
+            condition1 = increases < APGD_RHO * (k - last_mark)
+            # Step size unchanged at the last checkpoint and no better loss.
+            condition2 = ~reduced_at_mark & (f_max <= f_max_at_mark)
+            halve = condition1 | condition2
+            step = np.where(halve, step / 2, step).astype(np.float32)
+            # Restart the halved ones from the best point, without momentum.
+            h = halve.reshape(shape)
+            current = np.where(h, x_max, current)
+            previous = np.where(h, x_max, previous)
+            g_current = np.where(h, g_max, g_current)
+            f_current = np.where(halve, f_max, f_current)
+            increases[:] = 0
+            last_mark, reduced_at_mark, f_max_at_mark = k, halve, f_max.copy()
+    return np.where(success.reshape(shape), found, x_max), success
+
+
+def apgd(model_fn, x, y, eps, norm="linf", steps=100, loss="ce", targets=None,
+         restarts=1, seed=0, batch_size=256):
+    """Auto-PGD (Croce & Hein 2020), untargeted or targeted.
+
+    Step size `2 * eps` halved at the checkpoints `checkpoints(steps)` when
+    fewer than 75% of the steps since the last one raised the loss, or when
+    neither the step nor the best loss changed; momentum 0.75; random start
+    in the ball; each restart runs only on the images not yet fooled.
+
+    Args:
+        model_fn: from `attacks.make_model_fn`.
+        x, y: images in [0, 1] and integer labels.
+        eps: budget in pixel space: a number, or one per image.
+        norm: `"linf"` or `"l2"`. Defaults to `"linf"`.
+        steps: iterations (each one forward and backward pass). Defaults
+            to `100` (AutoAttack's).
+        loss: `"ce"` (cross-entropy), `"dlr"` (untargeted DLR) or
+            `"dlr_targeted"` (needs `targets`). Defaults to `"ce"`.
+        targets: int array `(N,)`: target classes for `"dlr_targeted"`.
+        restarts: random restarts. Defaults to `1`.
+        seed: seeds the random starts. Defaults to `0`.
+        batch_size: images per batch. Defaults to `256`.
+
+    Returns:
+        `(adversarial, fooled)`: numpy examples in budget and [0, 1], and
+        whether the attack saw the model misclassify each one.
+    """
+    if norm not in attacks.NORMS:
+        raise ValueError(f"Invalid value for `norm`: expected 'linf' or 'l2'. Received: norm={norm!r}")
+    if loss not in ("ce", "dlr", "dlr_targeted"):
+        raise ValueError(f"Invalid value for `loss`: expected 'ce', 'dlr' or 'dlr_targeted'. Received: loss={loss!r}")
+    if loss == "dlr_targeted" and targets is None:
+        raise ValueError("`loss='dlr_targeted'` needs `targets`.")
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"`steps` and `restarts` must be >= 1. Received: steps={steps}, restarts={restarts}")
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.int64)
+    targets = np.zeros_like(y) if targets is None else np.asarray(targets, np.int64)
+    eps = _budgets(eps, len(x))
+    out = x.copy()
+    fooled = np.zeros(len(x), bool)
+    if not len(x) or not np.any(eps > 0):
+        return out, fooled
+    run = _loss_and_gradient(model_fn, loss, x.shape[1:])
+    rng = np.random.default_rng(seed)
+    for _ in range(restarts):
+        todo = np.flatnonzero(~fooled)
+        for s in range(0, len(todo), batch_size):
+            part = todo[s:s + batch_size]
+            adversarial, success = _apgd_batch(run, x[part], y[part], targets[part], eps[part],
+                                               norm, steps, rng)
+            keep = success | ~fooled[part]
+            out[part[keep]] = adversarial[keep]
+            fooled[part] |= success
+    return _project(x, out, norm, eps), fooled
+
+
+def top_targets(model_fn, x, y, count, batch_size=512):
+    """The `count` most likely wrong classes of each image, most likely first
+    (APGD-T's target classes). Returns int64 `(N, count)`."""
+    logits = np.concatenate([model_fn(tf.constant(x[s:s + batch_size])).numpy()
+                             for s in range(0, len(x), batch_size)]) if len(x) else \
+        np.zeros((0, 2), np.float32)
+    logits = logits.copy()
+    logits[np.arange(len(y)), y] = -np.inf
+    order = np.argsort(-logits, axis=1, kind="stable")
+    return order[:, :min(count, logits.shape[1] - 1)].astype(np.int64)
+
+
+def apgd_targeted(model_fn, x, y, eps, norm="linf", steps=100, target_classes=9,
+                  restarts=1, seed=0, batch_size=256):
+    """APGD-T: targeted DLR loss at each of the `target_classes` most likely
+    wrong classes in turn, on the images no earlier target fooled
+    (AutoAttack's standard version uses 9 targets, 1 restart each).
+
+    Args and returns: as `apgd`; `target_classes` at most `classes - 1`.
+    """
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.int64)
+    eps = _budgets(eps, len(x))
+    out = x.copy()
+    fooled = np.zeros(len(x), bool)
+    if not len(x) or not np.any(eps > 0):
+        return out, fooled
+    targets = top_targets(model_fn, x, y, target_classes)
+    for j in range(targets.shape[1]):
+        todo = np.flatnonzero(~fooled)
+        if not len(todo):
+            break
+        adversarial, success = apgd(model_fn, x[todo], y[todo], eps[todo], norm, steps,
+                                    loss="dlr_targeted", targets=targets[todo, j],
+                                    restarts=restarts, seed=seed + 1000 * j,
+                                    batch_size=batch_size)
+        out[todo] = adversarial
+        fooled[todo] = success
+    return out, fooled
+
+
+# Square Attack --------------------------------------------------------------
+
+def _square_fraction(p_init, query, queries):
+    # The schedule of Andriushchenko et al., on iterations rescaled to 10,000.
+    i = int(query / max(queries, 1) * 10000)
+    for bound, divisor in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32),
+                           (4000, 64), (6000, 128), (8000, 256)):
+        if i <= bound:
+            return p_init / divisor
+    return p_init / 512
+
+
+def _margin(logits, y):
+    logits = logits.copy()
+    true = logits[np.arange(len(y)), y]
+    logits[np.arange(len(y)), y] = -np.inf
+    return true - logits.max(axis=1)
+
+
+def _windows(n, height, width, side, rng):
+    """Boolean masks `(n, H, W)` of one random `side` x `side` window each,
+    and their top-left corners."""
+    top = rng.integers(0, height - side + 1, n)
+    left = rng.integers(0, width - side + 1, n)
+    rows = np.arange(height)[None, :, None]
+    cols = np.arange(width)[None, None, :]
+    mask = ((rows >= top[:, None, None]) & (rows < top[:, None, None] + side)
+            & (cols >= left[:, None, None]) & (cols < left[:, None, None] + side))
+    return mask, top, left
+
+
+def _pseudo_gaussian(side):
+    """Square's "meta pseudo-Gaussian" pattern: concentric rings weighted
+    `sum 1/(k+1)^2`, the two halves with opposite signs, unit L2 norm."""
+    def rings(h, w):
+        r = np.arange(h)[:, None]
+        c = np.arange(w)[None, :]
+        centre_r, centre_c = (h - 1) / 2, (w - 1) / 2
+        ring = np.maximum(np.abs(r - centre_r), np.abs(c - centre_c)).astype(int)
+        weights = np.cumsum((1.0 / (np.arange(max(h, w) + 1)[::-1] + 1) ** 2))[::-1]
+        return weights[ring]
+
+    pattern = np.zeros((side, side))
+    half = side // 2
+    if half:
+        pattern[:half] = rings(half, side)
+        pattern[half:] = -rings(side - half, side)
+    else:
+        pattern[:] = 1.0
+    return pattern / np.sqrt(np.sum(pattern ** 2))
+
+
+def _place(pattern, top, left, height, width, transpose):
+    """Per-image copies of `pattern` at (top, left): `(n, H, W)`."""
+    side = pattern.shape[0]
+    rows = np.arange(height)[None, :, None] - top[:, None, None]
+    cols = np.arange(width)[None, None, :] - left[:, None, None]
+    inside = (rows >= 0) & (rows < side) & (cols >= 0) & (cols < side)
+    r, c = np.clip(rows, 0, side - 1), np.clip(cols, 0, side - 1)
+    r, c = np.broadcast_arrays(r, c)
+    r, c = np.where(transpose[:, None, None], c, r), np.where(transpose[:, None, None], r, c)
+    return np.where(inside, pattern[r, c], 0.0)
+
+
+def square(model_fn, x, y, eps, norm="linf", queries=1000, p_init=None, seed=0,
+           batch_size=512):
+    """Square Attack (Andriushchenko et al. 2020), untargeted, gradient-free.
+
+    Random search on the margin loss `z_y - max_{j != y} z_j`: Linf starts
+    from vertical stripes of +/-eps and proposes squares of +/-eps per
+    channel; L2 starts from a grid of pseudo-Gaussian squares and moves
+    the perturbation's mass between two random windows. A proposal is kept
+    when it lowers the margin; the square's area follows the paper's
+    schedule from `p_init` of the image. One query = one forward pass of
+    every image not yet fooled.
+
+    Args:
+        model_fn: from `attacks.make_model_fn` (only its outputs are used).
+        x, y: images in [0, 1] (NHWC) and integer labels.
+        eps: budget in pixel space: a number, or one per image.
+        norm: `"linf"` or `"l2"`. Defaults to `"linf"`.
+        queries: iterations. Defaults to `1000`.
+        p_init: initial fraction of the image a square covers; `None` uses
+            AutoAttack's `0.8`. Defaults to `None`.
+        seed: seeds the proposals. Defaults to `0`.
+        batch_size: images per forward pass. Defaults to `512`.
+
+    Returns:
+        `(adversarial, fooled)` as `apgd`.
+    """
+    if norm not in attacks.NORMS:
+        raise ValueError(f"Invalid value for `norm`: expected 'linf' or 'l2'. Received: norm={norm!r}")
+    if queries < 1:
+        raise ValueError(f"`queries` must be >= 1. Received: queries={queries}")
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.int64)
+    n = len(x)
+    eps = _budgets(eps, n)
+    if not n or not np.any(eps > 0):
+        return x.copy(), np.zeros(n, bool)
+    if x.ndim != 4:
+        raise ValueError(f"Square needs NHWC images. Received: shape={x.shape}")
+    p_init = 0.8 if p_init is None else float(p_init)
+    rng = np.random.default_rng(seed)
+    _, height, width, channels = x.shape
+
+    def margins(points, labels):
+        logits = np.concatenate([model_fn(tf.constant(points[s:s + batch_size])).numpy()
+                                 for s in range(0, len(points), batch_size)])
+        return _margin(logits.astype(np.float64), labels)
+
+    if norm == "linf":
+        stripes = rng.choice([-1.0, 1.0], size=(n, 1, width, channels)) * _per_image(eps, 4)
+        current = np.clip(x + stripes, 0.0, 1.0).astype(np.float32)
+    else:
+        current = x + _l2_init(n, height, width, channels, eps, rng)
+        current = _project(x, current, "l2", eps)
+    best = margins(current, y)
+    for query in range(queries):
+        active = np.flatnonzero(best > 0)
+        if not len(active):
+            break
+        p = _square_fraction(p_init, query, queries)
+        xa, ca, ea = x[active], current[active], eps[active]
+        if norm == "linf":
+            side = int(np.clip(round(math.sqrt(p * height * width)), 1, height - 1))
+            mask, _, _ = _windows(len(active), height, width, side, rng)
+            signs = rng.choice([-1.0, 1.0], size=(len(active), 1, 1, channels)) * \
+                _per_image(ea, 4)
+            proposal = np.where(mask[..., None], np.clip(xa + signs, 0.0, 1.0), ca)
+            # A proposal equal to the current point in its whole window
+            # wastes a query: flip its signs (as the paper's code resamples).
+            same = np.all((proposal == ca) | ~mask[..., None], axis=(1, 2))
+            signs = np.where(same[:, None, None, :], -signs, signs)
+            proposal = np.where(mask[..., None], np.clip(xa + signs, 0.0, 1.0), ca)
+        else:
+            side = int(np.clip(round(math.sqrt(p * height * width)), 3, height - 1))
+            proposal = _l2_proposal(xa, ca, ea, side, rng)
+        proposal = _project(xa, proposal.astype(np.float32), norm, ea)
+        value = margins(proposal, y[active])
+        better = value < best[active]
+        current[active[better]] = proposal[better]
+        best[active[better]] = value[better]
+    return _project(x, current, norm, eps), best <= 0
+
+
+def _l2_init(n, height, width, channels, eps, rng):
+    """A grid of pseudo-Gaussian squares with random signs, norm `eps`."""
+    side = max(height // 5, 1)
+    delta = np.zeros((n, height, width, channels))
+    pattern = _pseudo_gaussian(side)
+    for top in range(0, height - side + 1, side):
+        for left in range(0, width - side + 1, side):
+            signs = rng.choice([-1.0, 1.0], size=(n, 1, 1, channels))
+            delta[:, top:top + side, left:left + side, :] += pattern[None, :, :, None] * signs
+    norms = np.sqrt(np.sum(delta.reshape(n, -1) ** 2, axis=1))
+    return (delta * _per_image(eps / np.maximum(norms, 1e-12), 4)).astype(np.float32)
+
+
+def _l2_proposal(x, current, eps, side, rng):
+    """Moves the perturbation's mass in two random windows into the first,
+    with a new pseudo-Gaussian pattern (Square's L2 proposal)."""
+    n, height, width, channels = x.shape
+    nu = (current - x).astype(np.float64)
+    w1, top, left = _windows(n, height, width, side, rng)
+    w2, _, _ = _windows(n, height, width, side, rng)
+    w2 &= ~w1
+    unused = np.maximum(eps.astype(np.float64) ** 2 - np.sum(nu.reshape(n, -1) ** 2, axis=1),
+                        0.0)
+    pattern = _place(_pseudo_gaussian(side), top, left, height, width,
+                     rng.random(n) < 0.5)[..., None]
+    both = (w1 | w2)[..., None]
+    w1 = w1[..., None]
+    in_w1 = np.where(w1, nu, 0.0)
+    norm_w1 = np.sqrt(np.sum(in_w1 ** 2, axis=(1, 2)))[:, None, None, :]
+    signs = rng.choice([-1.0, 1.0], size=(n, 1, 1, channels))
+    temp = signs * pattern + in_w1 / np.maximum(norm_w1, 1e-12)
+    temp = np.where(w1, temp, 0.0)
+    temp_norm = np.sqrt(np.sum(temp ** 2, axis=(1, 2)))[:, None, None, :]
+    available = np.sqrt(np.sum(np.where(both, nu, 0.0) ** 2, axis=(1, 2))[:, None, None, :]
+                        + unused[:, None, None, None] / channels)
+    new = np.where(both, 0.0, nu) + temp / np.maximum(temp_norm, 1e-12) * available
+    return x + new
