@@ -68,6 +68,19 @@ def build_parser():
                         help="comma-separated L2 budgets in [0, 1] pixels")
     parser.add_argument("--noise-sigmas", type=_floats, default=None,
                         help="comma-separated Gaussian noise sigmas")
+    parser.add_argument("--certify-sigmas", type=_floats, default=None,
+                        help="comma-separated noise sigmas of randomized smoothing: "
+                        "certified L2 accuracy (default: none)")
+    parser.add_argument("--certify-images", type=int, default=100,
+                        help="images certified, the first of the evaluated ones "
+                        "(default: 100)")
+    parser.add_argument("--certify-n", type=int, default=1000,
+                        help="noise draws estimating the top class's probability "
+                        "(default: 1000)")
+    parser.add_argument("--certify-n0", type=int, default=100,
+                        help="noise draws selecting the top class (default: 100)")
+    parser.add_argument("--certify-alpha", type=float, default=0.001,
+                        help="failure probability of each certificate (default: 0.001)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -107,6 +120,21 @@ def _config(args):
         return dataclasses.replace(config, **changes)
     except ValueError as error:
         raise UsageError(str(error)) from None
+
+
+def _check_certify(args):
+    if args.certify_sigmas is None:
+        return
+    bad = [v for v in args.certify_sigmas if not v > 0]
+    if bad or not args.certify_sigmas:
+        raise UsageError(f"--certify-sigmas must be numbers > 0, received "
+                         f"{bad[0] if bad else 'none'}")
+    for flag, value in (("--certify-images", args.certify_images),
+                        ("--certify-n", args.certify_n), ("--certify-n0", args.certify_n0)):
+        if value < 1:
+            raise UsageError(f"{flag} must be >= 1, received {value}")
+    if not 0 < args.certify_alpha < 1:
+        raise UsageError(f"--certify-alpha must be in (0, 1), received {args.certify_alpha:g}")
 
 
 def _check_model_file(path):
@@ -162,6 +190,7 @@ def run(args):
     from keras_hebb.robustness import report, suite
 
     config = _config(args)
+    _check_certify(args)
     images_wanted = args.images if args.images is not None else (
         500 if args.suite == "quick" else 1000)
     if images_wanted < 1:
@@ -221,6 +250,19 @@ def run(args):
         "model_files": dict(zip(names, paths)),
         "transfer_files": args.transfer_from,
     })
+    if args.certify_sigmas is not None:
+        from keras_hebb.robustness import attacks, smoothing
+
+        count = min(args.certify_images, len(images))
+        results["settings"]["certify"] = {
+            "sigmas": list(args.certify_sigmas), "images": count, "n": args.certify_n,
+            "n0": args.certify_n0, "alpha": args.certify_alpha,
+            "radii": list(smoothing.RADII)}
+        for name, model in evaluated.items():
+            results["models"][name]["certified"] = smoothing.evaluate(
+                attacks.make_model_fn(model), images[:count], labels[:count],
+                args.certify_sigmas, int(model.output_shape[-1]), n0=args.certify_n0,
+                n=args.certify_n, alpha=args.certify_alpha, seed=args.seed)
     kernels = {}
     for name, model in evaluated.items():
         try:

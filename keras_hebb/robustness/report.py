@@ -97,6 +97,21 @@ def plot_all(results, out_dir, kernels=None):
         plt.close(fig)
         written.append(f"robust_{norm}.png")
 
+    if any(entry.get("certified") for entry in models.values()):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for name, entry in models.items():
+            for c in entry.get("certified") or []:
+                ax.plot(c["radii"], c["certified_accuracy"], marker="o",
+                        label=f"{name}, sigma {c['sigma']:g}")
+        ax.set(xlabel="L2 radius (pixels in [0, 1])", ylabel="certified accuracy",
+               ylim=(0, 1), title="Randomized smoothing: certified accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "certified_l2.png"), dpi=120)
+        plt.close(fig)
+        written.append("certified_l2.png")
+
     with_stats = {n: e["sparsity"] for n, e in models.items() if e.get("sparsity")}
     if with_stats:
         fig, axes = plt.subplots(1, len(with_stats), figsize=(4.5 * len(with_stats), 3.5),
@@ -188,6 +203,21 @@ def markdown(results):
                     f"{_percent(columns.get('worst_case'))} | "
                     f"{_percent(columns.get('paper_protocol'))} | "
                     f"{'-' if over is None else f'{100 * over:+.1f} points'} |")
+    certify = settings.get("certify")
+    if certify and any(models[n].get("certified") for n in names):
+        radii = certify["radii"]
+        lines += ["", "## Certified L2 robustness (randomized smoothing)", "",
+                  f"Cohen et al. 2019 CERTIFY on the first {certify['images']} images: "
+                  f"n0 = {certify['n0']}, n = {certify['n']} Gaussian draws, "
+                  f"Clopper-Pearson bound at alpha = {certify['alpha']:g}; certified "
+                  "accuracy = correct smoothed prediction with a certified radius >= r "
+                  "(no attack can lower it, with probability >= 1 - alpha per image):", "",
+                  "| model | sigma | abstained | " + " | ".join(f"r {r:g}" for r in radii)
+                  + " |", "|---" * (3 + len(radii)) + "|"]
+        for name in names:
+            for c in models[name].get("certified") or []:
+                lines.append(f"| {name} | {c['sigma']:g} | {_percent(c['abstained'])} | "
+                             + " | ".join(_percent(v) for v in c["certified_accuracy"]) + " |")
     lines += ["", "## Sanity checks", "",
               "| model | " + " | ".join(models[names[0]]["checks"]) + " |",
               "|---" * (1 + len(models[names[0]]["checks"])) + "|"]
