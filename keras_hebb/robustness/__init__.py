@@ -1,9 +1,12 @@
-"""Robustness evaluation: noise, a cleverhans attack suite, BPDA, reports.
+"""Robustness evaluation: noise, an attack suite, BPDA, certificates, reports.
 
 Every robustness number is the per-image worst case over a suite of attacks
-(PGD with cross-entropy and margin losses, momentum iteration, CW-L2, an
-adaptive BPDA attack, a transfer attack and gradient-free SPSA), with sanity
-checks that flag gradient masking. See docs/ROBUSTNESS.md.
+(PGD with cross-entropy and margin losses, momentum iteration, CW-L2,
+AutoAttack's APGD-CE, APGD-T and Square, an adaptive BPDA attack, a
+transfer attack and gradient-free SPSA; one table, `registry`), with
+diagnostic columns (each its own cascade) and sanity checks that flag
+gradient masking; `smoothing` certifies L2 robustness by randomized
+smoothing. See docs/ROBUSTNESS.md.
 
 The submodules load lazily: `import keras_hebb` never imports the attack
 libraries. The surrogate-gradient scope that BPDA turns on lives in
@@ -25,14 +28,17 @@ _EXPORTS = {
     "REGISTRY": "registry",
     "register": "registry",
     "noise_accuracy": "noise",
+    "certify": "smoothing",
     "write_report": "report",
 }
 
-__all__ = sorted(_EXPORTS) + ["attacks", "bpda", "noise", "registry", "report", "suite"]
+_MODULES = ("attacks", "autoattack", "bpda", "noise", "registry", "report", "smoothing", "suite")
+
+__all__ = sorted(_EXPORTS) + list(_MODULES)
 
 
 def __getattr__(name):
-    if name in ("attacks", "bpda", "noise", "registry", "report", "suite"):
+    if name in _MODULES:
         return importlib.import_module(f"{__name__}.{name}")
     if name in _EXPORTS:
         module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")

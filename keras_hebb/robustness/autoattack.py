@@ -43,6 +43,10 @@ def dlr_loss(labels, logits, targets=None):
         logits: float tensor `(N, classes)`.
         targets: int tensor `(N,)` of target classes, or None (untargeted).
     """
+    classes = logits.shape[-1]
+    if classes is not None and classes < (3 if targets is None else 4):
+        raise ValueError(f"The DLR loss needs at least {3 if targets is None else 4} "
+                         f"classes. Received: {classes} logits")
     labels = tf.cast(labels, tf.int32)
     ordered = tf.sort(logits, axis=-1, direction="DESCENDING")
     mask = tf.one_hot(labels, tf.shape(logits)[-1], dtype=logits.dtype)

@@ -207,6 +207,8 @@ def _spsa(s):
 
 def _apgd_stages(name):
     def stages(config, target, sources):
+        if name == "apgd_t" and target.num_classes < 4:
+            return []  # the targeted DLR loss needs 4 classes
         settings = {"steps": config.apgd_steps}
         if name == "apgd_t":
             settings["target_classes"] = min(config.apgd_targets, target.num_classes - 1)
