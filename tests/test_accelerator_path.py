@@ -23,18 +23,17 @@ gates, with the largest differences measured on the Intel Xeon guest
 and with `TF_ENABLE_ONEDNN_OPTS=0` (Eigen's):
 
 - float32 under XLA (paths a, d) and without native ops (b): first-step
-  losses and HaH costs 1e-4 (measured <= 7e-6: XLA fuses and reorders
-  float32 sums), first-step weight updates 1e-3 relative per tensor
-  (measured <= 2.1e-5); losses and costs of steps 2-4 2e-2 (measured <=
-  2.5e-3, with AVX2 kernels); cosine of the 4-step update of each tensor
-  >= 0.8 (measured >= 0.96). Without native ops the values are the same to
-  the last bit or two (4e-7).
+  losses and HaH costs 1e-4 (measured <= 1.6e-6: XLA fuses and reorders
+  float32 sums; without native ops 3.9e-7), first-step weight updates 1e-3
+  relative per tensor (measured <= 2.1e-5); losses and costs of steps 2-4
+  2e-2 (measured <= 2.5e-3 with AVX2 kernels, 6.8e-6 otherwise); cosine
+  of each tensor's 4-step update >= 0.8 (measured >= 0.96).
 - mixed_float16 under XLA (c) against float32: float16 keeps 11 bits and
-  its roundings flip thresholds and winners from the first layer on;
+  its roundings flip thresholds and winners from the first layer on:
   first-step losses and costs differ by up to 1.9e-2 (gate 0.1), the
   first update's cosine is >= 0.92 (gate 0.8; a missing or wrong-signed
   gradient scores near 0 or below), the 4-step update's >= 0.75 (gate
-  0.5); steps 2-4 values <= 1.9e-2 (gate 0.1). Without XLA the first
+  0.5); steps 2-4 values <= 1.0e-2 (gate 0.1). Without XLA the first
   update's cosine is the same (0.92): it is float16, not XLA.
 """
 
