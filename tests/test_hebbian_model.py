@@ -137,6 +137,7 @@ def test_sample_weights_weight_the_cross_entropy():
     assert np.isfinite(history.history["loss"][0])
 
 
+@pytest.mark.float16_conv
 def test_mixed_float16_training_is_finite_and_learns():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

@@ -268,6 +268,7 @@ def test_standard_layer_behaviour(cls, kwargs, tmp_path):
     np.testing.assert_allclose(reloaded(x), functional(x), rtol=1e-6)
 
 
+@pytest.mark.float16_conv
 @pytest.mark.parametrize("cls,kwargs", LAYER_CASES, ids=lambda c: getattr(c, "__name__", ""))
 def test_mixed_precision_keeps_float16_outputs_close_to_float32(cls, kwargs):
     x = RNG.random(size=(2, 8, 8, 3)).astype("float32")

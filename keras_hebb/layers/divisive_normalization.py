@@ -14,24 +14,35 @@ EPSILON = 1e-7
 
 def reciprocal_denominator(field, peak, sigma):
     """`1 / (sigma * peak + (1 - sigma) * field + EPSILON)`, as an int8
-    TFLite graph computes it best.
+    TFLite graph computes it well.
 
-    Written as `(1 / sigma) / (peak + c * field + EPSILON / sigma)` with
-    `c = (1 - sigma) / sigma`: the same value to float rounding, but the
-    constant factors fold into the MUL and DIV that are needed anyway, so
-    an int8 graph requantizes 3 intermediate tensors here instead of 5.
-    Each requantization adds an error relative to the tensor's range over
-    the calibration images, not to the image's own scale; with fewer of
-    them the int8 files of small HaH networks agreed with the float model
-    on 1-4 points more test images (docs/EXPORT.md, "int8 accuracy").
+    Computed as `r * r / sigma` with `r = rsqrt(peak + c * field + EPSILON /
+    sigma)` and `c = (1 - sigma) / sigma`: the same value to float rounding
+    (a few ulps). Two reasons, both about the int8 TFLite file:
+
+    - no int8 `DIV`: TensorFlow's TFLite kernel refuses a divisor whose raw
+      int8 value is 0, which with a zero point of -128 is a real value in
+      the middle of the range, so the file failed on most images in
+      `tf.lite.Interpreter` (LiteRT's kernel runs it); it was also the
+      least precise op of the block;
+    - the constant factors fold into ops needed anyway, so fewer
+      intermediate tensors are requantized, each with an error relative to
+      its range over the calibration images rather than to the image.
+
+    Together they raised the int8 file's argmax agreement with Keras from
+    ~92% to ~94% on the export tests' network (`python -m
+    benchmarks.int8_accuracy --legacy-normalization`, docs/EXPORT.md).
     Works on `keras.ops` and TensorFlow tensors alike.
     """
     if sigma == 0.0:
-        return 1.0 / (field + EPSILON)
+        r = ops.rsqrt(field + EPSILON)
+        return r * r
     if sigma == 1.0:
-        return 1.0 / (peak + EPSILON)
+        r = ops.rsqrt(peak + EPSILON)
+        return r * r
     share = (1.0 - sigma) / sigma
-    return (1.0 / sigma) / (peak + share * field + EPSILON / sigma)
+    r = ops.rsqrt(peak + share * field + EPSILON / sigma)
+    return (r * (1.0 / sigma)) * r
 
 
 @keras.saving.register_keras_serializable(package="keras_hebb")
