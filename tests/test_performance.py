@@ -101,12 +101,24 @@ def test_tflite_ops_benchmark_shows_the_int8_graph_multiplies_by_the_reciprocal(
     assert tflite_ops.main(["--height", "4", "--channels", "4", "--repeats", "1"]) == 0
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[-1].strip(" |")
             for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
-    # The full-size op is the last one: a DIV before, a MUL (XNNPACK) now.
+    # The full-size op is the last one: a DIV before, a MUL (XNNPACK) now;
+    # the small reciprocal by RSQRT, no int8 DIV (docs/EXPORT.md).
     assert rows["divisive normalization, broadcast DIV (before)"].endswith("DIV")
-    assert rows["divisive normalization, reciprocal MUL (shipped)"].endswith("DIV MUL")
+    shipped = rows["divisive normalization, reciprocal MUL (shipped)"]
+    assert shipped.endswith("RSQRT (MUL) x3") and "DIV" not in shipped
     assert "TOPK_V2" in rows["DN + threshold, top_k (SavedModel; --topk-thresholds files)"]
     counting = rows["DN + threshold by integer counting (TFLite export)"]
     assert "TOPK_V2" not in counting and "BITCAST" in counting
+
+
+def test_int8_accuracy_benchmark_runs_and_prints_the_drop_and_its_error(capsys):
+    from benchmarks import int8_accuracy
+
+    assert int8_accuracy.main(["--train-images", "128", "--epochs", "1", "--test-images", "100",
+                               "--calibration-images", "32", "--legacy-normalization"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| int8 (legacy normalization) |")]
+    assert len(rows) == 1 and len(rows[0].split("|")) == 8
 
 
 def test_benchmarks_reject_bad_arguments_with_status_2(capsys):
