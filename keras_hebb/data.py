@@ -352,6 +352,7 @@ def load_dataset(
     download=True,
     epochs=None,
     initial_epoch=0,
+    noise_sigma=0.0,
 ):
     """A batched `tf.data.Dataset` of `(images float32 [0, 1] NHWC, labels)`.
 
@@ -388,6 +389,12 @@ def load_dataset(
         epochs: if given, the dataset holds the epochs `initial_epoch` to
             `epochs - 1`. Defaults to `None` (one epoch per pass).
         initial_epoch: first epoch when `epochs` is given. Defaults to `0`.
+        noise_sigma: standard deviation of Gaussian noise added to every
+            image (pixels in [0, 1]), a fresh draw per example and epoch,
+            seeded like the augmentation and not clipped: Gaussian data
+            augmentation, as Cohen et al. (2019) train the base classifiers
+            of randomized smoothing (`keras_hebb.robustness.smoothing`
+            adds its noise unclipped too). Defaults to `0.0` (none).
 
     Raises:
         ValueError: unknown dataset or bad argument.
@@ -398,7 +405,7 @@ def load_dataset(
     return make_dataset(
         images, labels, name, batch_size=batch_size, shuffle=shuffle,
         augment=augment, seed=seed, drop_remainder=drop_remainder,
-        epochs=epochs, initial_epoch=initial_epoch,
+        epochs=epochs, initial_epoch=initial_epoch, noise_sigma=noise_sigma,
     )
 
 
@@ -413,6 +420,7 @@ def make_dataset(
     drop_remainder=False,
     epochs=None,
     initial_epoch=0,
+    noise_sigma=0.0,
 ):
     """The pipeline of `load_dataset` over arrays from `load_uint8_arrays`.
 
@@ -440,6 +448,12 @@ def make_dataset(
             "Invalid value for `epochs`: expected None or an int greater "
             f"than initial_epoch={initial_epoch}. Received: epochs={epochs!r}"
         )
+    if (isinstance(noise_sigma, bool) or not isinstance(noise_sigma, (int, float))
+            or not noise_sigma >= 0 or noise_sigma == float("inf")):
+        raise ValueError(
+            "Invalid value for `noise_sigma`: expected a finite number >= 0. "
+            f"Received: noise_sigma={noise_sigma!r}"
+        )
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
     count = len(labels)
@@ -464,6 +478,10 @@ def make_dataset(
                 # A stateless seed per (seed, epoch, position): the same
                 # crops and flips in every run with this seed.
                 image = augment_image(image, tf.stack([seed + 1, position]), spec)
+            if noise_sigma > 0:
+                image = tf.cast(image, tf.float32) / 255.0 + float(noise_sigma) * (
+                    tf.random.stateless_normal(
+                        tf.shape(image), seed=tf.stack([seed + 2, position])))
             return image, tf.gather(labels, index)
 
         dataset = tf.data.Dataset.from_tensor_slices((order, positions)).map(
@@ -484,10 +502,11 @@ def make_dataset(
     per_epoch = steps_per_epoch(count, batch_size, drop_remainder)
     passes = 1 if epochs is None else epochs - initial_epoch
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_epoch * passes))
-    dataset = dataset.map(
-        lambda x, y: (tf.cast(x, tf.float32) / 255.0, y),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
-    )
+    if noise_sigma == 0:  # else the examples are float already
+        dataset = dataset.map(
+            lambda x, y: (tf.cast(x, tf.float32) / 255.0, y),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -108,6 +108,24 @@ def test_epochs_dataset_resumed_at_an_epoch_sees_the_same_data():
     assert _same(whole[6:], resumed)
 
 
+def test_noise_augmentation_adds_seeded_unclipped_gaussian_noise():
+    def make(noise_sigma, seed=5):
+        return _batches(data.load_dataset(
+            "fashion_mnist", "test", batch_size=100, seed=seed, limit=200,
+            noise_sigma=noise_sigma, epochs=2))
+
+    clean, noisy = make(0.0), make(0.25)
+    noise = np.concatenate([n - c for (n, _), (c, _) in zip(noisy, clean)])
+    assert abs(noise.mean()) < 0.005 and abs(noise.std() - 0.25) < 0.005
+    assert noise.min() < -0.5 and noise.max() > 0.5  # not clipped
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(noisy, clean))
+    # A fresh draw per epoch, the same draws for the same seed.
+    assert not np.array_equal(noisy[0][0] - clean[0][0], noisy[2][0] - clean[2][0])
+    assert _same(noisy, make(0.25)) and not _same(noisy, make(0.25, seed=6))
+    with pytest.raises(ValueError, match="noise_sigma=-1"):
+        data.load_dataset("cifar10_sample", "test", noise_sigma=-1)
+
+
 def test_augmentation_is_a_padded_crop_and_flip_of_the_image():
     images, _ = data.load_uint8_arrays("cifar10_sample", "test", limit=1)
     image = images[0]

@@ -63,6 +63,8 @@ def test_overrides_are_parsed_as_yaml_and_type_checked():
     ({**GOOD, "lr_factor": 2}, "lr_factor=2"),
     ({**GOOD, "strategy": "horovod"}, "strategy='horovod'"),
     ({**GOOD, "augment": "yes"}, "augment='yes'"),
+    ({**GOOD, "noise_sigma": -0.1}, "noise_sigma=-0.1"),
+    ({**GOOD, "noise_sigma": ".2"}, "noise_sigma='.2'"),
     ({**GOOD, "hah_alphas": [0.1, -0.1]}, "hah_alphas=[0.1, -0.1]"),
     ({**GOOD, "architecture": {"widths": [8, "X"]}}, "architecture="),
     ({**GOOD, "block_options": {"threshold": "top"}}, "block_options.threshold='top'"),
@@ -141,3 +143,12 @@ def test_the_program_exits_2_without_traceback(tmp_path):
         [sys.executable, "-m", "training", "fit"], cwd=ROOT,
         capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "'fit'" in unknown.stderr
+
+
+def test_a_run_saved_before_a_key_existed_counts_as_the_same_config():
+
+
+    config = training_config.validate(dict(GOOD))
+    saved = {key: value for key, value in config.items() if key != "noise_sigma"}
+    assert train_program._config_difference(saved, config) is None
+    assert "noise_sigma" in train_program._config_difference(saved, {**config, "noise_sigma": 0.25})

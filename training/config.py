@@ -32,6 +32,7 @@ DEFAULTS = {
     "lr_milestones": [],
     "lr_factor": 0.1,
     "augment": True,
+    "noise_sigma": 0.0,
     "seed": 2022,
     "deterministic": True,
     "strategy": "auto",
@@ -225,6 +226,10 @@ def validate(raw):
     for key in ("augment", "deterministic"):
         if not isinstance(config[key], bool):
             raise _bad(key, config[key], "true or false")
+    sigma = config["noise_sigma"]
+    if not _is_number(sigma) or not 0 <= sigma < float("inf"):
+        raise _bad("noise_sigma", sigma, "a number >= 0 (0: no Gaussian noise augmentation)")
+    config["noise_sigma"] = float(sigma)
     config["seed"] = _check_int("seed", config["seed"], 0)
     config["strategy"] = _check_choice("strategy", config["strategy"], STRATEGIES)
     config["sparsity_images"] = _check_int("sparsity_images", config["sparsity_images"], 0)

@@ -29,7 +29,13 @@ import tempfile  # noqa: E402
 
 import yaml  # noqa: E402
 
-from training.config import ConfigError, dump_config, learning_rate_at, load_config  # noqa: E402
+from training.config import (  # noqa: E402
+    DEFAULTS,
+    ConfigError,
+    dump_config,
+    learning_rate_at,
+    load_config,
+)
 
 #: Files and folders of a run directory (all that --overwrite removes).
 RUN_FILES = ("model.keras", "config.yaml", "metrics.json", "metrics.csv",
@@ -71,7 +77,9 @@ def build_parser():
 
 
 def _config_difference(saved, config):
-    keys = [key for key in config if saved.get(key) != config[key]]
+    # A key missing from a saved config is one added since (e.g.
+    # noise_sigma): that run used its default.
+    keys = [key for key in config if saved.get(key, DEFAULTS.get(key)) != config[key]]
     if not keys:
         return None
     key = keys[0]
@@ -222,7 +230,7 @@ def train(config, out, verbose=1, state="new"):
         train_images, train_labels, config["dataset"],
         batch_size=config["batch_size"], shuffle=True,
         augment=config["augment"], seed=config["seed"], epochs=epochs,
-        initial_epoch=min(initial_epoch, epochs - 1),
+        initial_epoch=min(initial_epoch, epochs - 1), noise_sigma=config["noise_sigma"],
     )
     val_data = data.make_dataset(
         val_images, val_labels, config["dataset"],
