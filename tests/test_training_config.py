@@ -146,8 +146,6 @@ def test_the_program_exits_2_without_traceback(tmp_path):
 
 
 def test_a_run_saved_before_a_key_existed_counts_as_the_same_config():
-
-
     config = training_config.validate(dict(GOOD))
     saved = {key: value for key, value in config.items() if key != "noise_sigma"}
     assert train_program._config_difference(saved, config) is None
