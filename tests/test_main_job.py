@@ -79,6 +79,9 @@ def test_results_pipeline_reports_seeds_goals_and_ablations(tiny_results):
     # Each model was attacked by a transfer attack from its counterpart.
     report = json.loads((tiny_results / "eval" / "hah_s2023" / "report.json").read_text())
     assert report["models"]["hah_s2023"]["transfer_sources"] == ["source_standard_s2023"]
+    # Files are named relative to the report's folder (no machine paths).
+    assert report["settings"]["model_files"] == {"hah_s2023": "../../runs/hah_s2023/model.keras"}
+    assert report["settings"]["transfer_files"] == ["../../runs/standard_s2023/model.keras"]
     assert summary["hah_layers"] == ["block1_hah", "block2_hah"]
     assert summary["standard_layers"] == ["block1_relu", "block2_relu"]
     markdown = (tiny_results / "results.md").read_text()

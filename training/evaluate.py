@@ -247,8 +247,9 @@ def run(args):
     )
     results["settings"].update({
         "dataset": args.dataset, "split": args.split,
-        "model_files": dict(zip(names, paths)),
-        "transfer_files": args.transfer_from,
+        # Relative to the report's folder: no machine's paths in reports.
+        "model_files": {n: _relative_to(p, args.out) for n, p in zip(names, paths)},
+        "transfer_files": [_relative_to(p, args.out) for p in args.transfer_from or []],
     })
     if args.certify_sigmas is not None:
         from keras_hebb.robustness import attacks, smoothing
@@ -274,6 +275,11 @@ def run(args):
         kernels[name] = report.first_layer_kernel(model)
     written = report.write_report(results, args.out, kernels)
     return results, written
+
+
+
+def _relative_to(path, folder):
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
 
 
 def main(argv=None):
