@@ -2,7 +2,8 @@
 
 `build_vgg` is the general builder; the presets fix the paper's networks
 (`hah_vgg16`, `vgg16_bn`) and CPU-sized ones (`hah_vgg_small`,
-`vgg_small_bn`). A model with HaH blocks is a `HebbianModel`; one without
+`vgg_small_bn`; `hah_vgg_medium`, `vgg_medium_bn`, shaped like the paper's
+networks: HaH blocks in the first half, conv-ReLU-BN after). A model with HaH blocks is a `HebbianModel`; one without
 is a plain functional `keras.Model`. Every model takes images in [0, 1]
 and normalizes them inside, so attack budgets are in pixel space, and
 returns logits.
@@ -17,6 +18,9 @@ from keras_hebb.layers.hah_block import HaHBlock
 VGG16_WIDTHS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
                 512, 512, 512, "M", 512, 512, 512, "M")
 SMALL_WIDTHS = (32, "M", 64, "M", 128, "M")
+#: HaH-VGG16's proportions at Fashion-MNIST's size: two convs per stage,
+#: the first 4 of 6 convs HaH blocks (the paper: 6 of 13).
+MEDIUM_WIDTHS = (32, 32, "M", 64, 64, "M", 128, 128, "M")
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
@@ -135,9 +139,23 @@ def vgg_small_bn(input_shape=(28, 28, 1), num_classes=10, **kwargs):
                      name="vgg_small_bn", **kwargs)
 
 
+def hah_vgg_medium(input_shape=(28, 28, 1), num_classes=10, **kwargs):
+    """HaH-VGG16's shape on CPU: convs 32-32-64-64-128-128, 4 HaH blocks."""
+    return build_vgg(MEDIUM_WIDTHS, 4, input_shape, num_classes,
+                     name="hah_vgg_medium", **kwargs)
+
+
+def vgg_medium_bn(input_shape=(28, 28, 1), num_classes=10, **kwargs):
+    """The standard counterpart of `hah_vgg_medium`."""
+    return build_vgg(MEDIUM_WIDTHS, 0, input_shape, num_classes,
+                     name="vgg_medium_bn", **kwargs)
+
+
 PRESETS = {
     "hah_vgg16": hah_vgg16,
     "vgg16_bn": vgg16_bn,
     "hah_vgg_small": hah_vgg_small,
     "vgg_small_bn": vgg_small_bn,
+    "hah_vgg_medium": hah_vgg_medium,
+    "vgg_medium_bn": vgg_medium_bn,
 }
