@@ -21,6 +21,13 @@ def load_json(path):
         return None
 
 
+#: Suite settings the report states next to its numbers (every cap).
+_SUITE_KEYS = ("attacks", "steps", "restarts", "mim_steps", "transfer_steps", "bpda_modes",
+               "cw_steps", "cw_binary_steps", "cw_images", "spsa_steps", "spsa_samples",
+               "spsa_images", "apgd_steps", "apgd_restarts", "apgd_targets",
+               "square_queries")
+
+
 def _model_summary(out, name, base, seed, description):
     summary = {"name": name, "base": base, "seed": seed, "description": description}
     metrics = load_json(os.path.join(out, "runs", name, "metrics.json"))
@@ -39,14 +46,18 @@ def _model_summary(out, name, base, seed, description):
     if entry is None:
         return summary
     summary["images"] = report["settings"]["images"]
-    summary["suite"] = {k: report["settings"].get(k) for k in ("attacks", "steps", "restarts")}
+    summary["suite"] = {k: report["settings"].get(k) for k in _SUITE_KEYS}
     summary["clean"] = entry["clean_accuracy"]
     summary["noise"] = {float(n["sigma"]): n["accuracy"] for n in entry["noise"]}
-    summary["robust"], summary["gradient_only"] = {}, {}
+    summary["robust"], summary["gradient_only"], summary["paper_protocol"] = {}, {}, {}
     for norm, records in entry["attacks"].items():
         summary["robust"][norm] = {float(r["budget"]): r["robust_accuracy"] for r in records}
         summary["gradient_only"][norm] = {
             float(r["budget"]): r["accuracy_after_gradient"] for r in records}
+        # None for reports made before the suite had the paper's protocol.
+        summary["paper_protocol"][norm] = {
+            float(r["budget"]): (r.get("columns") or {}).get("paper_protocol")
+            for r in records}
     summary["checks_failed"] = sorted(k for k, c in entry["checks"].items() if not c["passed"])
     summary["nonzero"] = {s["layer"]: s["nonzero_fraction"]
                           for s in entry.get("sparsity") or []}
@@ -83,7 +94,23 @@ def _group(models):
                        for norm, budgets in done[0]["robust"].items()}
     group["nonzero"] = {layer: _stats([m["nonzero"].get(layer) for m in done])
                         for layer in done[0]["nonzero"]}
+    group["paper_protocol"] = {
+        norm: {e: _stats([_paper(m, norm, e) for m in done]) for e in budgets}
+        for norm, budgets in done[0]["robust"].items()}
+    group["overstates"] = {
+        norm: {e: _stats([_overstates(m, norm, e) for m in done]) for e in budgets}
+        for norm, budgets in done[0]["robust"].items()}
     return group
+
+
+def _paper(model, norm, eps):
+    return model.get("paper_protocol", {}).get(norm, {}).get(eps)
+
+
+def _overstates(model, norm, eps):
+    """Paper protocol minus worst case (a fraction), or None without it."""
+    paper, worst = _paper(model, norm, eps), model["robust"][norm].get(eps)
+    return None if paper is None or worst is None else paper - worst
 
 
 def collect(out, runs):
@@ -210,6 +237,70 @@ def _table(rows, noise, robust):
     return lines
 
 
+def _points(stat):
+    """A difference of fractions in signed points (mean ± spread), or n/a."""
+    if stat is None:
+        return "n/a"
+    if stat["n"] > 1:
+        return f"{100 * stat['mean']:+.1f} ± {100 * stat['std']:.1f}"
+    return f"{100 * stat['mean']:+.1f}"
+
+
+def _paper_tables(rows, robust):
+    """Per norm: worst case / paper protocol (overstatement) at each budget.
+
+    `rows` are `(label, seeds, item)` with `item` a group (statistics) or a
+    model (fractions); a report without the paper's column shows n/a.
+    """
+    lines = []
+    for norm in dict.fromkeys(n for n, _ in robust):
+        budgets = [e for n, e in robust if n == norm]
+        symbol = "L∞" if norm == "linf" else "L2"
+        header = ["model", "seeds"] + [f"{symbol} {e:g}" for e in budgets]
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for label, seeds, item in rows:
+            cells = [label, seeds]
+            for eps in budgets:
+                worst = item.get("robust", {}).get(norm, {}).get(eps)
+                paper = item.get("paper_protocol", {}).get(norm, {}).get(eps)
+                if "overstates" in item:  # a group
+                    over = item["overstates"][norm].get(eps)
+                else:
+                    over = _overstates(item, norm, eps) if worst is not None else None
+                    over = None if over is None else {"mean": over, "std": 0.0, "n": 1}
+                paper_text = "n/a" if paper is None else _pct(paper)
+                cells.append(f"{_pct(worst)} / {paper_text} ({_points(over)})")
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _caps(suite):
+    """The suite's caps in one sentence (those of the attacks it ran)."""
+    ran = set(suite.get("attacks") or [])
+    parts = [f"PGD and BPDA {suite.get('steps')} steps x {suite.get('restarts')} restarts"]
+    known = [
+        ("mim", "mim_steps", lambda: f"MIM {suite['mim_steps']} steps"),
+        ("transfer", "transfer_steps",
+         lambda: f"transfer PGD {suite['transfer_steps']} steps on the source"),
+        ("apgd_ce", "apgd_steps",
+         lambda: f"APGD-CE {suite['apgd_steps']} steps x {suite['apgd_restarts']} restart(s)"),
+        ("apgd_t", "apgd_targets",
+         lambda: f"APGD-T {suite['apgd_steps']} steps x {suite['apgd_restarts']} restart(s) "
+                 f"x {suite['apgd_targets']} target classes"),
+        ("square", "square_queries", lambda: f"Square {suite['square_queries']} queries"),
+        ("cw_l2", "cw_images",
+         lambda: f"CW-L2 {suite['cw_binary_steps']} binary steps x {suite['cw_steps']} "
+                 f"iterations on at most {suite['cw_images']} images (the first standing "
+                 "ones at the smallest L2 budget)"),
+        ("spsa", "spsa_images",
+         lambda: f"SPSA {suite['spsa_steps']} steps x {suite['spsa_samples']} probes on at "
+                 f"most {suite['spsa_images']} images per L∞ budget"),
+    ]
+    parts += [text() for name, key, text in known
+              if name in ran and suite.get(key) is not None]
+    return "; ".join(parts)
+
+
 def plot(out, summary):
     """noise.png, robust_linf.png, robust_l2.png, sparsity.png; returns names."""
     import matplotlib
@@ -292,8 +383,8 @@ def write(out, summary, timings, targets, command):
                   f"on the first {reference['images']} test images, the same for every "
                   f"model. Robust accuracy: per-image worst case over the suite "
                   f"(attacks {', '.join(reference['suite']['attacks'] or [])}; "
-                  f"{reference['suite']['steps']} steps, {reference['suite']['restarts']} "
-                  "restarts). Mean ± sample standard deviation over seeds.", ""]
+                  f"caps: {_caps(reference['suite'])}). Mean ± sample standard "
+                  "deviation over seeds.", ""]
     lines += ["## Standard vs HaH", ""]
     lines += _table([(base, ", ".join(str(s) for s in groups[base]["seeds"]), groups[base])
                      for base in ("standard", "hah")], noise, robust)
@@ -327,6 +418,19 @@ def write(out, summary, timings, targets, command):
              for base in ("standard", "hah")]
             + [(n, str(models[n]["seed"]), models[n]) for n in summary["ablations"]],
             noise, robust)
+    lines += ["", "## The paper's protocol against the worst case", "",
+              "Each cell: worst case / the paper's protocol (APGD-CE + APGD-T, 1 "
+              "restart, at the suite's caps above; its own per-image cascade) and, in "
+              "brackets, how much the paper's protocol overstates robustness (paper "
+              "minus worst case, in points). n/a: the report predates the "
+              "paper-protocol column (or the suite ran without APGD).", ""]
+    lines += ["Mean ± sample standard deviation over seeds (the overstatement's spread "
+              "is that of the per-seed differences):"]
+    lines += _paper_tables([(base, ", ".join(str(s) for s in groups[base]["seeds"]),
+                             groups[base]) for base in ("standard", "hah")], robust)
+    lines += ["", "Each model:"]
+    lines += _paper_tables([(m["name"], str(m["seed"]), m) for m in models.values()
+                            if "clean" in m], robust)
     lines += ["", "## Gradient masking check", "",
               "Robust accuracy after the plain gradient attacks only, and the worst case "
               "over the whole suite (BPDA, transfer, SPSA added). A large gap means plain "
