@@ -92,3 +92,14 @@ def test_the_suite_caps_are_stated_next_to_the_numbers(report):
     assert "SPSA 20 steps x 128 probes on at most 16 images per L∞ budget" in markdown
     assert "CW-L2 4 binary steps x 50 iterations on at most 500 images" in markdown
     assert "APGD-T 50 steps x 1 restart(s) x 3 target classes" in markdown
+
+
+def test_transfer_sources_are_standard_networks_where_there_are_several_seeds():
+    sources = {name: source for name, _, _, _, source, _ in
+               results.plan([1, 2, 3], ["hah_alpha0", "standard_pruned90"])}
+    assert sources == {"standard_s1": "standard_s2", "standard_s2": "standard_s3",
+                       "standard_s3": "standard_s1", "hah_s1": "standard_s1",
+                       "hah_s2": "standard_s2", "hah_s3": "standard_s3",
+                       "hah_alpha0": "standard_s1", "standard_pruned90": "standard_s1"}
+    # One seed: the standard network's only other source is the HaH one.
+    assert results.plan([7], [])[0][4] == "hah_s7"

@@ -16,9 +16,12 @@ that take one part away at a time:
 
 Every model is evaluated alone (`python -m training evaluate`) on the same
 first `--images` test images, noise draws and attack seeds, with the full
-suite; the transfer attack comes from the other network of the same seed
-(ablations: from the standard network of the first seed, or from the HaH
-one for the pruned standard network). Each step is skipped when its output
+suite. The transfer attack's source is a strong one: for a HaH network
+the standard network of the same seed (unmasked gradients); for a standard
+network another standard seed (the next one, same architecture; with a
+single seed, the HaH network of that seed, attacked through its BPDA
+surrogates by the suite's `transfer_bpda`); for every ablation the
+standard network of the first seed. Each step is skipped when its output
 exists, so an interrupted run continues where it stopped (a training run
 resumes from its last epoch). `OUT/results.md` (tables, goals, plots) and
 `OUT/results.json` are written from the files of the finished steps.
@@ -71,18 +74,25 @@ GOALS = {"clean_drop_max": 2.0, "noise_gain_min": 20.0,
 
 def plan(seeds, ablations):
     """The runs in the order they are made: `(name, base, overrides, seed,
-    transfer source, description)`."""
+    transfer source, description)`.
+
+    Transfer sources: a HaH network's is the standard network of its seed;
+    a standard network's the standard network of the next seed (cyclically;
+    with one seed, the HaH network of that seed); an ablation's the
+    standard network of the first seed.
+    """
     runs = []
-    for seed in seeds:
+    for i, seed in enumerate(seeds):
+        other = seeds[(i + 1) % len(seeds)]
         runs.append((f"standard_s{seed}", "standard", [f"seed={seed}"], seed,
-                     f"hah_s{seed}", "standard network"))
+                     f"standard_s{other}" if other != seed else f"hah_s{seed}",
+                     "standard network"))
         runs.append((f"hah_s{seed}", "hah", [f"seed={seed}"], seed,
                      f"standard_s{seed}", "HaH network"))
     for name in ablations:
         base, overrides, description = ABLATIONS[name]
-        source = f"hah_s{seeds[0]}" if base == "standard" else f"standard_s{seeds[0]}"
-        runs.append((name, base, [f"seed={seeds[0]}", *overrides], seeds[0], source,
-                     description))
+        runs.append((name, base, [f"seed={seeds[0]}", *overrides], seeds[0],
+                     f"standard_s{seeds[0]}", description))
     return runs
 
 

@@ -13,7 +13,8 @@ Kinds, in cascade order:
   and APGD-T, on the plain gradients;
 - `bpda`: gradients through the layers' declared surrogates (adaptive);
 - `black_box`: no gradients of the target: Square (AutoAttack's
-  gradient-free component), transfer, SPSA.
+  gradient-free component), transfer (plain or BPDA gradients of a source
+  model), SPSA.
 """
 
 import dataclasses
@@ -181,13 +182,24 @@ def _transfer_stages(config, target, sources):
             for source in sources]
 
 
+def _transfer_bpda_stages(config, target, sources):
+    mode = config.bpda_modes[0] if config.bpda_modes else "smooth"
+    return [Stage(f"transfer_bpda_from_{source.name}", "transfer_bpda", 0,
+                  {"steps": config.transfer_steps, "loss": "ce", "source": source.name,
+                   "surrogate": mode})
+            for source in sources if source.surrogates]
+
+
 def _transfer(s):
-    # Crafted once per (source, budget, image); other targets reuse them.
-    cache = s.cache.setdefault((s.source.name, s.norm, s.eps), {})
+    # Crafted once per (source, gradients, budget, image); other targets
+    # reuse them (`transfer` and `transfer_bpda` share the suite's cache).
+    surrogate = s.settings.get("surrogate")
+    cache = s.cache.setdefault((s.source.name, surrogate, s.norm, s.eps), {})
     missing = [i for i in s.idx if i not in cache]
     if missing:
         positions = np.searchsorted(s.idx, missing)
-        crafted = attacks.pgd(s.source.fn, s.images[positions], s.labels[positions], s.eps,
+        source_fn = s.source.fn if surrogate is None else s.source.bpda_fn(surrogate)
+        crafted = attacks.pgd(source_fn, s.images[positions], s.labels[positions], s.eps,
                               s.norm, s.config.transfer_steps, loss="ce",
                               batch_size=s.config.batch_size)
         cache.update(zip(missing, crafted))
@@ -292,6 +304,9 @@ for _entry in (
            description="Square Attack (`autoattack.square`): random search, no gradients"),
     Attack("transfer", "black_box", ("linf", "l2"), _transfer_stages, _transfer,
            description="PGD (cross-entropy) on a source model, evaluated on the target"),
+    Attack("transfer_bpda", "black_box", ("linf", "l2"), _transfer_bpda_stages, _transfer,
+           description="BPDA (PGD, cross-entropy, the first BPDA surrogate) on a source "
+                       "model that declares surrogates, evaluated on the target"),
     Attack("spsa", "black_box", ("linf",), _spsa_stages, _spsa,
            select=lambda idx, config, cache: idx[:config.spsa_images],
            description="`spsa` (shim), gradient-free, on a subset", per_image=True),

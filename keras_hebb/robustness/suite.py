@@ -250,7 +250,7 @@ def _evaluate_norm(target, sources, images, labels, clean_correct, norm, budgets
     first_broken = np.full(len(images), np.nan)
     records = []
     caches = {name: {} for name in REGISTRY}
-    caches["transfer"] = transfer_cache
+    caches["transfer"] = caches["transfer_bpda"] = transfer_cache
     stages = registry.stages(config, target, norm, sources)
     bar = progress.bar(len(budgets) * max(1, len(stages)),
                        f"[{target.name}] {norm} attacks, budgets {list(budgets)}")

@@ -1,0 +1,97 @@
+"""Transfer attacks in the production cascade (`suite._evaluate_norm`).
+
+A source that shares the target's weights is the strongest possible
+transfer source: its adversarial examples are the target's own. So
+`transfer` from it must break exactly the images PGD-CE on the target
+breaks, and `transfer_bpda` exactly those BPDA (same loss and steps)
+breaks; a transfer attack that fooled nothing there would be broken.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_hebb import data
+from keras_hebb.layers import FractionalThreshold
+from keras_hebb.robustness import attacks, registry, suite
+
+
+def _cnn(threshold, seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.ReLU()(keras.layers.Conv2D(16, 3, strides=2)(inputs))
+    if threshold:
+        # Keeps the top 30% per channel: hard masks, declared surrogates.
+        x = FractionalThreshold(0.3)(x)
+    x = keras.layers.ReLU()(keras.layers.Conv2D(32, 3, strides=2)(x))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _twin(model):
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    train = data.load_arrays("fashion_mnist", "train", 2000)
+    test = data.load_arrays("fashion_mnist", "test", 80)
+    return train, test
+
+
+def _smallest(model, source, fashion, attack_names, budgets=(0.02, 0.05, 0.1, 0.2)):
+    """Each image's smallest breaking Linf budget under `attack_names`."""
+    _, (x, y) = fashion
+    config = dataclasses.replace(suite.QUICK, attacks=attack_names, linf_budgets=budgets,
+                                 l2_budgets=(), steps=5, transfer_steps=5, restarts=1)
+    target = suite._ModelUnderTest("target", model)
+    sources = [suite._ModelUnderTest("twin", source)]
+    clean = attacks.predict(target.fn, x) == y
+    tf.random.set_seed(0)
+    records, smallest = suite._evaluate_norm(
+        target, sources, x, y, clean, "linf", budgets, config, {}, suite._Progress(False))
+    return records, smallest
+
+
+@pytest.mark.parametrize("threshold, transfer, white_box", [
+    (False, "transfer", "pgd_ce"),
+    (True, "transfer_bpda", "bpda"),
+])
+def test_transfer_from_a_twin_breaks_what_the_white_box_attack_breaks(
+        threshold, transfer, white_box, fashion, monkeypatch):
+    (x, y), _ = fashion
+    model = _cnn(threshold)
+    model.fit(x, y, batch_size=100, epochs=2, verbose=0)
+    if white_box == "bpda":
+        # The suite's BPDA uses the margin loss; the transfer stage uses
+        # cross-entropy: compare like with like.
+        monkeypatch.setitem(registry.REGISTRY, "bpda", dataclasses.replace(
+            registry.REGISTRY["bpda"],
+            craft=lambda s: attacks.pgd(s.target.bpda_fn(s.settings["surrogate"]), s.images,
+                                        s.labels, s.eps, s.norm, s.config.transfer_steps,
+                                        loss="ce", batch_size=s.config.batch_size)))
+    records, by_transfer = _smallest(model, _twin(model), fashion, (transfer,))
+    stages = [s["stage"] for s in records[0]["stages"]]
+    assert stages == [f"{transfer}_from_twin"]
+    _, by_white_box = _smallest(model, _twin(model), fashion, (white_box,))
+    fooled = np.isfinite(by_transfer) & (by_transfer > 0)
+    print(f"{transfer}: broke {fooled.mean():.2f} of the images by Linf 0.2")
+    assert fooled.mean() >= 0.5
+    np.testing.assert_array_equal(by_transfer, by_white_box)
+
+
+def test_transfer_bpda_runs_only_from_sources_with_surrogates():
+    config = suite.FULL
+    plain = type("Source", (), {"name": "std", "surrogates": False})()
+    hah = type("Source", (), {"name": "hah", "surrogates": True})()
+    stages = registry.REGISTRY["transfer_bpda"].stages(config, None, [plain, hah])
+    assert [s.name for s in stages] == ["transfer_bpda_from_hah"]
+    assert stages[0].settings["surrogate"] == config.bpda_modes[0]
+    assert "transfer_bpda" in config.attacks
