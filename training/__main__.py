@@ -7,7 +7,7 @@ import sys
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-USAGE = """usage: python -m training {train,evaluate,demo,results} [options]
+USAGE = """usage: python -m training {train,evaluate,demo,results,sweep} [options]
 
   train     train a model from a YAML config into a run directory
             (python -m training train --help)
@@ -16,7 +16,9 @@ USAGE = """usage: python -m training {train,evaluate,demo,results} [options]
   demo      train, evaluate and export standard + HaH networks on
             Fashion-MNIST, with a report (make demo)
   results   the full experiment: seeds, ablations, full robustness
-            suite, docs/RESULTS.md's tables (make results)"""
+            suite, docs/RESULTS.md's tables (make results)
+  sweep     HaH cost weights scaled x0..x300: where the cost changes
+            the network (python -m training sweep --help)"""
 
 
 def main(argv=None):
@@ -44,8 +46,12 @@ def main(argv=None):
         from training import results
 
         return results.main(rest)
-    print(f"error: unknown command {command!r}: expected 'train', 'evaluate', 'demo' or "
-          "'results' "
+    if command == "sweep":
+        from training import sweep
+
+        return sweep.main(rest)
+    print(f"error: unknown command {command!r}: expected 'train', 'evaluate', 'demo', 'results' "
+          "or 'sweep' "
           "(python -m training --help).", file=sys.stderr)
     return 2
 

@@ -1,0 +1,109 @@
+"""The alpha sweep (`python -m training sweep`) end to end at a tiny budget,
+on the small HaH network and on the HaH-VGG16-shaped `hah_vgg_medium`:
+its tables are computed from the run files, and it resumes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from training import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _sweep(*arguments, check=True):
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "sweep", *arguments], cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True, text=True, timeout=900)
+    if check:
+        assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    _sweep("--tiny", "--out", str(out), "--scales", "0,30", "--seeds", "1,2")
+    return out
+
+
+def test_sweep_report_is_computed_from_the_run_files(tiny_sweep):
+    out = tiny_sweep
+    for name in ("x0_s1", "x30_s1", "x0_s2", "x30_s2"):
+        assert (out / "runs" / name / "model.keras").is_file()
+        assert (out / "probe" / f"{name}.json").is_file()
+    # The alphas of each run are the scale times the paper's first alphas.
+    config = (out / "runs" / "x30_s2" / "config.yaml").read_text()
+    assert "0.135" in config and "0.075" in config and "seed: 2" in config
+    table = {e["scale"]: e for e in json.loads((out / "sweep.json").read_text())["table"]}
+    assert sorted(table) == [0, 30]
+    # Each number is the mean of the per-seed probe files ...
+    probes = {(s, seed): json.loads((out / "probe" / f"x{s}_s{seed}.json").read_text())
+              for s in (0, 30) for seed in (1, 2)}
+    for s in (0, 30):
+        clean = table[s]["measures"]["clean"]
+        assert clean["values"] == [probes[(s, 1)]["clean"], probes[(s, 2)]["clean"]]
+        assert clean["mean"] == pytest.approx(np.mean(clean["values"]))
+        assert clean["sd"] == pytest.approx(np.std(clean["values"], ddof=1))
+    # ... the effect is the mean difference to x0 of the same seed ...
+    noise = table[30]["measures"]["noise 0.3"]
+    expected = np.mean([probes[(30, seed)]["noise"]["0.3"] - probes[(0, seed)]["noise"]["0.3"]
+                        for seed in (1, 2)])
+    assert noise["effect"] == pytest.approx(expected)
+    assert noise["clear"] == (abs(noise["effect"]) > 2 * noise["spread"])
+    # ... and the x0 runs' kernels are the reference of the kernel change:
+    # zero for x0 itself, nonzero once the cost has a weight.
+    assert table[0]["measures"]["kernel change block1_hah"]["values"] == [0.0, 0.0]
+    assert min(table[30]["measures"]["kernel change block1_hah"]["values"]) > 0
+    report = (out / "sweep.md").read_text()
+    assert "| clean | " in report and "noise 0.3" in report
+    assert f"| {100 * table[0]['measures']['clean']['mean']:.1f} ±" in report.replace(
+        "| clean | ", "| ")
+    for plot in ("sweep.png", "filters.png"):
+        assert (out / plot).stat().st_size > 1000
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["settings"]["scales"] == [0, 30]
+    assert {"train x0_s1", "probe x30_s2"} <= set(timings)
+
+
+def test_sweep_resumes_and_rewrites_the_same_report(tiny_sweep, tmp_path):
+    before = (tiny_sweep / "sweep.md").read_text()
+    doc = tmp_path / "DOC.md"
+    doc.write_text(f"# Doc\n\n{sweep.BEGIN}\nold\n{sweep.END}\ntail\n")
+    result = _sweep("--tiny", "--out", str(tiny_sweep), "--scales", "0,30", "--seeds", "1,2",
+                    "--report-only", "--docs", str(doc))
+    assert "=== train" not in result.stdout and "=== probe" not in result.stdout
+    after = (tiny_sweep / "sweep.md").read_text()
+    assert after.split("\n")[3:] == before.split("\n")[3:]  # all but the command
+    text = doc.read_text()
+    assert "old" not in text and "tail" in text and "### Measures per scale" in text
+
+
+def test_sweep_errors_are_one_line(tmp_path):
+    result = _sweep("--out", str(tmp_path), "--scales", "1,10", check=False)
+    assert result.returncode == 2 and "must include 0" in result.stderr
+    result = _sweep("--out", str(tmp_path), "--scales", "a", check=False)
+    assert result.returncode != 0 and "--scales must be" in result.stderr
+    result = _sweep("--out", str(tmp_path), "--config",
+                    "training/configs/fashion_mnist_vgg_small.yaml", check=False)
+    assert result.returncode == 2 and "HaH blocks" in result.stderr
+
+
+def test_sweep_runs_on_the_hah_vgg16_shaped_preset(tmp_path):
+    _sweep("--tiny", "--out", str(tmp_path), "--config",
+           "training/configs/fashion_mnist_hah_medium.yaml", "--scales", "0,1",
+           "--seeds", "1")
+    config = (tmp_path / "runs" / "x1_s1" / "config.yaml").read_text()
+    assert "hah_vgg_medium" in config
+    metrics = json.loads((tmp_path / "runs" / "x1_s1" / "metrics.json").read_text())
+    # Four HaH blocks, each with its own logged cost; two conv-ReLU-BN after.
+    costs = sorted(k for k in metrics["final"] if k.startswith("val_hah_block"))
+    assert costs == [f"val_hah_block{i}_hah" for i in range(1, 5)]
+    probe = json.loads((tmp_path / "probe" / "x1_s1.json").read_text())
+    assert [layer["layer"] for layer in probe["layers"]] == [
+        "block1_hah", "block2_hah", "block3_hah", "block4_hah", "block5_relu", "block6_relu"]
