@@ -148,3 +148,50 @@ def test_registry_rejects_bad_entries():
         registry.register(registry.Attack("x2", "gradient", ("l7",), None, craft))
     with pytest.raises(ValueError, match="Unknown attack"):
         dataclasses.replace(suite.QUICK, attacks=("warp_drive",))
+
+
+def _more_steps_check(monkeypatch, broken_by_steps):
+    """The `more_steps` check on 20 images, where the suite's worst case
+    left images 10-19 standing at Linf 0.1 (50%), with a fake PGD that
+    breaks the first `broken_by_steps[steps]` images (any budget)."""
+    def fake_pgd(model_fn, x, y, eps, norm="linf", steps=10, loss="ce", batch_size=256,
+                 **kwargs):
+        out = x.copy()
+        out[:broken_by_steps.get(steps, len(x)), 0, 0, 0] += eps
+        return out
+
+    monkeypatch.setattr(attacks, "pgd", fake_pgd)
+    images = np.zeros((20, 1, 1, 2), "float32")
+    images[:, 0, 0, 0] = 0.45
+    labels = np.zeros(20, np.int64)
+    columns = {"plain_gradients": 0.5, "white_box": 0.5, "worst_case": 0.5}
+    records = [{"norm": "linf", "budget": b, "robust_accuracy": a, "columns": columns,
+                "stages": []} for b, a in ((0.05, 0.9), (0.1, 0.5), (0.2, 0.0))]
+    smallest = np.array([0.1] * 10 + [0.2] * 10)
+    config = dataclasses.replace(suite.QUICK, check_images=20, check_steps=(5, 20),
+                                 attacks=("pgd_ce",))
+    target = suite._ModelUnderTest("toy", _threshold_model())
+    check = suite._sanity_checks(target, images, labels, records, config, 0,
+                                 smallest)["more_steps"]
+    assert check["budget"] == 0.1 and check["tolerance"] == pytest.approx(0.05)
+    return check
+
+
+def test_more_steps_passes_when_more_steps_change_nothing(monkeypatch):
+    check = _more_steps_check(monkeypatch, {5: 10, 20: 10})
+    assert check["passed"] and check["missed_by_suite"] == 0.0
+
+
+def test_more_steps_fails_when_more_steps_raise_accuracy(monkeypatch):
+    # A masked attack: 20 steps break fewer images than 5.
+    check = _more_steps_check(monkeypatch, {5: 10, 20: 5})
+    assert not check["passed"] and check["accuracy"] == pytest.approx([0.5, 0.75])
+
+
+def test_more_steps_fails_when_the_suite_is_not_converged(monkeypatch):
+    # An attack that keeps getting stronger: 20 steps break 3 of the
+    # images the whole suite left standing (15%, above the 5% tolerance).
+    check = _more_steps_check(monkeypatch, {5: 10, 20: 13})
+    assert not check["passed"] and check["missed_by_suite"] == pytest.approx(0.15)
+    # One image (5%, the tolerance: one image of 20) passes.
+    assert _more_steps_check(monkeypatch, {5: 10, 20: 11})["passed"]
