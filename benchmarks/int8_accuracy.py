@@ -94,10 +94,10 @@ def _denylisted_logits(model, calibration, images, words):
     from ai_edge_litert.interpreter import Interpreter
 
     from export.savedmodel import INPUT_NAME, SERVING_SIGNATURE, write_savedmodel
-    from keras_hebb import _selection
+    from keras_hebb import _context
 
     with tempfile.TemporaryDirectory() as source:
-        with _selection.integer_threshold():
+        with _context.integer_threshold():
             write_savedmodel(model, source, {SERVING_SIGNATURE: "float32"})
 
         def converter():

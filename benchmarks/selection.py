@@ -26,7 +26,7 @@ def _cases(batch):
     import numpy as np
     import tensorflow as tf
 
-    from keras_hebb import _fused, _native, _selection
+    from keras_hebb import _context, _fused, _native, _selection
     from keras_hebb.hah_cost import winner_count
 
     rng = np.random.default_rng(0)
@@ -42,7 +42,7 @@ def _cases(batch):
             return tf.transpose(tf.reshape(x, (batch, -1, channels)), (0, 2, 1))
 
         def cost_step(x, native):  # the fused path's cost, forward + backward
-            with contextlib.nullcontext() if native else _selection.without_native():
+            with contextlib.nullcontext() if native else _context.without_native():
                 cost, kth = _fused.cost_forward(x, winners, lose, native)
                 return cost, _fused.cost_gradient(x, kth, winners, lose, tf.constant(1.0),
                                                   native)

@@ -12,7 +12,7 @@ int8 TFLite files and times each (`ai_edge_litert`, XNNPACK, median of
 of the ops added. The ops are the ones `DivisiveNormalization` and
 `FractionalThreshold` trace for export: the `top_k` path (`TOPK_V2`) and
 the integer counting that the TFLite export traces
-(`keras_hebb._selection.integer_threshold`), plus the broadcast division
+(`keras_hebb._context.integer_threshold`), plus the broadcast division
 they used before (a reference-kernel DIV in int8).
 """
 
@@ -32,12 +32,12 @@ def _pieces(height, channels):
     intermediate rows and the old division repeat their first ops."""
     import tensorflow as tf
 
-    from keras_hebb import _selection
+    from keras_hebb import _context
     from keras_hebb.layers import DivisiveNormalization, FractionalThreshold
 
-    normalization = DivisiveNormalization()  # the paper's: linf, 3x3, sigma 0.1
-    normalization._nonnegative_inputs = True  # after the ReLU, as in HaHBlock
-    threshold = FractionalThreshold()  # keeps 20%
+    # The paper's: linf, 3x3, sigma 0.1; inputs after a ReLU, as in HaHBlock.
+    normalization = DivisiveNormalization(nonnegative_inputs=True)
+    threshold = FractionalThreshold(nonnegative_inputs=True)  # keeps 20%
     shape = (1, height, height, channels)
     normalization.build(shape)
     threshold.build(shape)
@@ -52,13 +52,11 @@ def _pieces(height, channels):
         return tf.transpose(tf.reshape(u, (1, positions, channels)), (0, 2, 1))
 
     def kth(u):  # FractionalThreshold's inference path: top_k, then the minimum
-        top, _ = tf.math.top_k(transposed(u), positions - threshold._dropped + 1, sorted=False)
+        top, _ = tf.math.top_k(transposed(u), threshold.threshold_rank, sorted=False)
         return tf.reduce_min(top, -1)
 
-    threshold._nonnegative_inputs = True  # as in HaHBlock
-
     def integer_threshold(u):
-        with _selection.integer_threshold():  # read while tracing
+        with _context.integer_threshold():  # read while tracing
             return threshold(u)
 
     return {

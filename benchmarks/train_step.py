@@ -86,13 +86,12 @@ def _compiled(name, shape):
     import keras
 
     from keras_hebb import architectures
-    from keras_hebb.layers import HaHBlock
 
     keras.utils.set_random_seed(2022)
-    model = architectures.PRESETS[name](input_shape=shape)
-    for layer in model.layers:
-        if isinstance(layer, HaHBlock):
-            layer.use_fused_training = not PLAIN_HAH
+    options = {}
+    if name.startswith("hah"):
+        options["block_options"] = {"use_fused_training": not PLAIN_HAH}
+    model = architectures.PRESETS[name](input_shape=shape, **options)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

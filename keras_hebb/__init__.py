@@ -5,7 +5,8 @@ Keras 3 layers and a training step for Hebbian/anti-Hebbian (HaH) networks
 """
 
 from keras_hebb import architectures, layers, sparsity
-from keras_hebb.hah_cost import collect_hah_costs, hah_cost
+from keras_hebb._context import collect_hah_costs
+from keras_hebb.hah_cost import hah_cost
 from keras_hebb.hebbian_model import PAPER_ALPHAS, HebbianModel
 from keras_hebb.similarity_matching_model import SimilarityMatchingModel
 

@@ -39,6 +39,15 @@ def check_positive_int(name, value, *, odd=False):
     return int(value)
 
 
+def check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"Invalid value for `{name}`: expected True or False. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
 def check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(

@@ -8,67 +8,22 @@ setup`) returns exactly the same value another 1.7-4x faster, and where it
 is not built TensorFlow's `NthElement` (a linear-time `std::nth_element`)
 does. Either is used only where it is safe: the TensorFlow backend,
 outside XLA (no XLA kernel), on a machine without GPUs (no GPU kernel),
-and only when the caller allows it
-(training and costs; graphs that are exported keep `top_k`, a TFLite
-builtin, so the exported model needs no Flex ops). For the TFLite files,
-`integer_threshold()` swaps `top_k` for counting on int32 bit patterns,
-in builtin ops: the same kept values, faster in TFLite.
+and only when the caller allows it (training and costs; graphs that are
+exported keep `top_k`, a TFLite builtin, so the exported model needs no
+Flex ops). For the TFLite files, `keras_hebb._context.integer_threshold()`
+swaps `top_k` for counting on int32 bit patterns, in builtin ops: the same
+kept values, faster in TFLite.
 """
 
-import contextlib
 import functools
-import threading
 
 import keras
 from keras import ops
 
-from keras_hebb import _native
+from keras_hebb import _context, _native
 
-_scope = threading.local()
-
-
-@contextlib.contextmanager
-def _flag(name):
-    previous = getattr(_scope, name, False)
-    setattr(_scope, name, True)
-    try:
-        yield
-    finally:
-        setattr(_scope, name, previous)
-
-
-def fast_selection():
-    """Within this scope, inference graphs use the fast path too.
-
-    Read at trace time. Robustness evaluation traces its attack functions
-    inside it (the same values, 3-7x cheaper thresholds); graphs that
-    are exported are traced outside it and keep `top_k`.
-    """
-    return _flag("active")
-
-
-def without_native():
-    """Within this scope (read at trace time) the fast path leaves out
-    keras_hebb's native ops: `NthElement` and TensorFlow ops are traced, as
-    where the ops are not built (tests and benchmarks compare the two)."""
-    return _flag("no_native")
-
-
-def integer_threshold():
-    """Within this scope (read at trace time) `FractionalThreshold`s whose
-    inputs are nonnegative (those of `HaHBlock`s) select by integer
-    counting (`above_kth_largest_by_bits`) instead of `top_k`: the graphs
-    that `export.tflite` converts. The same kept values for every input,
-    in int32 ops (int8 after a `DEQUANTIZE` in the int8 file); TFLite runs
-    it ~2.5x faster than `TOPK_V2` (`python -m benchmarks.tflite_ops`).
-    TensorFlow backend only.
-    """
-    return _flag("integer_threshold")
-
-
-def integer_threshold_active():
-    """Whether the calling trace is inside `integer_threshold()`."""
-    return getattr(_scope, "integer_threshold", False) and keras.backend.backend() == "tensorflow"
+# keras_hebb.robustness.attacks enters the mode under this name.
+from keras_hebb._context import fast_selection  # noqa: F401
 
 
 def above_kth_largest_by_bits(x, k):
@@ -136,14 +91,15 @@ def kth_largest_spatial(x, k, fast=True):
 
 def native_ops(fast=True):
     """keras_hebb's native op module where it may be used (see `kth_largest`
-    for where; not inside `without_native()`), else `None`."""
-    if not _use_native(fast) or getattr(_scope, "no_native", False):
+    for where; not inside `keras_hebb._context.without_native()`), else `None`."""
+    if not _use_native(fast) or _context.current(_context.WITHOUT_NATIVE):
         return None
     return _native.library()
 
 
 def _use_native(fast):
-    return (fast or getattr(_scope, "active", False)) and _native_selection_available()
+    return ((fast or bool(_context.current(_context.FAST_SELECTION)))
+            and _native_selection_available())
 
 
 def _native_selection_available():

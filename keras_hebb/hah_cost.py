@@ -1,8 +1,10 @@
-"""The Hebbian/anti-Hebbian (HaH) cost and the scope that collects it."""
+"""The Hebbian/anti-Hebbian (HaH) cost of a layer.
 
-import contextlib
+`keras_hebb.collect_hah_costs()` (a mode of `keras_hebb._context`) collects
+the costs of a forward pass.
+"""
+
 import math
-import threading
 
 from keras import ops
 
@@ -73,43 +75,3 @@ def winner_weights(r, kth, winners, demote):
 def winner_count(channels, ratio):
     """`K = ceil(ratio * channels)`, robust to float error (0.1 * 30)."""
     return max(1, math.ceil(round(ratio * channels, 6)))
-
-
-class HaHCostScope:
-    """Collects the HaH cost of every HaH layer called inside it.
-
-    `HebbianModel` opens one around its forward pass; a HaH layer called
-    inside it computes its cost (on a layer-local branch when `training`)
-    and records it here. Outside a scope (predict, serving, export) no cost
-    is computed at all.
-    """
-
-    def __init__(self):
-        self.costs = {}
-
-    def record(self, layer, cost):
-        if layer.name in self.costs:
-            raise ValueError(
-                f"HaH layer '{layer.name}' was called twice in one forward "
-                "pass; HebbianModel needs each HaH layer used once."
-            )
-        self.costs[layer.name] = cost
-
-
-_state = threading.local()
-
-
-def current_scope():
-    """The innermost active `HaHCostScope` of this thread, or `None`."""
-    return getattr(_state, "scope", None)
-
-
-@contextlib.contextmanager
-def collect_hah_costs():
-    """Context manager: `with collect_hah_costs() as scope: model(x)`."""
-    previous = current_scope()
-    _state.scope = scope = HaHCostScope()
-    try:
-        yield scope
-    finally:
-        _state.scope = previous

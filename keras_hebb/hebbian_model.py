@@ -9,7 +9,7 @@ from keras.src.losses.loss import (
     unscale_loss_for_distribution,
 )
 
-from keras_hebb.hah_cost import collect_hah_costs
+from keras_hebb._context import collect_hah_costs
 from keras_hebb.layers.hah_block import HaHBlock
 
 #: Per-layer alphas of the paper's HaH-VGG16 (its six HaH layers).

@@ -5,11 +5,9 @@ import numbers
 import keras
 import tensorflow as tf
 
+from keras_hebb._context import collect_similarity_matching
 from keras_hebb.layers.deep_similarity_matching import DeepSimilarityMatching
-from keras_hebb.layers.similarity_matching import (
-    SimilarityMatching,
-    collect_similarity_matching,
-)
+from keras_hebb.layers.similarity_matching import SimilarityMatching
 
 _SM_TYPES = (SimilarityMatching, DeepSimilarityMatching)
 

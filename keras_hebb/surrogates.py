@@ -27,72 +27,13 @@ Example:
 ...     y = model(x)  # value of round(), gradient of the identity
 """
 
-import contextlib
-import dataclasses
-import threading
-
 from keras import ops
 
-MODES = ("smooth", "identity")
-
-
-@dataclasses.dataclass
-class SurrogateScope:
-    """Settings of an active `surrogate_gradients()` scope.
-
-    Attributes:
-        mode: `"smooth"`: thresholds back-propagate like
-            `x * sigmoid((x - t) / tau)` and maxima like a log-sum-exp;
-            `"identity"`: thresholds back-propagate like the identity
-            (straight-through), maxima like a log-sum-exp.
-        temperature: `tau` relative to the typical size of the values
-            (mean absolute value of the channel for thresholds, the maximum
-            for maxima).
-        uses: how many surrogates were applied since the scope opened
-            (0 means the model declares none: BPDA equals plain PGD).
-    """
-
-    mode: str = "smooth"
-    temperature: float = 0.1
-    uses: int = 0
-
-
-_state = threading.local()
-
-
-def current_scope():
-    """The innermost active `SurrogateScope` of this thread, or `None`."""
-    return getattr(_state, "scope", None)
-
-
-@contextlib.contextmanager
-def surrogate_gradients(mode="smooth", temperature=0.1):
-    """Context manager: layers called inside use their surrogate gradients.
-
-    Args:
-        mode: `"smooth"` or `"identity"`, see `SurrogateScope`.
-            Defaults to `"smooth"`.
-        temperature: relative smoothing, `> 0`. Defaults to `0.1`.
-
-    Yields:
-        The `SurrogateScope` (its `uses` counts applied surrogates).
-    """
-    if mode not in MODES:
-        raise ValueError(
-            f"Invalid value for `mode`: expected one of {list(MODES)}. "
-            f"Received: mode={mode!r}"
-        )
-    if not temperature > 0:
-        raise ValueError(
-            "Invalid value for `temperature`: expected a number > 0. "
-            f"Received: temperature={temperature!r}"
-        )
-    previous = current_scope()
-    _state.scope = scope = SurrogateScope(mode, float(temperature))
-    try:
-        yield scope
-    finally:
-        _state.scope = previous
+# The scope itself is a trace-time mode (keras_hebb._context); these are its
+# public names.
+from keras_hebb._context import SURROGATE_MODES as MODES  # noqa: F401
+from keras_hebb._context import SurrogateScope, surrogate_gradients  # noqa: F401
+from keras_hebb._context import surrogate_scope as current_scope
 
 
 def with_surrogate(output, surrogate):

@@ -42,7 +42,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_hebb import _native, _selection, collect_hah_costs, hah_cost
+from keras_hebb import _context, _native, _selection, collect_hah_costs, hah_cost
 from keras_hebb.architectures import build_vgg, hah_vgg_small
 from keras_hebb.data import load_arrays
 
@@ -118,7 +118,7 @@ def _fit(data, jit_compile, policy="float32", native=True):
         if native:
             history = fit()
         else:
-            with _selection.without_native():  # read when the step is traced
+            with _context.without_native():  # read when the step is traced
                 history = fit()
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -201,7 +201,7 @@ def test_fit_without_native_ops_trains_like_the_default_path(data, default_run):
     model.compile(keras.optimizers.SGD(LEARNING_RATE), LOSS)
     model.optimizer.build(model.trainable_variables)
     spec = ((tf.TensorSpec((BATCH, 28, 28, 1)), tf.TensorSpec((BATCH,), tf.int64)),)
-    with _selection.without_native():
+    with _context.without_native():
         types = _op_types(tf.function(model.train_step), *spec)
     assert not any(t.startswith("KerasHebb") for t in types)
     if _native.library() is not None:

@@ -113,7 +113,7 @@ def _has_threshold_tie(model, image, relative=1e-5):
         u = keras.ops.convert_to_numpy(
             block.normalization(keras.ops.relu(block.conv(inputs))))
         values = np.sort(u.reshape(-1, u.shape[-1]), axis=0)[::-1]
-        k = block.threshold_layer._positions - block.threshold_layer._dropped + 1
+        k = block.threshold_layer.threshold_rank
         above, at, below = values[k - 2], values[k - 1], values[k]
         gap = np.minimum(above - at, at - below) / np.maximum(at, 1e-12)
         if np.any((gap < relative) & (at > 0)):

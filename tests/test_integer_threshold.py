@@ -1,6 +1,6 @@
 """The TFLite export's integer threshold keeps exactly what `top_k` keeps.
 
-Inside `keras_hebb._selection.integer_threshold()` a HaH block's
+Inside `keras_hebb._context.integer_threshold()` a HaH block's
 `FractionalThreshold` selects by counting on the int32 bit patterns of its
 input instead of calling `top_k`; the TFLite export traces it so.
 It must keep the same values as the `top_k` rule for every input, ties
@@ -15,16 +15,15 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from export import tflite
-from keras_hebb import _selection, data
+from keras_hebb import _context, data
 from keras_hebb.architectures import build_vgg
 from keras_hebb.layers import FractionalThreshold
 
 
 def _both_paths(x, ratio, nonnegative=True):
-    layer = FractionalThreshold(ratio)
-    layer._nonnegative_inputs = nonnegative
+    layer = FractionalThreshold(ratio, nonnegative_inputs=nonnegative)
     reference = tf.function(lambda v: layer(v, training=False))(x).numpy()
-    with _selection.integer_threshold():
+    with _context.integer_threshold():
         function = tf.function(lambda v: layer(v, training=False))
         integer = function(x).numpy()
         graph_ops = {op.type for op in function.get_concrete_function(x).graph.get_operations()}
@@ -113,7 +112,7 @@ def test_int8_file_thresholds_keep_what_top_k_keeps_on_its_own_tensors(int8_file
                   and op["output_dtypes"] == ["int8"]
                   and tflite.op_signature(producer[op["inputs"][0]]).startswith(
                       "GREATER int32")]
-    ranks = [layer.threshold_layer._positions - layer.threshold_layer._dropped + 1
+    ranks = [layer.threshold_layer.threshold_rank
              for layer in model.layers if hasattr(layer, "threshold_layer")]
     assert len(thresholds) == len(ranks) == 2
     for op, rank in zip(thresholds, ranks):

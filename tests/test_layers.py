@@ -166,7 +166,7 @@ def test_fused_training_path_has_the_plain_layers_values_and_gradients(
     import tensorflow as tf
 
     from keras_hebb import _fused, _native
-    from keras_hebb.hah_cost import collect_hah_costs
+    from keras_hebb import collect_hah_costs
 
     if not native:
         monkeypatch.setenv("KERAS_HEBB_NATIVE", "0")
@@ -305,6 +305,15 @@ def test_mixed_precision_keeps_float16_outputs_close_to_float32(cls, kwargs):
     (lambda: AdaptiveThreshold(scale=-1), "scale=-1"),
     (lambda: HaHBlock(4, threshold="top"), "threshold='top'"),
     (lambda: HaHBlock(4, cost_ratio=0), "cost_ratio=0"),
+    # A block reports its own argument names, not its sublayers' ones, and
+    # checks an argument whether or not the part using it is switched on.
+    (lambda: HaHBlock(8, threshold_ratio=1.5), "threshold_ratio=1.5"),
+    (lambda: HaHBlock(8, threshold_scale=-1), "threshold_scale=-1"),
+    (lambda: HaHBlock(8, normalization_size=4), "normalization_size=4"),
+    (lambda: HaHBlock(8, normalization_field=None, sigma=2), "sigma=2"),
+    (lambda: HaHBlock(0), "filters=0"),
+    (lambda: HaHBlock(8, use_fused_training="yes"), "use_fused_training='yes'"),
+    (lambda: FractionalThreshold(nonnegative_inputs=1), "nonnegative_inputs=1"),
     (lambda: keras_hebb.hah_cost(np.ones((2, 4), "float32"), ratio=2.0), "ratio=2.0"),
 ])
 def test_bad_arguments_raise_value_error_naming_the_value(make, message):
@@ -316,3 +325,40 @@ def test_bad_arguments_raise_value_error_naming_the_value(make, message):
 def test_wrong_input_rank_raises_value_error(cls, kwargs):
     with pytest.raises(ValueError, match=r"expects a rank-4 input .*Received: input_shape=\(2, 8, 3\)"):
         cls(**kwargs)(np.zeros((2, 8, 3), "float32"))
+
+
+# ------------------------------------------------------ constructor options
+
+
+def test_hah_block_saves_use_fused_training_and_loads_configs_without_it():
+    block = HaHBlock(4, use_fused_training=False)
+    config = block.get_config()
+    assert config["use_fused_training"] is False
+    assert HaHBlock.from_config(config).use_fused_training is False
+    # Files saved before the argument existed get the default (fused).
+    del config["use_fused_training"]
+    assert HaHBlock.from_config(config).use_fused_training is True
+
+
+def test_hah_block_builds_its_parts_for_nonnegative_inputs():
+    block = HaHBlock(4)
+    block.build((None, 8, 8, 3))
+    assert block.normalization.nonnegative_inputs
+    assert block.threshold_layer.nonnegative_inputs
+    assert block.threshold_layer.threshold_rank == 8 * 8 - math.floor(0.8 * 64) + 1
+
+
+def test_nonnegative_inputs_divisive_normalization_equals_the_default_on_relu_outputs():
+    a = np.maximum(RNG.normal(size=(2, 6, 6, 3)), 0).astype("float32")
+    plain = DivisiveNormalization()(a)
+    nonnegative = DivisiveNormalization(nonnegative_inputs=True)
+    assert nonnegative.get_config()["nonnegative_inputs"] is True
+    np.testing.assert_array_equal(nonnegative(a), plain)
+
+
+def test_fractional_threshold_keeping_everything_is_the_identity():
+    layer = FractionalThreshold(1.0)
+    x = RNG.normal(size=(2, 4, 4, 3)).astype("float32")
+    y = layer(x)
+    assert layer.threshold_rank is None
+    np.testing.assert_array_equal(y, x)

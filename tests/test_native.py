@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_hebb import _native, _selection
+from keras_hebb import _context, _native, _selection
 
 RNG = np.random.default_rng(11)
 
@@ -83,7 +83,7 @@ def test_op_shapes_in_graphs_and_errors():
 def test_selection_without_the_native_op_gives_the_same_values():
     x = tf.constant(rows("relu", (2, 6, 6, 4)).astype("float32"))
     with_native = _selection.kth_largest_spatial(x, 8, fast=True)
-    with _selection.without_native():
+    with _context.without_native():
         assert _selection.native_ops() is None
         without = _selection.kth_largest_spatial(x, 8, fast=True)
     portable = _selection.kth_largest_spatial(x, 8, fast=False)

@@ -13,7 +13,7 @@
 
 They are compiled against the installed TensorFlow by `make setup`
 (`python -m keras_hebb._native`, ~30 s with g++). Where they are not built,
-or `KERAS_HEBB_NATIVE=0`, or inside `keras_hebb._selection.without_native()`,
+or `KERAS_HEBB_NATIVE=0`, or inside `keras_hebb._context.without_native()`,
 `keras_hebb._selection` and `keras_hebb._fused` use TensorFlow ops for the
 same values (slower).
 """

@@ -4,13 +4,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_hebb import _checks
+from keras_hebb import _checks, _context
 from keras_hebb.layers.similarity_matching import (
     _TINY,
     assign_unit_columns,
     check_gamma,
     check_positive_number,
-    current_scope,
     gram_objective,
     hebbian_updates,
     normalized_row_bound,
@@ -221,7 +220,7 @@ class DeepSimilarityMatching(keras.layers.Layer):
     def call(self, inputs):
         x = self._flatten(inputs)
         states, residual = run_compiled_when_eager(self, self._settle, x)
-        scope = current_scope()
+        scope = _context.similarity_matching_scope()
         if scope is not None:
             scope.record(self, x, states, residual)
         return ops.cast(states[-1], self.compute_dtype)

@@ -75,6 +75,9 @@ class DivisiveNormalization(keras.layers.Layer):
         size: odd side of the square neighbourhood. Defaults to `3`.
         sigma: weight of the image-wide maximum against the local field,
             in `[0, 1]`. Defaults to `0.1`.
+        nonnegative_inputs: whether the inputs are known to be `>= 0` (after
+            a ReLU, as in `HaHBlock`): `|a|` is then `a` itself, one op less
+            with the same value and gradient. Defaults to `False`.
         **kwargs: Base layer keyword arguments.
 
     Reference:
@@ -82,14 +85,16 @@ class DivisiveNormalization(keras.layers.Layer):
         Sparse, Strong Activations", arXiv:2202.13074, 2022.
     """
 
-    def __init__(self, field="linf", size=3, sigma=0.1, **kwargs):
+    def __init__(self, field="linf", size=3, sigma=0.1, nonnegative_inputs=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.field = _checks.check_choice("field", field, FIELDS)
         self.size = _checks.check_positive_int("size", size, odd=True)
         self.sigma = _checks.check_fraction("sigma", sigma, allow_zero=True)
-        # Set by HaHBlock, whose inputs come from a ReLU: |a| = a, and the
-        # gradient is the same (a ReLU passes no gradient where a = 0).
-        self._nonnegative_inputs = False
+        # After a ReLU |a| = a, and the gradient is the same (a ReLU passes
+        # no gradient where a = 0).
+        self.nonnegative_inputs = _checks.check_bool(
+            "nonnegative_inputs", nonnegative_inputs)
 
     def build(self, input_shape):
         _checks.check_image_rank(self, input_shape)
@@ -106,7 +111,7 @@ class DivisiveNormalization(keras.layers.Layer):
     def suppression_field(self, activations):
         """The channel-averaged field `S`, shape `(N, H, W, 1)`, float32."""
         a = ops.cast(activations, "float32")
-        magnitude = a if self._nonnegative_inputs else ops.abs(a)
+        magnitude = a if self.nonnegative_inputs else ops.abs(a)
         if self.field == "linf":
             s = ops.max_pool(magnitude, self.size, strides=1, padding="same")
             return ops.mean(s, axis=-1, keepdims=True)
@@ -140,4 +145,5 @@ class DivisiveNormalization(keras.layers.Layer):
             "field": self.field,
             "size": self.size,
             "sigma": self.sigma,
+            "nonnegative_inputs": self.nonnegative_inputs,
         }

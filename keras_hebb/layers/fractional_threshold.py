@@ -5,8 +5,7 @@ import math
 import keras
 from keras import ops
 
-from keras_hebb import _checks, _selection
-from keras_hebb import surrogates
+from keras_hebb import _checks, _context, _selection, surrogates
 
 
 @keras.saving.register_keras_serializable(package="keras_hebb")
@@ -29,19 +28,29 @@ class FractionalThreshold(keras.layers.Layer):
 
     Args:
         ratio: fraction of values kept, in `(0, 1]`. Defaults to `0.2`.
+        nonnegative_inputs: whether the inputs are known to be `>= 0` (after
+            a ReLU, as in `HaHBlock`). Such a layer selects by integer
+            counting inside `keras_hebb._context.integer_threshold()` (the
+            graphs the TFLite export converts): the same kept values.
+            Defaults to `False`.
         **kwargs: Base layer keyword arguments.
+
+    Attributes:
+        threshold_rank: once built, `t` is each channel's `threshold_rank`-th
+            largest value (`H * W - k + 1`); `None` when `k = 0` (every value
+            is kept and the layer is the identity).
 
     Reference:
         Cekic, Bakiskan, Madhow, "Neuro-Inspired Deep Neural Networks with
         Sparse, Strong Activations", arXiv:2202.13074, 2022.
     """
 
-    def __init__(self, ratio=0.2, **kwargs):
+    def __init__(self, ratio=0.2, nonnegative_inputs=False, **kwargs):
         super().__init__(**kwargs)
         self.ratio = _checks.check_fraction("ratio", ratio)
-        # Set by HaHBlock (after a ReLU): allows the TFLite export's integer
-        # selection (keras_hebb._selection.integer_threshold).
-        self._nonnegative_inputs = False
+        self.nonnegative_inputs = _checks.check_bool(
+            "nonnegative_inputs", nonnegative_inputs)
+        self.threshold_rank = None
 
     def build(self, input_shape):
         _checks.check_image_rank(self, input_shape)
@@ -53,22 +62,22 @@ class FractionalThreshold(keras.layers.Layer):
             )
         positions = height * width
         # round() guards against 0.8 * 100 = 79.99999... style float error.
-        self._dropped = math.floor(round((1.0 - self.ratio) * positions, 6))
-        self._positions = positions
+        dropped = math.floor(round((1.0 - self.ratio) * positions, 6))
+        # The k-th smallest is the (positions - k + 1)-th largest.
+        self.threshold_rank = positions - dropped + 1 if dropped else None
 
     def call(self, inputs, training=None):
-        if self._dropped == 0:
+        rank = self.threshold_rank
+        if rank is None:
             return inputs
         x = ops.cast(inputs, "float32")
-        rank = self._positions - self._dropped + 1
-        if (self._nonnegative_inputs and training is not True
-                and _selection.integer_threshold_active()):
+        if (self.nonnegative_inputs and training is not True
+                and _context.integer_threshold_active()):
             # The TFLite export's graphs: the same kept values by
             # integer counting (keras_hebb._selection).
             return ops.cast(ops.where(
                 _selection.above_kth_largest_by_bits(x, rank), x, 0.0), self.compute_dtype)
-        # The k-th smallest is the (positions - k + 1)-th largest: a
-        # selection, not a sort. In training on TensorFlow/CPU a linear-time
+        # A selection, not a sort. In training on TensorFlow/CPU a linear-time
         # selection finds the same value (keras_hebb._selection); elsewhere
         # (inference, export) top_k, a TFLite builtin. No gradient flows
         # through the threshold itself (it only selects).
@@ -85,4 +94,5 @@ class FractionalThreshold(keras.layers.Layer):
         return tuple(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "ratio": self.ratio}
+        return {**super().get_config(), "ratio": self.ratio,
+                "nonnegative_inputs": self.nonnegative_inputs}

@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from keras_hebb import _checks, surrogates
-from keras_hebb.hah_cost import current_scope, hah_cost, winner_count
+from keras_hebb import _checks, _context
+from keras_hebb.hah_cost import hah_cost, winner_count
 from keras_hebb.layers.adaptive_threshold import AdaptiveThreshold
 from keras_hebb.layers.divisive_normalization import FIELDS, DivisiveNormalization
 from keras_hebb.layers.fractional_threshold import FractionalThreshold
@@ -53,6 +53,10 @@ class HaHBlock(keras.layers.Layer):
             Defaults to `1.0`.
         kernel_initializer: initializer of the convolution kernel.
             Defaults to `"glorot_uniform"`.
+        use_fused_training: whether training with TensorFlow takes the
+            memory-lean path of `keras_hebb._fused` (same values and
+            gradients, less memory); `False`: the plain layers, as in
+            inference. Defaults to `True`.
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
@@ -79,27 +83,31 @@ class HaHBlock(keras.layers.Layer):
         cost_ratio=0.1,
         cost_demote=1.0,
         kernel_initializer="glorot_uniform",
+        use_fused_training=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.filters = filters
+        # Each argument checked here, under its own name (the sublayers
+        # would report theirs: `size`, `ratio`, `scale`), whether or not the
+        # part that uses it is switched on.
+        self.filters = _checks.check_positive_int("filters", filters)
         self.kernel_size = kernel_size
         self.strides = strides
         self.padding = padding
         self.normalization_field = _checks.check_choice(
             "normalization_field", normalization_field, FIELDS + (None,)
         )
-        self.normalization_size = normalization_size
-        self.sigma = sigma
+        self.normalization_size = _checks.check_positive_int(
+            "normalization_size", normalization_size, odd=True)
+        self.sigma = _checks.check_fraction("sigma", sigma, allow_zero=True)
         self.threshold = _checks.check_choice("threshold", threshold, THRESHOLDS)
-        self.threshold_ratio = threshold_ratio
-        self.threshold_scale = threshold_scale
+        self.threshold_ratio = _checks.check_fraction("threshold_ratio", threshold_ratio)
+        self.threshold_scale = _checks.check_non_negative("threshold_scale", threshold_scale)
         self.cost_ratio = _checks.check_fraction("cost_ratio", cost_ratio)
         self.cost_demote = _checks.check_non_negative("cost_demote", cost_demote)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        # Training with TensorFlow takes the memory-lean path of
-        # keras_hebb._fused (same values and gradients); False: plain layers.
-        self.use_fused_training = True
+        self.use_fused_training = _checks.check_bool(
+            "use_fused_training", use_fused_training)
 
         self.conv = UnitNormConv2D(
             filters,
@@ -116,16 +124,18 @@ class HaHBlock(keras.layers.Layer):
                 field=normalization_field,
                 size=normalization_size,
                 sigma=sigma,
+                nonnegative_inputs=True,  # after a ReLU
                 dtype=self.dtype_policy,
                 name="normalization",
             )
-            self.normalization._nonnegative_inputs = True  # after a ReLU
         self.threshold_layer = None
         if threshold == "fractional":
             self.threshold_layer = FractionalThreshold(
-                threshold_ratio, dtype=self.dtype_policy, name="threshold"
+                threshold_ratio,
+                nonnegative_inputs=True,  # ReLU (and normalization) first
+                dtype=self.dtype_policy,
+                name="threshold",
             )
-            self.threshold_layer._nonnegative_inputs = True  # ReLU (and normalization) first
         elif threshold == "adaptive":
             self.threshold_layer = AdaptiveThreshold(
                 threshold_scale, dtype=self.dtype_policy, name="threshold"
@@ -144,10 +154,10 @@ class HaHBlock(keras.layers.Layer):
         gradients, less memory): TensorFlow training, no BPDA scope."""
         return (training is True and self.use_fused_training
                 and keras.backend.backend() == "tensorflow"
-                and surrogates.current_scope() is None)
+                and _context.surrogate_scope() is None)
 
     def call(self, inputs, training=None):
-        scope = current_scope()
+        scope = _context.hah_cost_scope()
         fused = self._fused_training(training)
         if fused:
             from keras_hebb import _fused
@@ -168,10 +178,11 @@ class HaHBlock(keras.layers.Layer):
             scope.record(self, hah_cost(z, self.cost_ratio, self.cost_demote))
         threshold = self.threshold_layer
         if (fused and self.normalization is not None and self.normalization.field == "linf"
-                and isinstance(threshold, FractionalThreshold) and threshold._dropped > 0):
+                and isinstance(threshold, FractionalThreshold)
+                and threshold.threshold_rank is not None):
             x = _fused.relu_normalize_threshold(
                 ops.cast(z, "float32"), self.normalization.size, self.normalization.sigma,
-                threshold._positions - threshold._dropped + 1)
+                threshold.threshold_rank)
             return ops.cast(x, self.compute_dtype)
         x = ops.relu(z)
         if self.normalization is not None:
@@ -201,4 +212,5 @@ class HaHBlock(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer
             ),
+            "use_fused_training": self.use_fused_training,
         }

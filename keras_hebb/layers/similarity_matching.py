@@ -34,15 +34,13 @@ default: `SimilarityMatchingModel` changes them with the local rules, and a
 supervised loss never reaches them.
 """
 
-import contextlib
 import numbers
-import threading
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_hebb import _checks
+from keras_hebb import _checks, _context
 
 _TINY = 1e-12
 
@@ -65,49 +63,6 @@ def check_gamma(value):
             f"Received: gamma={value!r}"
         )
     return float(value)
-
-
-# ------------------------------------------------------------------ the scope
-
-
-class SimilarityMatchingScope:
-    """Collects, per similarity-matching layer, what its local rules need.
-
-    `SimilarityMatchingModel` opens one around its forward pass; every
-    similarity-matching layer called inside records its (flattened) input,
-    its neural states (one per sub-layer) and the residual of its dynamics.
-    Outside a scope the layers record nothing.
-    """
-
-    def __init__(self):
-        self.records = {}
-
-    def record(self, layer, inputs, states, residual):
-        if layer.name in self.records:
-            raise ValueError(
-                f"Similarity-matching layer '{layer.name}' was called twice in "
-                "one forward pass; its local update needs one input per step."
-            )
-        self.records[layer.name] = (inputs, list(states), residual)
-
-
-_state = threading.local()
-
-
-def current_scope():
-    """The innermost active `SimilarityMatchingScope` of this thread, or None."""
-    return getattr(_state, "scope", None)
-
-
-@contextlib.contextmanager
-def collect_similarity_matching():
-    """Context manager: `with collect_similarity_matching() as scope: model(x)`."""
-    previous = current_scope()
-    _state.scope = scope = SimilarityMatchingScope()
-    try:
-        yield scope
-    finally:
-        _state.scope = previous
 
 
 # ------------------------------------------------------------ shared formulas
@@ -459,7 +414,7 @@ class SimilarityMatching(keras.layers.Layer):
     def call(self, inputs):
         x = self._flatten(inputs)
         y, residual = run_compiled_when_eager(self, self._settle_flat, x)
-        scope = current_scope()
+        scope = _context.similarity_matching_scope()
         if scope is not None:
             scope.record(self, x, [y], residual)
         return ops.cast(self._shape_output(y), self.compute_dtype)
