@@ -27,6 +27,22 @@ CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 FASHION_MNIST_MEAN = (0.2860,)
 FASHION_MNIST_STD = (0.3530,)
 
+#: Weight initializations of `build_vgg`: Keras's default, and PyTorch's
+#: default for `Conv2d`/`Linear` kernels (what the authors' code trains
+#: from): uniform in +-sqrt(1 / fan_in), i.e. kaiming_uniform(a=sqrt(5)).
+WEIGHT_INITS = ("glorot_uniform", "torch")
+
+
+def _initializer(weight_init):
+    if weight_init == "torch":
+        return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+    if weight_init == "glorot_uniform":
+        return "glorot_uniform"
+    raise ValueError(
+        f"Invalid value for `weight_init`: expected one of {list(WEIGHT_INITS)}. "
+        f"Received: weight_init={weight_init!r}"
+    )
+
 
 def build_vgg(
     widths,
@@ -37,6 +53,7 @@ def build_vgg(
     std=None,
     hah_alphas=None,
     block_options=None,
+    weight_init="glorot_uniform",
     name="vgg",
 ):
     """Builds a VGG-style network: 3x3 convs without bias, then Dense.
@@ -53,6 +70,10 @@ def build_vgg(
         hah_alphas: HaH cost weights, see `HebbianModel`.
         block_options: dict of extra `HaHBlock` arguments (e.g.
             `{"threshold": None}` for an ablation).
+        weight_init: initialization of every conv and Dense kernel, one of
+            `WEIGHT_INITS`: `"glorot_uniform"` (Keras's default) or
+            `"torch"` (PyTorch's default, as in the authors' code).
+            Defaults to `"glorot_uniform"`.
         name: model name. Defaults to `"vgg"`.
 
     Returns:
@@ -86,6 +107,8 @@ def build_vgg(
             f"per channel. Received: mean={list(mean)}, std={list(std)}"
         )
 
+    initializer = _initializer(weight_init)
+
     inputs = keras.Input(input_shape, name="images")
     x = keras.layers.Normalization(
         mean=list(mean), variance=[s * s for s in std], name="input_normalization"
@@ -100,16 +123,19 @@ def build_vgg(
         conv_index += 1
         prefix = f"block{conv_index}"
         if conv_index <= hah_blocks:
-            x = HaHBlock(width, name=f"{prefix}_hah", **(block_options or {}))(x)
+            options = {"kernel_initializer": initializer, **(block_options or {})}
+            x = HaHBlock(width, name=f"{prefix}_hah", **options)(x)
         else:
             x = keras.layers.Conv2D(
-                width, 3, padding="same", use_bias=False, name=f"{prefix}_conv"
+                width, 3, padding="same", use_bias=False,
+                kernel_initializer=initializer, name=f"{prefix}_conv"
             )(x)
             x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
             # momentum 0.9 = PyTorch's default (0.1), as in the paper's code.
             x = keras.layers.BatchNormalization(momentum=0.9, name=f"{prefix}_bn")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=initializer,
+                                 name="logits")(x)
     if hah_blocks:
         return HebbianModel(inputs, outputs, hah_alphas=hah_alphas, name=name)
     return keras.Model(inputs, outputs, name=name)

@@ -56,11 +56,39 @@ def test_small_presets_take_both_input_sizes(preset, shape):
     assert out.shape == (2, 10)
 
 
+def test_medium_presets_have_hah_vgg16s_proportions():
+    hah, standard = architectures.hah_vgg_medium(), architectures.vgg_medium_bn()
+    # The first 4 of 6 convs (two per stage) are HaH blocks, as the paper's
+    # first 6 of 13; the standard network has the same convs with batch norm.
+    assert [type(c).__name__ for c in _convs(hah)] == ["HaHBlock"] * 4 + ["Conv2D"] * 2
+    assert [c.filters for c in _convs(hah)] == [c.filters for c in _convs(standard)] \
+        == [32, 32, 64, 64, 128, 128]
+    assert hah.hah_alphas == list(keras_hebb.PAPER_ALPHAS[:4])
+    assert hah.output_shape == standard.output_shape == (None, 10)
+
+
+def test_torch_weight_init_is_pytorchs_default_bound_on_every_kernel():
+    model = architectures.hah_vgg_small(weight_init="torch")
+    kernels = [c.conv.kernel if isinstance(c, HaHBlock) else c.kernel for c in _convs(model)]
+    kernels.append(model.get_layer("logits").kernel)
+    for kernel in kernels:
+        values = keras.ops.convert_to_numpy(kernel)
+        bound = (1.0 / np.prod(values.shape[:-1])) ** 0.5  # PyTorch: 1/sqrt(fan_in)
+        # Uniform in +-bound: reaches near the bound, never past it.
+        assert 0.9 * bound < np.abs(values).max() <= bound
+    keras.utils.set_random_seed(3)
+    default = architectures.hah_vgg_small().get_weights()
+    keras.utils.set_random_seed(3)
+    same = architectures.hah_vgg_small(weight_init="glorot_uniform").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(default, same))
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"widths": (8, "X")}, "widths"),
     ({"widths": (8, "M"), "hah_blocks": 2}, "hah_blocks=2"),
     ({"widths": (8,), "input_shape": (28, 28)}, "input_shape"),
     ({"widths": (8,), "input_shape": (8, 8, 3), "mean": (0.5,)}, "mean"),
+    ({"widths": (8,), "weight_init": "he"}, "weight_init='he'"),
 ])
 def test_builder_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

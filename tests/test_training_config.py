@@ -31,6 +31,13 @@ def test_shipped_configs_are_valid_and_the_paper_ones_match_the_paper():
                                True, 2022)
     assert configs["cifar10_hah_vgg16"]["hah_alphas"] == [
         0.0045, 0.0025, 0.0013, 0.001, 0.0008, 0.0005]
+    # The HaH-VGG16-shaped Fashion-MNIST pair: the paper's schedule shape
+    # (lr x0.1 at 60% and 80% of the epochs), the same for both networks.
+    hah, standard = configs["fashion_mnist_hah_medium"], configs["fashion_mnist_vgg_medium"]
+    assert hah["epochs"] >= 15 and hah["lr_milestones"] == [
+        round(0.6 * hah["epochs"]), round(0.8 * hah["epochs"])]
+    assert {k: v for k, v in hah.items() if k not in ("architecture", "description")} == {
+        k: v for k, v in standard.items() if k not in ("architecture", "description")}
 
 
 def test_learning_rate_drops_tenfold_at_each_milestone():
@@ -65,6 +72,7 @@ def test_overrides_are_parsed_as_yaml_and_type_checked():
     ({**GOOD, "augment": "yes"}, "augment='yes'"),
     ({**GOOD, "noise_sigma": -0.1}, "noise_sigma=-0.1"),
     ({**GOOD, "noise_sigma": ".2"}, "noise_sigma='.2'"),
+    ({**GOOD, "weight_init": "pytorch"}, "weight_init='pytorch'"),
     ({**GOOD, "hah_alphas": [0.1, -0.1]}, "hah_alphas=[0.1, -0.1]"),
     ({**GOOD, "architecture": {"widths": [8, "X"]}}, "architecture="),
     ({**GOOD, "block_options": {"threshold": "top"}}, "block_options.threshold='top'"),

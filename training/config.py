@@ -25,6 +25,7 @@ DEFAULTS = {
     "architecture": None,
     "hah_alphas": None,
     "block_options": {},
+    "weight_init": "glorot_uniform",
     "epochs": 1,
     "batch_size": 128,
     "optimizer": "adam",
@@ -41,6 +42,8 @@ DEFAULTS = {
 }
 REQUIRED = ("dataset", "architecture")
 OPTIMIZERS = ("adam", "sgd")
+#: = keras_hebb.architectures.WEIGHT_INITS (this module imports no TensorFlow).
+WEIGHT_INITS = ("glorot_uniform", "torch")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 #: HaHBlock arguments a config may set for ablations (e.g. threshold: null).
 BLOCK_OPTIONS = {
@@ -217,6 +220,7 @@ def validate(raw):
     config["epochs"] = _check_int("epochs", config["epochs"], 1)
     config["batch_size"] = _check_int("batch_size", config["batch_size"], 1)
     config["optimizer"] = _check_choice("optimizer", config["optimizer"], OPTIMIZERS)
+    config["weight_init"] = _check_choice("weight_init", config["weight_init"], WEIGHT_INITS)
     config["learning_rate"] = _check_positive_number("learning_rate", config["learning_rate"])
     config["lr_milestones"] = _check_milestones(config["lr_milestones"])
     factor = config["lr_factor"]

@@ -142,6 +142,8 @@ def _build_model(config, spec):
         kwargs["hah_alphas"] = config["hah_alphas"]
     if config["block_options"]:
         kwargs["block_options"] = config["block_options"]
+    if config["weight_init"] != "glorot_uniform":
+        kwargs["weight_init"] = config["weight_init"]
     try:
         if isinstance(architecture, dict):
             model = architectures.build_vgg(
