@@ -58,7 +58,7 @@ def test_every_ablation_is_a_valid_config():
 def tiny_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     _program("results", "--tiny", "--out", str(out), "--seeds", "2022,2023",
-             "--ablations", "hah_alpha0,standard_pruned90")
+             "--ablations", "standard_pruned90", "--seeded", "hah_alpha0", "--certify")
     return out
 
 
@@ -87,7 +87,15 @@ def test_results_pipeline_reports_seeds_goals_and_ablations(tiny_results):
     markdown = (tiny_results / "results.md").read_text()
     assert "## Goals" in markdown and "## Ablations" in markdown
     assert "hah_alpha0" in markdown and "Incomplete" not in markdown
-    for plot in ("noise.png", "robust_linf.png", "robust_l2.png", "sparsity.png"):
+    # The network without the HaH cost ran for every seed: a row of the main
+    # table, and what HaH adds to it, paired by seed; every model certified.
+    assert summary["groups"]["hah_alpha0"]["seeds"] == [2022, 2023]
+    assert set(summary["paired"]) == {"standard", "hah_alpha0"}
+    assert all(m["certified"] for m in models.values())
+    assert "## What HaH adds, seed by seed" in markdown
+    assert "## Certified robustness (randomized smoothing)" in markdown
+    for plot in ("noise.png", "robust_linf.png", "robust_l2.png", "sparsity.png",
+                 "certified.png"):
         assert (tiny_results / plot).stat().st_size > 1000
 
 
@@ -96,8 +104,8 @@ def test_results_rerun_reuses_finished_steps_and_fills_the_docs(tiny_results, tm
     doc.write_text("# Title\n\nprose before\n<!-- results:begin -->\nold\n"
                    "<!-- results:end -->\nprose after\n")
     result = _program("results", "--tiny", "--out", str(tiny_results), "--seeds",
-                      "2022,2023", "--ablations", "hah_alpha0,standard_pruned90",
-                      "--docs", str(doc))
+                      "2022,2023", "--ablations", "standard_pruned90", "--seeded",
+                      "hah_alpha0", "--certify", "--docs", str(doc))
     assert "=== train" not in result.stdout and "=== evaluate" not in result.stdout
     text = doc.read_text()
     assert text.startswith("# Title\n\nprose before\n") and text.endswith("prose after\n")
@@ -110,6 +118,8 @@ def test_results_rerun_reuses_finished_steps_and_fills_the_docs(tiny_results, tm
 @pytest.mark.parametrize("arguments, message", [
     (["--seeds", "a,b"], "--seeds must be integers"),
     (["--ablations", "no_such"], "unknown ablation 'no_such'"),
+    (["--seeded", "hah_alpha1"], "unknown ablation 'hah_alpha1'"),
+    (["--hah-set", "alphas=[1]"], "--hah-set: Unknown config key 'alphas'"),
 ])
 def test_results_usage_mistakes_give_one_line(arguments, message, tmp_path):
     result = subprocess.run(

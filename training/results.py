@@ -53,9 +53,22 @@ ABLATIONS = {
                          "HaH network without the threshold"),
     "standard_pruned90": ("standard", ["prune_to=0.9"],
                           "standard network, 90% of weights pruned by magnitude"),
+    "standard_noise": ("standard", ["noise_sigma=0.25"],
+                       "standard network trained with Gaussian noise (sigma 0.25, as "
+                       "randomized smoothing's base classifiers)"),
+    "hah_demote01": ("hah", ["block_options.cost_demote=0.1"],
+                     "HaH network with the anti-Hebbian term weighted 0.1 (the authors' "
+                     "training loop) instead of 1 (their cost function's default)"),
+    "hah_torch_init": ("hah", ["weight_init=torch"],
+                       "HaH network from PyTorch's default weight initialization (the "
+                       "authors' code)"),
 }
+#: The ablations of `make results` before the regime study (3 epochs at the
+#: paper's alphas), kept so its report regenerates as committed.
+PAPER_ALPHAS_ABLATIONS = ("hah_alpha0", "hah_no_dn", "hah_no_threshold", "standard_pruned90")
 BUDGETS = {
-    "full": {"train": [], "evaluate": ["--suite", "full"], "images": 1000},
+    "full": {"train": [], "evaluate": ["--suite", "full"], "images": 1000,
+             "certify": ["--certify-sigmas", "0.12,0.25,0.5", "--certify-images", "100"]},
     "tiny": {
         "train": ["--set", "epochs=1", "--set", "train_limit=512",
                   "--set", "validation_limit=128", "--set", "sparsity_images=32",
@@ -64,6 +77,8 @@ BUDGETS = {
                      "--linf-budgets", "0.02,0.1", "--l2-budgets", "0.5,2",
                      "--noise-sigmas", "0.1,0.3"],
         "images": 32,
+        "certify": ["--certify-sigmas", "0.25", "--certify-images", "8",
+                    "--certify-n", "64", "--certify-n0", "16"],
     },
 }
 #: Goals of the HaH network against the standard one (issue 6), in points.
@@ -72,9 +87,14 @@ GOALS = {"clean_drop_max": 2.0, "noise_gain_min": 20.0,
          "nonzero_ratio_max": 0.25}
 
 
-def plan(seeds, ablations):
+def plan(seeds, ablations, seeded=(), hah_overrides=()):
     """The runs in the order they are made: `(name, base, overrides, seed,
     transfer source, description)`.
+
+    The ablations in `seeded` run for every seed (`hah_alpha0_s2022`, ...),
+    the others once, with the first seed. `hah_overrides` (`KEY=VALUE`)
+    apply to every run whose base is the HaH network, before the
+    ablation's own (so `hah_alpha0` stays at alpha 0).
 
     Transfer sources: a HaH network's is the standard network of its seed;
     a standard network's the standard network of the next seed (cyclically;
@@ -87,16 +107,24 @@ def plan(seeds, ablations):
         runs.append((f"standard_s{seed}", "standard", [f"seed={seed}"], seed,
                      f"standard_s{other}" if other != seed else f"hah_s{seed}",
                      "standard network"))
-        runs.append((f"hah_s{seed}", "hah", [f"seed={seed}"], seed,
+        runs.append((f"hah_s{seed}", "hah", [f"seed={seed}", *hah_overrides], seed,
                      f"standard_s{seed}", "HaH network"))
+        for name in seeded:
+            base, overrides, description = ABLATIONS[name]
+            extra = list(hah_overrides) if base == "hah" else []
+            runs.append((f"{name}_s{seed}", base, [f"seed={seed}", *extra, *overrides], seed,
+                         f"standard_s{seed}", description))
     for name in ablations:
+        if name in seeded:
+            continue
         base, overrides, description = ABLATIONS[name]
-        runs.append((name, base, [f"seed={seeds[0]}", *overrides], seeds[0],
+        extra = list(hah_overrides) if base == "hah" else []
+        runs.append((name, base, [f"seed={seeds[0]}", *extra, *overrides], seeds[0],
                      f"standard_s{seeds[0]}", description))
     return runs
 
 
-def run_all(out, runs, budget, images):
+def run_all(out, runs, budget, images, certify=False):
     """Trains and evaluates every run that has no output yet; returns the
     seconds each step took in this call."""
     by_name = {run[0]: run for run in runs}
@@ -119,7 +147,8 @@ def run_all(out, runs, budget, images):
                 ["--model", os.path.join(out, "runs", name, "model.keras"),
                  "--transfer-from", os.path.join(out, "runs", source, "model.keras"),
                  "--dataset", "fashion_mnist", "--images", str(images),
-                 "--out", os.path.join(out, "eval", name), *budget["evaluate"]])
+                 "--out", os.path.join(out, "eval", name), *budget["evaluate"],
+                 *(budget["certify"] if certify else [])])
     return seconds
 
 
@@ -133,6 +162,19 @@ def main(argv=None):
     parser.add_argument("--ablations", default=",".join(ABLATIONS),
                         help=f"comma-separated subset of {', '.join(ABLATIONS)} "
                         "(default: all; 'none' for none)")
+    parser.add_argument("--seeded", default="none",
+                        help="comma-separated ablations to run for every seed, e.g. "
+                        "hah_alpha0 (default: none)")
+    parser.add_argument("--hah-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override of every HaH-based run (repeatable), e.g. "
+                        "--hah-set hah_alphas=[0.45,0.25]")
+    parser.add_argument("--certify", action="store_true",
+                        help="also certify every model by randomized smoothing "
+                        "(sigmas 0.12, 0.25, 0.5 on the first 100 images)")
+    parser.add_argument("--section", default=None,
+                        help="put the tables into the DOC.md between "
+                        "'<!-- results-SECTION:begin -->' and '<!-- results-SECTION:end -->' "
+                        "instead (and no summary)")
     parser.add_argument("--images", type=int, default=None,
                         help="test images attacked (default: 1000; --tiny 32)")
     parser.add_argument("--report-only", action="store_true",
@@ -154,7 +196,9 @@ def main(argv=None):
         return 2
     ablations = [] if args.ablations.strip() == "none" else [
         a.strip() for a in args.ablations.split(",") if a.strip()]
-    unknown = [a for a in ablations if a not in ABLATIONS]
+    seeded = [] if args.seeded.strip() == "none" else [
+        a.strip() for a in args.seeded.split(",") if a.strip()]
+    unknown = [a for a in ablations + seeded if a not in ABLATIONS]
     if unknown:
         print(f"results: error: unknown ablation {unknown[0]!r}; expected some of "
               f"{', '.join(ABLATIONS)} or 'none'", file=sys.stderr)
@@ -166,12 +210,19 @@ def main(argv=None):
         return 2
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    runs = plan(seeds, ablations)
+    from training import config as training_config
+
+    try:
+        training_config.apply_overrides({}, args.hah_set)
+    except training_config.ConfigError as error:
+        print(f"results: error: --hah-set: {error}", file=sys.stderr)
+        return 2
+    runs = plan(seeds, ablations, seeded, args.hah_set)
     timings_path = os.path.join(out, "timings.json")
     timings = results_report.load_json(timings_path) or {}
     if not args.report_only:
         started = time.time()
-        for key, value in run_all(out, runs, budget, images).items():
+        for key, value in run_all(out, runs, budget, images, args.certify).items():
             timings[key] = round(value, 1)
         timings.setdefault("calls", []).append(
             {"seconds": round(time.time() - started, 1),
@@ -185,9 +236,11 @@ def main(argv=None):
                                                     else sys.argv[1:])]))
     print(f"\nResults: {path}")
     for doc in args.docs:
-        if not results_report.embed(doc, path):
-            print(f"results: error: {doc} has no '{results_report.BEGIN}' or "
-                  f"'{results_report.SUMMARY_BEGIN}' line and its end", file=sys.stderr)
+        if not results_report.embed(doc, path, args.section):
+            markers = ([results_report.section_markers(args.section)[0]] if args.section else
+                       [results_report.BEGIN, results_report.SUMMARY_BEGIN])
+            print(f"results: error: {doc} has no {' or '.join(repr(m) for m in markers)} "
+                  "line and its end", file=sys.stderr)
             return 2
         print(f"Tables copied into {doc}")
     return 0

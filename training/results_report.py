@@ -62,6 +62,17 @@ def _model_summary(out, name, base, seed, description):
     summary["nonzero"] = {s["layer"]: s["nonzero_fraction"]
                           for s in entry.get("sparsity") or []}
     summary["evaluation_seconds"] = entry["seconds"]
+    if entry.get("certified"):
+        # Per sigma, and the envelope over sigmas (the best sigma at each
+        # radius, as randomized smoothing is usually reported).
+        summary["certified_per_sigma"] = {
+            float(c["sigma"]): dict(zip(map(float, c["radii"]), c["certified_accuracy"]))
+            for c in entry["certified"]}
+        radii = sorted({r for c in summary["certified_per_sigma"].values() for r in c})
+        summary["certified"] = {r: max(c.get(r, 0.0)
+                                       for c in summary["certified_per_sigma"].values())
+                                for r in radii}
+        summary["certify"] = report["settings"].get("certify")
     return summary
 
 
@@ -100,7 +111,18 @@ def _group(models):
     group["overstates"] = {
         norm: {e: _stats([_overstates(m, norm, e) for m in done]) for e in budgets}
         for norm, budgets in done[0]["robust"].items()}
+    if all(m.get("certified") for m in done):
+        group["certified"] = {r: _stats([m["certified"].get(r) for m in done])
+                              for r in done[0]["certified"]}
     return group
+
+
+def family(run):
+    """The network a run is a seed of (`hah` for `hah_s2022`, `hah_alpha0`
+    for `hah_alpha0_s2022`), or None for a one-seed ablation."""
+    name, _, _, seed, _, _ = run
+    suffix = f"_s{seed}"
+    return name[: -len(suffix)] if name.endswith(suffix) else None
 
 
 def _paper(model, norm, eps):
@@ -118,9 +140,10 @@ def collect(out, runs):
     (`training.results.plan`)."""
     models = {name: _model_summary(out, name, base, seed, description)
               for name, base, _, seed, _, description in runs}
-    mains = [r for r in runs if r[0] == f"{r[1]}_s{r[3]}"]
-    groups = {base: _group([models[r[0]] for r in mains if r[1] == base])
-              for base in ("standard", "hah")}
+    mains = [r for r in runs if family(r)]
+    names = list(dict.fromkeys(["standard", "hah"] + [family(r) for r in mains]))
+    groups = {name: _group([models[r[0]] for r in mains if family(r) == name])
+              for name in names}
     summary = {"models": models, "groups": groups,
                "ablations": [r[0] for r in runs if r not in mains]}
     hah_examples = [m for m in models.values() if m["base"] == "hah" and m.get("nonzero")]
@@ -132,12 +155,50 @@ def collect(out, runs):
             values = [model.get("nonzero", {}).get(layer) for layer in names]
             if values and all(v is not None for v in values):
                 model["nonzero_first_layers"] = float(np.mean(values))
-        for base, group in groups.items():
+        for name, group in groups.items():
             group["nonzero_first_layers"] = _stats(
-                [models[r[0]].get("nonzero_first_layers") for r in mains if r[1] == base])
+                [models[r[0]].get("nonzero_first_layers") for r in mains if family(r) == name])
+    summary["paired"] = paired(summary)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
     return summary
+
+
+def _measures(model):
+    """A model's numbers by label, fractions: clean, noise, robust, certified."""
+    values = {"clean": model.get("clean")}
+    values.update({f"noise σ={s:g}": v for s, v in model.get("noise", {}).items()})
+    for norm, budgets in model.get("robust", {}).items():
+        symbol = "L∞" if norm == "linf" else "L2"
+        values.update({f"{symbol} {e:g}": v for e, v in budgets.items()})
+    values.update({f"certified L2 {r:g}": v for r, v in model.get("certified", {}).items()
+                   if r > 0})
+    return values
+
+
+def paired(summary):
+    """HaH minus each other seeded network, seed by seed: `{other: {measure:
+    stats}}` (fractions). Same seed, same images, same noise and attack
+    draws, so the spread is that of the differences, not of the networks."""
+    models = list(summary["models"].values())
+    hah = {m["seed"]: m for m in models
+           if m["name"] == f"hah_s{m['seed']}" and "clean" in m}
+    result = {}
+    for name in summary["groups"]:
+        if name == "hah":
+            continue
+        others = {m["seed"]: m for m in models
+                  if m["name"] == f"{name}_s{m['seed']}" and "clean" in m}
+        seeds = sorted(set(hah) & set(others))
+        if not seeds:
+            continue
+        mine = {s: _measures(hah[s]) for s in seeds}
+        theirs = {s: _measures(others[s]) for s in seeds}
+        result[name] = {"seeds": seeds, "measures": {
+            key: _stats([mine[s][key] - theirs[s][key] for s in seeds
+                         if mine[s].get(key) is not None and theirs[s].get(key) is not None])
+            for key in mine[seeds[0]]}}
+    return result
 
 
 def _mean(stat):
@@ -208,6 +269,11 @@ def _pct(stat):
     return f"{100 * stat:.1f}"
 
 
+#: Radii of the certified accuracy in the main tables (all in the
+#: certification section).
+TABLE_RADII = (0.25, 0.5)
+
+
 def _columns(summary):
     reference = next((m for m in summary["models"].values() if "clean" in m), None)
     if reference is None:
@@ -217,10 +283,17 @@ def _columns(summary):
     return noise, robust
 
 
-def _table(rows, noise, robust):
+def _certified_radii(summary):
+    if not any(m.get("certified") for m in summary["models"].values()):
+        return []
+    return [r for r in TABLE_RADII]
+
+
+def _table(rows, noise, robust, radii=()):
     header = (["model", "seeds", "test acc.", "clean (eval images)"]
               + [f"noise σ={s:g}" for s in noise]
               + [f"{'L∞' if n == 'linf' else 'L2'} {e:g}" for n, e in robust]
+              + [f"certified L2 {r:g}" for r in radii]
               + ["non-zero (HaH layers)"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, seeds, item in rows:
@@ -232,6 +305,7 @@ def _table(rows, noise, robust):
         cells = [label, seeds, _pct(get("test_accuracy")), _pct(get("clean"))]
         cells += [_pct(get("noise", s)) for s in noise]
         cells += [_pct(get("robust", n, e)) for n, e in robust]
+        cells += [_pct(get("certified", r)) for r in radii]
         cells += [_pct(get("nonzero_first_layers"))]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -301,6 +375,54 @@ def _caps(suite):
     return "; ".join(parts)
 
 
+_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
+
+
+def _paired_lines(summary):
+    """What HaH adds: HaH minus each other seeded network, seed by seed."""
+    pairs = summary.get("paired") or {}
+    if not pairs:
+        return []
+    keys = list(next(iter(pairs.values()))["measures"])
+    lines = ["", "## What HaH adds, seed by seed", "",
+             "HaH minus the other network of the same seed, on the same images, noise "
+             "draws and attacks, in points: mean ± sample standard deviation over the "
+             "seeds. A difference is **bold** when it is larger than twice its spread "
+             "(with 2 or more seeds).", "",
+             "| HaH minus | seeds | " + " | ".join(keys) + " |",
+             "|" + "---|" * (len(keys) + 2)]
+    for other, entry in pairs.items():
+        cells = []
+        for key in keys:
+            stat = entry["measures"].get(key)
+            text = _points(stat)
+            clear = stat is not None and stat["n"] > 1 and abs(stat["mean"]) > 2 * stat["std"]
+            cells.append(f"**{text}**" if clear else text)
+        lines.append(f"| {other} | {', '.join(map(str, entry['seeds']))} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
+def _certified_lines(summary):
+    """Certified accuracy per model and sigma (randomized smoothing)."""
+    certified = [m for m in summary["models"].values() if m.get("certified_per_sigma")]
+    if not certified:
+        return []
+    radii = sorted(certified[0]["certified"])
+    lines = ["", "## Certified robustness (randomized smoothing)", "",
+             "Certified L2 accuracy at each radius: the share of images the smoothed "
+             "classifier gets right with a certificate at least that large. Per noise level "
+             "σ of the smoothing; no attack can lower these numbers (up to the stated "
+             "failure probability per image).", "",
+             "| model | σ | " + " | ".join(f"r={r:g}" for r in radii) + " |",
+             "|" + "---|" * (len(radii) + 2)]
+    for model in certified:
+        for sigma, row in sorted(model["certified_per_sigma"].items()):
+            lines.append(f"| {model['name']} | {sigma:g} | "
+                         + " | ".join(_pct(row.get(r)) for r in radii) + " |")
+    return lines
+
+
 def plot(out, summary):
     """noise.png, robust_linf.png, robust_l2.png, sparsity.png; returns names."""
     import matplotlib
@@ -313,12 +435,15 @@ def plot(out, summary):
     ablations = [summary["models"][n] for n in summary["ablations"]
                  if "clean" in summary["models"][n]]
     curves = [("noise", "Gaussian noise sigma", "noise.png", None)]
+    if any(g.get("certified") for g in groups.values()):
+        curves.append(("certified", "L2 radius (certified, randomized smoothing)",
+                       "certified.png", None))
     norms = next((list(g["robust"]) for g in groups.values() if g.get("robust")), [])
     curves += [("robust", f"{norm} budget (pixels in [0, 1])", f"robust_{norm}.png", norm)
                for norm in norms]
     for key, xlabel, filename, norm in curves:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for base, color in (("standard", "tab:blue"), ("hah", "tab:red")):
+        for base, color in zip(groups, _COLORS):
             data = groups[base].get(key)
             if not data:
                 continue
@@ -330,11 +455,14 @@ def plot(out, summary):
                     label=f"{base} (mean of {len(groups[base]['seeds'])} seeds)")
             ax.fill_between(xs, mean - spread, mean + spread, color=color, alpha=0.2)
         for model in ablations:
+            if not model.get(key):
+                continue
             data = model[key][norm] if norm else model[key]
             xs = sorted(data)
             ax.plot(xs, [100 * data[x] for x in xs], "--", marker=".", label=model["name"])
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("accuracy (%)" if key == "noise" else "robust accuracy, worst case (%)")
+        ax.set_ylabel({"noise": "accuracy (%)", "certified": "certified accuracy (%)"}.get(
+            key, "robust accuracy, worst case (%)"))
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -345,7 +473,7 @@ def plot(out, summary):
     reference = next((m for m in summary["models"].values() if m.get("nonzero")), None)
     if reference is not None:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for base, marker in (("standard", "o"), ("hah", "s")):
+        for base, marker in zip(groups, "osd^v<>"):
             data = groups[base].get("nonzero")
             if data:
                 layers = list(data)
@@ -385,14 +513,23 @@ def write(out, summary, timings, targets, command):
                   f"(attacks {', '.join(reference['suite']['attacks'] or [])}; "
                   f"caps: {_caps(reference['suite'])}). Mean ± sample standard "
                   "deviation over seeds.", ""]
+    radii = _certified_radii(summary)
+    if radii:
+        certify = next(m["certify"] for m in models.values() if m.get("certified"))
+        lines += [f"Certified L2 accuracy: randomized smoothing (CERTIFY, Clopper-Pearson, "
+                  f"n0 = {certify['n0']}, n = {certify['n']}, failure probability "
+                  f"{certify['alpha']:g} per image) on the first {certify['images']} "
+                  f"images, the best of σ = {', '.join(f'{x:g}' for x in certify['sigmas'])} "
+                  "at each radius; it holds against every attack.", ""]
+    group_rows = [(base, ", ".join(str(s) for s in groups[base]["seeds"]), groups[base])
+                  for base in groups]
     lines += ["## Standard vs HaH", ""]
-    lines += _table([(base, ", ".join(str(s) for s in groups[base]["seeds"]), groups[base])
-                     for base in ("standard", "hah")], noise, robust)
+    lines += _table(group_rows, noise, robust, radii)
     main_table = list(lines[lines.index("## Standard vs HaH") + 2:])
     lines += ["", "### Each seed", ""]
     lines += _table([(m["name"], str(m["seed"]), m) for m in models.values()
                      if m["name"] not in summary["ablations"] and "clean" in m],
-                    noise, robust)
+                    noise, robust, radii)
     goal_lines = []
     rows = goals(summary, targets)
     if rows:
@@ -408,16 +545,15 @@ def write(out, summary, timings, targets, command):
             goal_lines.append(f"| {r['goal']} | {r['where']} | {fmt(r['standard'])} | "
                               f"{fmt(r['hah'])} | {difference} | {r['target']} | {met} |")
     lines += goal_lines
+    lines += _paired_lines(summary)
     if summary["ablations"]:
         lines += ["", "## Ablations (one seed)", ""]
         lines += [f"- `{n}`: {models[n]['description']}"
                   + (f" (weights pruned: {100 * models[n]['weight_sparsity']:.1f}%)"
                      if "weight_sparsity" in models[n] else "") for n in summary["ablations"]]
         lines += [""] + _table(
-            [(base, ", ".join(str(s) for s in groups[base]["seeds"]), groups[base])
-             for base in ("standard", "hah")]
-            + [(n, str(models[n]["seed"]), models[n]) for n in summary["ablations"]],
-            noise, robust)
+            group_rows + [(n, str(models[n]["seed"]), models[n]) for n in summary["ablations"]],
+            noise, robust, radii)
     lines += ["", "## The paper's protocol against the worst case", "",
               "Each cell: worst case / the paper's protocol (APGD-CE + APGD-T, 1 "
               "restart, at the suite's caps above; its own per-image cascade) and, in "
@@ -426,11 +562,11 @@ def write(out, summary, timings, targets, command):
               "paper-protocol column (or the suite ran without APGD).", ""]
     lines += ["Mean ± sample standard deviation over seeds (the overstatement's spread "
               "is that of the per-seed differences):"]
-    lines += _paper_tables([(base, ", ".join(str(s) for s in groups[base]["seeds"]),
-                             groups[base]) for base in ("standard", "hah")], robust)
+    lines += _paper_tables(group_rows, robust)
     lines += ["", "Each model:"]
     lines += _paper_tables([(m["name"], str(m["seed"]), m) for m in models.values()
                             if "clean" in m], robust)
+    lines += _certified_lines(summary)
     lines += ["", "## Gradient masking check", "",
               "Robust accuracy after the plain gradient attacks only, and the worst case "
               "over the whole suite (BPDA, transfer, SPSA added). A large gap means plain "
@@ -478,19 +614,28 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 SUMMARY_BEGIN, SUMMARY_END = "<!-- results-summary:begin -->", "<!-- results-summary:end -->"
 
 
-def embed(doc_path, results_path):
+def section_markers(section):
+    """The begin and end lines of a named results section of a document."""
+    return f"<!-- results-{section}:begin -->", f"<!-- results-{section}:end -->"
+
+
+def embed(doc_path, results_path, section=None):
     """Replaces the part of `doc_path` between the results markers with
     the Markdown of `results_path` (headings one level down, links made
     relative to the document), or between the summary markers with the
-    main table and the goals (`summary.md`). Returns False when the
-    document has neither."""
+    main table and the goals (`summary.md`). With `section`, only between
+    that section's markers (`section_markers`). Returns False when the
+    document has none of them."""
     with open(doc_path) as f:
         document = f.read()
     done = False
-    for begin, end, name in ((BEGIN, END, os.path.basename(results_path)),
-                             (SUMMARY_BEGIN, SUMMARY_END, "summary.md")):
+    pairs = ((BEGIN, END, os.path.basename(results_path)),
+             (SUMMARY_BEGIN, SUMMARY_END, "summary.md"))
+    if section:
+        pairs = (section_markers(section) + (os.path.basename(results_path),),)
+    for begin, end, name in pairs:
         if begin in document and end in document:
-            document = _replace(document, begin, end, doc_path,
+            document = replace_between(document, begin, end, doc_path,
                                 os.path.join(os.path.dirname(results_path), name))
             done = True
     if done:
@@ -499,7 +644,10 @@ def embed(doc_path, results_path):
     return done
 
 
-def _replace(document, begin, end, doc_path, results_path):
+def replace_between(document, begin, end, doc_path, results_path):
+    """`document` with the part between the `begin` and `end` lines
+    replaced by the Markdown file `results_path` without its title
+    (headings one level down, links made relative to `doc_path`)."""
     with open(results_path) as f:
         generated = f.read()
     prefix = os.path.relpath(os.path.dirname(os.path.abspath(results_path)),

@@ -491,7 +491,7 @@ def main(argv=None):
         with open(doc) as f:
             document = f.read()
         with open(doc, "w") as f:
-            f.write(results_report._replace(document, BEGIN, END, doc, path))
+            f.write(results_report.replace_between(document, BEGIN, END, doc, path))
         print(f"Sweep tables copied into {doc}")
     return 0
 

@@ -1,0 +1,105 @@
+"""`make results` in the regime study's form, from synthetic files: the
+alpha = 0 network for every seed as its own row, what HaH adds seed by
+seed, certified accuracy, and a named section of a document."""
+
+import json
+import os
+
+import pytest
+from test_results_report import _write_model
+
+from training import config as run_config
+from training import results, results_report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_plan_runs_seeded_ablations_per_seed_and_hah_overrides_on_hah_runs():
+    runs = results.plan([1, 2], ["hah_alpha0", "standard_noise"], seeded=["hah_alpha0"],
+                        hah_overrides=["hah_alphas=[0.45,0.25]"])
+    by_name = {r[0]: r for r in runs}
+    assert sorted(by_name) == ["hah_alpha0_s1", "hah_alpha0_s2", "hah_s1", "hah_s2",
+                               "standard_noise", "standard_s1", "standard_s2"]
+    # The HaH override reaches every HaH run; alpha 0 still wins for the ablation.
+    assert by_name["hah_s2"][2] == ["seed=2", "hah_alphas=[0.45,0.25]"]
+    config = run_config.load_config(os.path.join(ROOT, results.CONFIGS["hah"]),
+                                    by_name["hah_alpha0_s2"][2])
+    assert config["hah_alphas"] == 0.0 and config["seed"] == 2
+    assert by_name["standard_noise"][2] == ["seed=1", "noise_sigma=0.25"]
+    assert by_name["hah_alpha0_s2"][4] == "standard_s2"  # transfer source
+    for name in ("standard_noise", "hah_demote01", "hah_torch_init"):
+        base, overrides, _ = results.ABLATIONS[name]
+        run_config.load_config(os.path.join(ROOT, results.CONFIGS[base]), overrides)
+
+
+def _certified(tmp_path, name, at_025, at_05):
+    path = tmp_path / "eval" / name / "report.json"
+    report = json.loads(path.read_text())
+    entry = report["models"][name]
+    entry["certified"] = [
+        {"sigma": 0.25, "radii": [0.0, 0.25, 0.5], "certified_accuracy": [0.9, at_025, at_05]},
+        {"sigma": 0.5, "radii": [0.0, 0.25, 0.5], "certified_accuracy": [0.8, at_025 - 0.1,
+                                                                           at_05 + 0.05]}]
+    report["settings"]["certify"] = {"sigmas": [0.25, 0.5], "images": 100, "n": 1000,
+                                     "n0": 100, "alpha": 0.001}
+    path.write_text(json.dumps(report))
+
+
+@pytest.fixture
+def regime(tmp_path):
+    # Worst case at Linf 0.02: standard 0.50/0.40, HaH 0.30/0.20, alpha0 0.28/0.20.
+    # Certified at r = 0.25: standard 0.5/0.4, HaH 0.7/0.6, alpha0 0.6/0.6.
+    numbers = {"standard_s1": (0.50, 0.5), "hah_s1": (0.30, 0.7), "hah_alpha0_s1": (0.28, 0.6),
+               "standard_s2": (0.40, 0.4), "hah_s2": (0.20, 0.6), "hah_alpha0_s2": (0.20, 0.6)}
+    for name, (worst, cert) in numbers.items():
+        _write_model(tmp_path, name, worst, worst + 0.05)
+        _certified(tmp_path, name, cert, cert - 0.2)
+    runs = results.plan([1, 2], ["hah_alpha0"], seeded=["hah_alpha0"])
+    summary = results_report.collect(str(tmp_path), runs)
+    path = results_report.write(str(tmp_path), summary, {}, results.GOALS, command="test")
+    with open(path) as f:
+        return tmp_path, summary, f.read()
+
+
+def test_alpha0_for_every_seed_is_a_group_of_the_main_table(regime):
+    _, summary, text = regime
+    assert list(summary["groups"]) == ["standard", "hah", "hah_alpha0"]
+    assert summary["groups"]["hah_alpha0"]["seeds"] == [1, 2]
+    assert summary["ablations"] == []
+    main = text.split("## Standard vs HaH")[1].split("###")[0]
+    assert "| hah_alpha0 | 1, 2 |" in main
+
+
+def test_what_hah_adds_is_paired_by_seed(regime):
+    _, summary, text = regime
+    linf = summary["paired"]["hah_alpha0"]["measures"]["L∞ 0.02"]
+    # HaH minus alpha0: +0.02 (seed 1) and 0.00 (seed 2).
+    assert linf["values"] == pytest.approx([0.02, 0.0])
+    assert summary["paired"]["standard"]["measures"]["L∞ 0.02"]["mean"] == pytest.approx(-0.2)
+    section = text.split("## What HaH adds, seed by seed")[1].split("\n## ")[0]
+    assert "| hah_alpha0 | 1, 2 |" in section and "+1.0 ± 1.4" in section
+    # -20 points with no spread: bold (clear).
+    assert "**-20.0 ± 0.0**" in section
+
+
+def test_certified_accuracy_is_the_best_sigma_per_radius(regime):
+    _, summary, text = regime
+    hah = summary["models"]["hah_s1"]
+    assert hah["certified"][0.25] == pytest.approx(0.7)       # sigma 0.25
+    assert hah["certified"][0.5] == pytest.approx(0.55)       # sigma 0.5
+    assert summary["groups"]["hah"]["certified"][0.25]["mean"] == pytest.approx(0.65)
+    assert "certified L2 0.25" in text and "## Certified robustness" in text
+    assert "| hah_s1 | 0.5 | 80.0 | 60.0 | 55.0 |" in text
+    assert "certified.png" in text
+
+
+def test_a_named_section_of_a_document(regime, tmp_path_factory):
+    out, _, _ = regime
+    doc = tmp_path_factory.mktemp("doc") / "DOC.md"
+    begin, end = results_report.section_markers("paper-alphas")
+    doc.write_text(f"# Doc\n{results_report.BEGIN}\nkeep\n{results_report.END}\n"
+                   f"{begin}\nOLD-TEXT\n{end}\n")
+    assert results_report.embed(str(doc), str(out / "results.md"), "paper-alphas")
+    text = doc.read_text()
+    assert "keep" in text and "OLD-TEXT" not in text and "### Standard vs HaH" in text
+    assert not results_report.embed(str(doc), str(out / "results.md"), "other")
