@@ -107,10 +107,12 @@ def _latency_ms(content, image, threads, repeats):
 def _ops(content):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    from keras_hebb import _compat
+
     interpreter = Interpreter(
         model_content=content,
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    names = [op["op_name"] for op in interpreter._get_ops_details()]
+    names = [op["op_name"] for op in _compat.tflite_op_details(interpreter)]
     return _runs([n for n in names if n not in ("QUANTIZE", "DEQUANTIZE")])
 
 

@@ -33,7 +33,7 @@ from export.savedmodel import (
     expected_shape_text,
     write_savedmodel,
 )
-from keras_hebb import _context
+from keras_hebb import _compat, _context
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 FLOAT_VARIANTS = ("float32", "float16")
@@ -178,7 +178,7 @@ def op_table(content_or_path):
     interpreter = _interpreter(content_or_path, delegates=False)
     dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
     ops = []
-    for op in interpreter._get_ops_details():  # the only op-level view LiteRT offers
+    for op in _compat.tflite_op_details(interpreter):
         inputs = [int(i) for i in op["inputs"] if i >= 0]
         outputs = [int(i) for i in op["outputs"]]
         ops.append({
@@ -194,7 +194,7 @@ def op_table(content_or_path):
 
 def _dtype_of(interpreter, dtypes, index):
     if index not in dtypes:
-        dtypes[index] = np.dtype(interpreter._get_tensor_details(index, 0)["dtype"]).name
+        dtypes[index] = np.dtype(_compat.tflite_tensor_details(interpreter, index)["dtype"]).name
     return dtypes[index]
 
 

@@ -20,7 +20,7 @@ import functools
 import keras
 from keras import ops
 
-from keras_hebb import _context, _native
+from keras_hebb import _compat, _context, _native
 
 # keras_hebb.robustness.attacks enters the mode under this name.
 from keras_hebb._context import fast_selection  # noqa: F401
@@ -106,12 +106,10 @@ def _native_selection_available():
     if keras.backend.backend() != "tensorflow" or _has_accelerator():
         return False
     import tensorflow as tf
-    from tensorflow.python.ops import control_flow_util
 
     if tf.executing_eagerly():
         return True
-    graph = tf.compat.v1.get_default_graph()
-    return not control_flow_util.GraphOrParentsInXlaContext(graph)
+    return not _compat.in_xla_context(tf.compat.v1.get_default_graph())
 
 
 @functools.cache

@@ -4,11 +4,8 @@ import numbers
 
 import keras
 import tensorflow as tf
-from keras.src.losses.loss import (
-    scale_loss_for_distribution,
-    unscale_loss_for_distribution,
-)
 
+from keras_hebb import _compat
 from keras_hebb._context import collect_hah_costs
 from keras_hebb.layers.hah_block import HaHBlock
 
@@ -61,7 +58,7 @@ class HebbianModel(keras.Model):
         super().__init__(*args, **kwargs)
         self._hah_layers = [
             layer
-            for layer in self._flatten_layers(include_self=False)
+            for layer in _compat.all_layers(self)
             if isinstance(layer, HaHBlock)
         ]
         self.hah_alphas = _resolve_alphas(
@@ -82,7 +79,7 @@ class HebbianModel(keras.Model):
         """One forward pass: predictions and the loss with the HaH term."""
         with collect_hah_costs() as scope:
             y_pred = self(x, training=training)
-        loss = self._compute_loss(
+        loss = self.compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
         costs = [scope.costs[layer.name] for layer in self._hah_layers]
@@ -91,10 +88,10 @@ class HebbianModel(keras.Model):
             hah_term += alpha * cost
         # The compiled loss is already divided by the number of replicas;
         # a cost added by hand is not (Keras leaves that to us).
-        loss = loss - tf.cast(scale_loss_for_distribution(hah_term), loss.dtype)
+        loss = loss - tf.cast(_compat.scale_loss_for_distribution(hah_term), loss.dtype)
         batch = tf.shape(tf.nest.flatten(x)[0])[0]
-        self._loss_tracker.update_state(
-            unscale_loss_for_distribution(loss), sample_weight=batch
+        _compat.loss_tracker(self).update_state(
+            _compat.unscale_loss_for_distribution(loss), sample_weight=batch
         )
         self._hah_total_tracker.update_state(hah_term, sample_weight=batch)
         for tracker, cost in zip(self._hah_layer_trackers, costs):

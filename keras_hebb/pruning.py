@@ -10,14 +10,14 @@ weights stay zero.
 import keras
 import numpy as np
 
-from keras_hebb import _checks
+from keras_hebb import _checks, _compat
 from keras_hebb.layers.unit_norm_conv2d import UnitNormConv2D
 
 
 def prunable_kernels(model):
     """The kernels that get pruned: Conv2D, Dense and UnitNormConv2D."""
     kernels = []
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _compat.all_layers(model):
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense, UnitNormConv2D)):
             kernels.append(layer.kernel)
     return kernels

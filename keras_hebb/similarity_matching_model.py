@@ -5,6 +5,7 @@ import numbers
 import keras
 import tensorflow as tf
 
+from keras_hebb import _compat
 from keras_hebb._context import collect_similarity_matching
 from keras_hebb.layers.deep_similarity_matching import DeepSimilarityMatching
 from keras_hebb.layers.similarity_matching import SimilarityMatching
@@ -72,7 +73,7 @@ class SimilarityMatchingModel(keras.Model):
         self.local_updates = bool(local_updates)
         self._sm_layers = [
             layer
-            for layer in self._flatten_layers(include_self=False)
+            for layer in _compat.all_layers(self)
             if isinstance(layer, _SM_TYPES)
         ]
         if not self._sm_layers:
@@ -145,7 +146,7 @@ class SimilarityMatchingModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def _has_loss(self):
-        return getattr(self, "_compile_loss", None) is not None
+        return self.loss is not None
 
     def _results(self, x, y, y_pred, sample_weight):
         if y is not None and self._has_loss():
@@ -164,11 +165,11 @@ class SimilarityMatchingModel(keras.Model):
         with tf.GradientTape() as tape:
             y_pred, records = self._forward(x, training=True)
             if supervised:
-                loss = self._compute_loss(
+                loss = self.compute_loss(
                     x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                     training=True,
                 )
-                self._loss_tracker.update_state(loss, sample_weight=batch)
+                _compat.loss_tracker(self).update_state(loss, sample_weight=batch)
                 if self.optimizer is not None:
                     loss = self.optimizer.scale_loss(loss)
         if supervised and self.trainable_weights:
@@ -189,11 +190,11 @@ class SimilarityMatchingModel(keras.Model):
         batch = tf.shape(tf.nest.flatten(x)[0])[0]
         y_pred, records = self._forward(x, training=False)
         if y is not None and self._has_loss():
-            loss = self._compute_loss(
+            loss = self.compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                 training=False,
             )
-            self._loss_tracker.update_state(loss, sample_weight=batch)
+            _compat.loss_tracker(self).update_state(loss, sample_weight=batch)
         self._track(records, batch, self.current_learning_rate())
         return self._results(x, y, y_pred, sample_weight)
 

@@ -29,17 +29,22 @@ def write_atomically(path, text):
         raise
 
 
-class ResumableBackup(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` whose checkpoints survive a kill at any moment.
+class ResumableBackup(keras.callbacks.Callback):
+    """Epoch checkpoints that survive a kill at any moment, and the resume.
 
-    Keras's callback writes `latest.weights.h5` in place and then the epoch
-    in a separate JSON file: a SIGKILL during the write leaves a truncated
-    HDF5 file, and one between the two writes pairs new weights with an old
-    epoch. Here each checkpoint goes to a new file `epoch-<N>.weights.h5`
-    (model and optimizer state: Adam's moments and step count), and only
-    then does an atomic rename of `training_metadata.json` make it the
-    current one; older files are deleted after that. Restoring sets the
-    model's initial epoch, as Keras's callback does.
+    Keras's `BackupAndRestore` writes `latest.weights.h5` in place and then
+    the epoch in a separate JSON file: a SIGKILL during the write leaves a
+    truncated HDF5 file, and one between the two writes pairs new weights
+    with an old epoch. Here each checkpoint goes to a new file
+    `epoch-<N>.weights.h5` (model and optimizer state: Adam's moments and
+    step count), and only then does an atomic rename of
+    `training_metadata.json` make it the current one; older files are
+    deleted after that.
+
+    The checkpoint is read once, when the callback is made: pass
+    `initial_epoch=backup.initial_epoch` to `fit` (and to the data
+    pipeline); at the start of `fit` the callback restores the weights and
+    optimizer state of that same checkpoint.
 
     Under a multi-worker strategy only the chief writes; every worker
     restores from `backup_dir` (a filesystem all workers share).
@@ -47,20 +52,21 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     Args:
         backup_dir: checkpoint directory.
         write: whether this process writes checkpoints. Defaults to `True`.
+
+    Attributes:
+        initial_epoch: finished epochs in the checkpoint (0 if none).
     """
 
     def __init__(self, backup_dir, write=True):
-        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+        super().__init__()
+        self.backup_dir = backup_dir
         self.write = write
-
-    @staticmethod
-    def saved_epoch(backup_dir):
-        """Number of finished epochs in the checkpoint of `backup_dir` (0 if none)."""
-        state = ResumableBackup.saved_state(backup_dir)
-        return state["epoch"] if state else 0
+        self._restore = self.saved_state(backup_dir)
+        self.initial_epoch = self._restore["epoch"] if self._restore else 0
 
     @staticmethod
     def saved_state(backup_dir):
+        """`{"epoch", "weights"}` of the checkpoint in `backup_dir`, or None."""
         path = os.path.join(backup_dir, CHECKPOINT_STATE)
         if not os.path.exists(path):
             return None
@@ -69,22 +75,21 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         weights = os.path.join(backup_dir, state.get("weights", ""))
         return state if os.path.exists(weights) else None
 
-    def _load_model(self):
-        state = self.saved_state(self.backup_dir)
-        if state is None:
+    def on_train_begin(self, logs=None):
+        if self._restore is None:
             return
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.backup_dir, state["weights"]))
-        self.model._initial_epoch = state["epoch"]
+        self.model.load_weights(os.path.join(self.backup_dir, self._restore["weights"]))
 
-    def _save_model(self):
+    def on_epoch_end(self, epoch, logs=None):
         if not self.write:
             return
+        finished = epoch + 1
         os.makedirs(self.backup_dir, exist_ok=True)
-        name = f"epoch-{self._current_epoch}.weights.h5"
+        name = f"epoch-{finished}.weights.h5"
         self.model.save_weights(os.path.join(self.backup_dir, name), overwrite=True)
-        state = {"epoch": self._current_epoch, "weights": name}
+        state = {"epoch": finished, "weights": name}
         write_atomically(
             os.path.join(self.backup_dir, CHECKPOINT_STATE), json.dumps(state)
         )

@@ -1,4 +1,4 @@
-"""The `tf.distribute` strategy of a run, and a fix for Keras multi-worker fit.
+"""The `tf.distribute` strategy of a run.
 
 `strategy: auto` picks, in order: `TPUStrategy` when a TPU is configured
 (`TPU_NAME` set, or a TPU VM's `/dev/accel*` devices), the
@@ -12,7 +12,8 @@ gets `batch_size / N` examples, Keras divides the compiled loss by N and
 `HebbianModel` does the same for its HaH term, so the summed gradient is
 the gradient of the mean loss over the global batch, exactly as on one
 device. The learning rate therefore needs no scaling; it is the rate for
-the global batch.
+the global batch. Keras 3.15's `fit` fails with several workers; the
+multi-worker strategy comes with `keras_hebb._compat`'s fix of it.
 """
 
 import glob
@@ -91,7 +92,9 @@ def make_strategy(name):
                 "\"host2:port\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}."
             )
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        patch_keras_multi_worker_fit()
+        from keras_hebb import _compat
+
+        _compat.patch_keras_multi_worker_fit()
         return strategy
     if name == "tpu":
         try:
@@ -111,80 +114,13 @@ def make_strategy(name):
 
 def is_chief(strategy):
     """Whether this process writes the run's files (task 0, or no cluster)."""
+    from keras_hebb import _compat
+
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(strategy.extended, "_in_multi_worker_mode",
-                                       lambda: False)():
+    if resolver is None or not _compat.in_multi_worker_mode(strategy):
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
     return task_type == "chief" or (
         task_type == "worker" and task_id == 0
         and "chief" not in resolver.cluster_spec().as_dict()
     )
-
-
-_PATCHED = False
-
-
-def patch_keras_multi_worker_fit():
-    """Makes `model.fit` work under `MultiWorkerMirroredStrategy` (Keras 3.15).
-
-    `fit` with two or more workers fails upstream (keras-team/keras#20585,
-    #20329) in two places of `keras/src/backend/tensorflow/trainer.py`:
-
-    1. `_maybe_symbolic_build` takes the first batch, a `PerReplica` value,
-       and averages it across replicas with `strategy.reduce("MEAN", ...,
-       axis=None)` before building the optimizer and metrics. With
-       collective (multi-worker) all-reduce, eager `reduce` of that value
-       fails: "Attempt to convert a value (PerReplica...) with an
-       unsupported type ... to a Tensor". The build only needs the batch's
-       structure, shapes and dtypes, not an average, so we give it this
-       worker's first local replica batch instead (what Keras does anyway
-       when the batch is not distributed).
-    2. `reduce_per_replica` averages the per-replica metric results with
-       `strategy.reduce("MEAN", v, axis=0)` in multi-worker mode. The
-       results are scalars, so `axis=0` fails ("Invalid reduction dimension
-       0 for input with 0 dimensions"). Its single-worker branch takes the
-       mean over replicas (stack, then mean over the stacking axis); the
-       multi-worker equivalent is `strategy.reduce("MEAN", v, axis=None)`,
-       which is what we use. Gradients are untouched: they are all-reduced
-       by the optimizer as usual, so training is exactly synchronous.
-
-    Both patches apply only under a multi-worker collective strategy; every
-    other strategy runs Keras's own code. `tests/test_training_distributed.py`
-    checks that two worker processes train to the same weights as one
-    process on the same global batches. Remove this when Keras fixes it.
-    """
-    global _PATCHED
-    if _PATCHED:
-        return
-    import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    multi_worker = tf_trainer._collective_all_reduce_multi_worker
-    keras_reduce_per_replica = tf_trainer.reduce_per_replica
-    keras_maybe_symbolic_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and multi_worker(strategy):
-            return tf.nest.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None), values
-            )
-        return keras_reduce_per_replica(values, strategy, reduction)
-
-    def maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
-        if strategy is None or iterator is None or not multi_worker(strategy):
-            return keras_maybe_symbolic_build(self, iterator, data_batch)
-        for _, _, batches in iterator:
-            data_batch = tf.nest.map_structure(
-                lambda v: strategy.experimental_local_results(v)[0]
-                if isinstance(v, tf.distribute.DistributedValues) else v,
-                next(batches),
-            )
-            break
-        with strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    tf_trainer.reduce_per_replica = reduce_per_replica
-    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
-    _PATCHED = True

@@ -219,8 +219,10 @@ def train(config, out, verbose=1, state="new"):
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
-    backup_dir = os.path.join(out, "checkpoint")
-    initial_epoch = run_callbacks.ResumableBackup.saved_epoch(backup_dir)
+    # Reads the checkpoint once: the epoch to resume at and, at the start
+    # of fit, the weights and optimizer state of that same checkpoint.
+    backup = run_callbacks.ResumableBackup(os.path.join(out, "checkpoint"), write=chief)
+    initial_epoch = backup.initial_epoch
     epochs = config["epochs"]
     if initial_epoch:
         print(f"Resuming {out} after epoch {initial_epoch}/{epochs}.", flush=True)
@@ -274,7 +276,7 @@ def train(config, out, verbose=1, state="new"):
         keras.callbacks.TensorBoard(
             os.path.join(log_root, "tensorboard"), write_graph=False),
         # Last: a checkpoint is written only after the epoch's logs are.
-        run_callbacks.ResumableBackup(backup_dir, write=chief),
+        backup,
     ]
     if config["prune_to"] is not None:
         from keras_hebb.pruning import MagnitudePruning
@@ -304,7 +306,7 @@ def train(config, out, verbose=1, state="new"):
         model.save(partial)
         os.replace(partial, os.path.join(out, "model.keras"))
         recorder.save(final=final)
-        shutil.rmtree(backup_dir, ignore_errors=True)
+        shutil.rmtree(backup.backup_dir, ignore_errors=True)
     else:
         shutil.rmtree(log_root, ignore_errors=True)
     del history

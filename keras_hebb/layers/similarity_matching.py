@@ -40,7 +40,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_hebb import _checks, _context
+from keras_hebb import _checks, _compat, _context
 
 _TINY = 1e-12
 
@@ -68,14 +68,6 @@ def check_gamma(value):
 # ------------------------------------------------------------ shared formulas
 
 
-def _tape_is_recording():
-    try:  # TensorFlow has no public API for this question.
-        from tensorflow.python.eager import record
-        return bool(record.could_possibly_record())
-    except (ImportError, AttributeError):
-        return True
-
-
 def run_compiled_when_eager(layer, function, *args):
     """Runs `function(*args)`, as a cached `tf.function` when TF is eager.
 
@@ -90,7 +82,7 @@ def run_compiled_when_eager(layer, function, *args):
         return function(*args)
     import tensorflow as tf
 
-    if not tf.executing_eagerly() or _tape_is_recording():
+    if not tf.executing_eagerly() or _compat.tape_is_recording():
         return function(*args)
     cache = layer.__dict__.setdefault("_compiled_functions", {})
     name = function.__name__
