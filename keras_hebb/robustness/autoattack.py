@@ -153,10 +153,24 @@ def _apgd_batch(run, x, y, targets, eps, norm, steps, rng):
     y_t = tf.constant(y, tf.int64)
     t_t = tf.constant(targets, tf.int64)
 
-    def evaluate(points):
-        value, grad, logits = run(tf.constant(points), y_t, t_t)
-        fooled = np.argmax(logits.numpy(), axis=1) != y
-        return value.numpy().astype(np.float64), grad.numpy(), fooled
+    def evaluate(points, rows=None):
+        # Only `rows` (the images not fooled yet) cost a forward and
+        # backward pass: a fooled image's result is fixed (its first
+        # misclassified iterate), and every image's iterates depend on its
+        # own gradients only; the others keep their last values.
+        if rows is None:
+            value, grad, logits = run(tf.constant(points), y_t, t_t)
+            fooled = np.argmax(logits.numpy(), axis=1) != y
+            return value.numpy().astype(np.float64), grad.numpy(), fooled
+        value, grad = f_current.copy(), g_current.copy()
+        fooled = np.zeros(n, bool)
+        if len(rows):
+            v, g, logits = run(tf.constant(points[rows]), tf.gather(y_t, rows),
+                               tf.gather(t_t, rows))
+            value[rows] = v.numpy()
+            grad[rows] = g.numpy()
+            fooled[rows] = np.argmax(logits.numpy(), axis=1) != y[rows]
+        return value, grad, fooled
 
     found = x.copy()
     success = np.zeros(n, bool)
@@ -186,7 +200,7 @@ def _apgd_batch(run, x, y, targets, eps, norm, steps, rng):
         following = _project(
             x, current + APGD_ALPHA * (z - current) + (1 - APGD_ALPHA) * (current - previous),
             norm, eps)
-        f_next, g_next, fooled = evaluate(following)
+        f_next, g_next, fooled = evaluate(following, np.flatnonzero(~success))
         record(following, fooled)
         increases += f_next > f_current
         improved = f_next > f_max

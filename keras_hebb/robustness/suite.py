@@ -483,12 +483,15 @@ def run_suite(models, images, labels, config=QUICK, seed=0, transfer_sources=Non
         sources = [under_test[s] for s in transfer_sources.get(name, [])]
         predicted = attacks.predict(target.fn, images)
         clean_correct = predicted == labels
+        noise_started = time.perf_counter()
+        noise_accuracy = noise.noise_accuracy(target.fn, images, labels, config.noise_sigmas,
+                                              config.noise_draws, seed)
         entry = {
             "clean_accuracy": float(clean_correct.mean()),
             "surrogate_gradients": target.surrogates,
             "transfer_sources": [s.name for s in sources],
-            "noise": noise.noise_accuracy(target.fn, images, labels, config.noise_sigmas,
-                                          config.noise_draws, seed),
+            "noise": noise_accuracy,
+            "timing": {"noise": round(time.perf_counter() - noise_started, 3)},
             "attacks": {},
             "smallest_breaking_budget": {},
         }
@@ -506,10 +509,12 @@ def run_suite(models, images, labels, config=QUICK, seed=0, transfer_sources=Non
             ]
         all_records = [r for norm in entry["attacks"].values() for r in norm]
         smallest_linf = entry["smallest_breaking_budget"].get("linf")
+        checks_started = time.perf_counter()
         entry["checks"] = _sanity_checks(
             target, images, labels, all_records, config, seed,
             None if smallest_linf is None else
             np.array([np.nan if v is None else v for v in smallest_linf], np.float64))
+        entry["timing"]["checks"] = round(time.perf_counter() - checks_started, 3)
         entry["checks_passed"] = all(c["passed"] for c in entry["checks"].values())
         seconds = time.perf_counter() - started
         entry["seconds"] = round(seconds, 2)

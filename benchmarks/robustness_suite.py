@@ -1,0 +1,122 @@
+"""Cost of the robustness suite per attack, and its projection to 1,000 images.
+
+    python -m benchmarks.robustness_suite [--suite full] [--images 100]
+        [--model results/fashion_mnist/runs/hah_s2022/model.keras]
+        [--transfer-from results/fashion_mnist/runs/standard_s2022/model.keras]
+
+Runs `keras_hebb.robustness.suite.run_suite` on one model (the transfer
+sources only serve as sources) over the first `--images` Fashion-MNIST test
+images, and prints, per attack, the seconds it took (summed over budgets,
+norms, restarts), the seconds per 100 images, and the projected minutes for
+1,000 images: an attack's cost grows with the images it attacks, so the
+projection scales each stage's seconds by its projected images over its
+measured ones, with the suite's caps (SPSA `spsa_images` per Linf budget,
+CW-L2 `cw_images`, sanity checks `check_images`) applied. The whole
+suite's time is the goal of issue 16: at most 15 minutes per small model
+on 1,000 images on 2 cores.
+"""
+
+import argparse
+import collections
+import os
+import time
+
+from benchmarks import common
+
+DEFAULT_MODEL = "results/fashion_mnist/runs/hah_s2022/model.keras"
+DEFAULT_SOURCE = "results/fashion_mnist/runs/standard_s2022/model.keras"
+PROJECTED_IMAGES = 1000
+
+
+def _projected(attacked, measured_images, images, cap):
+    """Images a stage would attack on `images` images, from `attacked` on
+    `measured_images` (a capped stage that hit its cap stays there)."""
+    scaled = attacked * images / measured_images
+    if cap is None:
+        return scaled
+    return cap if attacked >= cap else min(cap, scaled)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.robustness_suite",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--suite", choices=("quick", "full"), default="full")
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--transfer-from", nargs="*", default=[DEFAULT_SOURCE])
+    parser.add_argument("--attacks", default=None,
+                        help="comma-separated subset of the suite's attacks")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    machine = common.machine_description()
+    common.set_onednn(True)
+
+    import dataclasses
+
+    import keras
+    import numpy as np
+
+    import keras_hebb  # noqa: F401  (registers the layers)
+    from keras_hebb import data
+    from keras_hebb.robustness import suite
+
+    config = suite.PRESETS[args.suite]
+    if args.attacks:
+        config = dataclasses.replace(config, attacks=tuple(args.attacks.split(",")))
+    common.print_header(machine, "benchmarks.robustness_suite", argv, "oneDNN on")
+    target = os.path.splitext(os.path.basename(os.path.dirname(args.model)))[0] or "target"
+    models = {target: keras.saving.load_model(args.model)}
+    for path in args.transfer_from:
+        models["source_" + os.path.basename(os.path.dirname(path))] = \
+            keras.saving.load_model(path)
+    images, labels = data.load_arrays("fashion_mnist", "test", args.images)
+    images = np.asarray(images, np.float32)
+    started = time.perf_counter()
+    results = suite.run_suite(models, images, labels, config, seed=args.seed,
+                              transfer_sources={target: [m for m in models if m != target]},
+                              progress=False, evaluate=[target])
+    wall = time.perf_counter() - started
+    entry = results["models"][target]
+
+    caps = {"spsa": config.spsa_images, "cw_l2": config.cw_images}
+    seconds, attacked = collections.Counter(), collections.Counter()
+    projected = collections.Counter()
+    for norm_records in entry["attacks"].values():
+        for record in norm_records:
+            for stage in record["stages"]:
+                name = stage["attack"]
+                seconds[name] += stage["seconds"]
+                attacked[name] += stage["attacked"]
+                if stage["attacked"]:
+                    images_then = _projected(stage["attacked"], args.images,
+                                             PROJECTED_IMAGES, caps.get(name))
+                    projected[name] += stage["seconds"] * images_then / stage["attacked"]
+    timing = entry.get("timing", {})
+    for part, cap in (("noise", None), ("checks", config.check_images)):
+        if part in timing:
+            seconds[part] = timing[part]
+            n = min(args.images, cap) if cap else args.images
+            projected[part] = timing[part] * _projected(n, args.images, PROJECTED_IMAGES,
+                                                        cap) / n
+    rows = []
+    for name, value in sorted(seconds.items(), key=lambda item: -item[1]):
+        rows.append([name, f"{value:.1f}", str(attacked.get(name, "-")),
+                     f"{100 * value / args.images:.1f}", f"{projected[name] / 60:.1f}"])
+    total = sum(projected.values())
+    rows.append(["total (suite)", f"{entry['seconds']:.1f}", "",
+                 f"{100 * entry['seconds'] / args.images:.1f}", f"{total / 60:.1f}"])
+    print(f"Suite {config.name}, model {args.model}, {args.images} images "
+          f"(clean accuracy {entry['clean_accuracy']:.3f}), wall {wall:.0f} s")
+    print(common.markdown_table(
+        ["attack", "seconds", "images attacked (all stages)", "s per 100 images",
+         f"projected min for {PROJECTED_IMAGES} images"], rows))
+    worst = {norm: [round(100 * r["robust_accuracy"], 1) for r in records]
+             for norm, records in entry["attacks"].items()}
+    print(f"Worst case (%): {worst}")
+    failed = [k for k, c in entry["checks"].items() if not c["passed"]]
+    print(f"Checks: {', '.join(failed) or 'all passed'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
