@@ -3,57 +3,69 @@
 import numbers
 
 
-def check_fraction(name, value, *, allow_zero=False):
-    """Checks that `value` is a number in (0, 1] (or [0, 1] with allow_zero)."""
-    low = "[0, 1]" if allow_zero else "(0, 1]"
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok:
-        ok = (0.0 <= value <= 1.0) if allow_zero else (0.0 < value <= 1.0)
-    if not ok:
-        raise ValueError(
-            f"Invalid value for `{name}`: expected a number in {low}. "
+class InvalidArgument(ValueError):
+    """A bad argument: "Invalid value for `name`: expected ... Received: ...".
+
+    Attributes:
+        name: the argument's name, as the caller wrote it.
+        value: the value received.
+        expected: what was expected, a phrase ("a number in (0, 1]").
+    """
+
+    def __init__(self, name, value, expected):
+        super().__init__(
+            f"Invalid value for `{name}`: expected {expected}. "
             f"Received: {name}={value!r}"
         )
+        self.name = name
+        self.value = value
+        self.expected = expected
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_fraction(name, value, *, allow_zero=False, allow_one=True):
+    """Checks that `value` is a number in (0, 1]; `allow_zero` closes the
+    interval at 0, `allow_one=False` opens it at 1."""
+    ok = _is_number(value) and (0.0 <= value if allow_zero else 0.0 < value) and (
+        value <= 1.0 if allow_one else value < 1.0)
+    if not ok:
+        interval = ("[0" if allow_zero else "(0") + (", 1]" if allow_one else ", 1)")
+        raise InvalidArgument(name, value, f"a number in {interval}")
+    return float(value)
+
+
+def check_positive(name, value):
+    if not _is_number(value) or not value > 0:  # NaN fails too
+        raise InvalidArgument(name, value, "a number > 0")
     return float(value)
 
 
 def check_non_negative(name, value):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or value < 0:
-        raise ValueError(
-            f"Invalid value for `{name}`: expected a number >= 0. "
-            f"Received: {name}={value!r}"
-        )
+    if not _is_number(value) or value < 0:
+        raise InvalidArgument(name, value, "a number >= 0")
     return float(value)
 
 
 def check_positive_int(name, value, *, odd=False):
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    ok = ok and value > 0 and (not odd or value % 2 == 1)
-    if not ok:
-        kind = "a positive odd integer" if odd else "a positive integer"
-        raise ValueError(
-            f"Invalid value for `{name}`: expected {kind}. "
-            f"Received: {name}={value!r}"
-        )
+    if not (ok and value > 0 and (not odd or value % 2 == 1)):
+        raise InvalidArgument(
+            name, value, "a positive odd integer" if odd else "a positive integer")
     return int(value)
 
 
 def check_bool(name, value):
     if not isinstance(value, bool):
-        raise ValueError(
-            f"Invalid value for `{name}`: expected True or False. "
-            f"Received: {name}={value!r}"
-        )
+        raise InvalidArgument(name, value, "True or False")
     return value
 
 
 def check_choice(name, value, choices):
     if value not in choices:
-        raise ValueError(
-            f"Invalid value for `{name}`: expected one of {list(choices)}. "
-            f"Received: {name}={value!r}"
-        )
+        raise InvalidArgument(name, value, f"one of {list(choices)}")
     return value
 
 

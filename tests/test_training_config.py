@@ -76,6 +76,10 @@ def test_overrides_are_parsed_as_yaml_and_type_checked():
     ({**GOOD, "hah_alphas": [0.1, -0.1]}, "hah_alphas=[0.1, -0.1]"),
     ({**GOOD, "architecture": {"widths": [8, "X"]}}, "architecture="),
     ({**GOOD, "block_options": {"threshold": "top"}}, "block_options.threshold='top'"),
+    ({**GOOD, "block_options": {"threshold_ratio": 1.5}},
+     "block_options.threshold_ratio=1.5: expected a number in (0, 1]"),
+    ({**GOOD, "block_options": {"normalization_size": 4}},
+     "block_options.normalization_size=4: expected a positive odd integer"),
     ({"dataset": "fashion_mnist"}, "'architecture'"),
 ])
 def test_bad_values_are_rejected_naming_the_value(raw, named):
@@ -158,3 +162,17 @@ def test_a_run_saved_before_a_key_existed_counts_as_the_same_config():
     saved = {key: value for key, value in config.items() if key != "noise_sigma"}
     assert train_program._config_difference(saved, config) is None
     assert "noise_sigma" in train_program._config_difference(saved, {**config, "noise_sigma": 0.25})
+
+
+def test_block_options_are_the_hah_block_arguments_an_ablation_may_change():
+    import inspect
+
+    from keras_hebb.layers import HaHBlock
+
+    arguments = set(inspect.signature(HaHBlock.__init__).parameters) - {"self", "kwargs"}
+    options = set(training_config.block_options())
+    assert options == arguments - set(training_config.ARCHITECTURE_BLOCK_ARGUMENTS)
+    assert {"threshold", "normalization_field", "cost_demote"} <= options
+    checked = training_config.validate(
+        {**GOOD, "block_options": {"sigma": 0, "normalization_size": 5}})["block_options"]
+    assert checked == {"sigma": 0.0, "normalization_size": 5}

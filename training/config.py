@@ -45,17 +45,10 @@ OPTIMIZERS = ("adam", "sgd")
 #: = keras_hebb.architectures.WEIGHT_INITS (this module imports no TensorFlow).
 WEIGHT_INITS = ("glorot_uniform", "torch")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
-#: HaHBlock arguments a config may set for ablations (e.g. threshold: null).
-BLOCK_OPTIONS = {
-    "normalization_field": ("linf", "l1", "l2", None),
-    "normalization_size": int,
-    "sigma": float,
-    "threshold": ("fractional", "adaptive", None),
-    "threshold_ratio": float,
-    "threshold_scale": float,
-    "cost_ratio": float,
-    "cost_demote": float,
-}
+#: HaHBlock arguments the architecture sets (widths, 3x3 same convs) or
+#: another config key does (weight_init); `block_options` may set the others.
+ARCHITECTURE_BLOCK_ARGUMENTS = ("filters", "kernel_size", "strides", "padding",
+                                "kernel_initializer")
 
 
 class ConfigError(ValueError):
@@ -141,27 +134,42 @@ def _check_alphas(value):
                "null (the paper's), a number >= 0 or a list of numbers >= 0")
 
 
+def block_options():
+    """The `HaHBlock` arguments a config's `block_options` may set (e.g.
+    `threshold: null` for an ablation): all but the architecture's."""
+    import inspect
+
+    from keras_hebb.layers import HaHBlock
+
+    parameters = inspect.signature(HaHBlock.__init__).parameters.values()
+    return [p.name for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD
+            and p.name not in ("self", *ARCHITECTURE_BLOCK_ARGUMENTS)]
+
+
 def _check_block_options(value):
+    from keras_hebb._checks import InvalidArgument
+    from keras_hebb.layers import HaHBlock
+
+    known = block_options()
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _bad("block_options", value, f"a mapping with keys from {list(BLOCK_OPTIONS)}")
-    checked = {}
-    for key, option in value.items():
-        full = f"block_options.{key}"
-        if key not in BLOCK_OPTIONS:
+        raise _bad("block_options", value, f"a mapping with keys from {known}")
+    for key in value:
+        if key not in known:
             raise ConfigError(
-                f"Unknown config key {full!r}: expected one of "
-                f"{list(BLOCK_OPTIONS)}{_suggest(key, BLOCK_OPTIONS)}."
+                f"Unknown config key {f'block_options.{key}'!r}: expected one of "
+                f"{known}{_suggest(key, known)}."
             )
-        kind = BLOCK_OPTIONS[key]
-        if isinstance(kind, tuple):
-            checked[key] = _check_choice(full, option, kind)
-        elif kind is int:
-            checked[key] = _check_int(full, option, 1)
-        else:
-            checked[key] = _check_positive_number(full, option)
-    return checked
+    # HaHBlock checks its own arguments (the one place that knows them);
+    # the checked values are its attributes of the same names.
+    try:
+        # "zeros": a random initializer would draw from Python's random state.
+        block = HaHBlock(1, **value, kernel_initializer="zeros",
+                         name="block_options_check")
+    except InvalidArgument as error:
+        raise _bad(f"block_options.{error.name}", error.value, error.expected) from None
+    return {key: getattr(block, key) for key in value}
 
 
 def _check_milestones(value):

@@ -8,8 +8,6 @@ from keras_hebb import _checks, _context
 from keras_hebb.layers.similarity_matching import (
     _TINY,
     assign_unit_columns,
-    check_gamma,
-    check_positive_number,
     gram_objective,
     hebbian_updates,
     normalized_row_bound,
@@ -118,9 +116,9 @@ class DeepSimilarityMatching(keras.layers.Layer):
                     f"positive integers. Received: units={list(units)!r}"
                 )
         self.units = [int(width) for width in units]
-        self.gamma = check_gamma(gamma)
+        self.gamma = _checks.check_fraction("gamma", gamma, allow_zero=True, allow_one=False)
         self.non_negative = bool(non_negative)
-        self.tau = check_positive_number("tau", tau)
+        self.tau = _checks.check_positive("tau", tau)
         self.iterations = _checks.check_positive_int("iterations", iterations)
         self.tolerance = _checks.check_non_negative("tolerance", tolerance)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

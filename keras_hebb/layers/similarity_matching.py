@@ -45,26 +45,6 @@ from keras_hebb import _checks, _compat, _context
 _TINY = 1e-12
 
 
-def check_positive_number(name, value):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or not value > 0 or value != value:
-        raise ValueError(
-            f"Invalid value for `{name}`: expected a number > 0. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
-
-
-def check_gamma(value):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or not 0.0 <= value < 1.0:
-        raise ValueError(
-            "Invalid value for `gamma`: expected a number in [0, 1). "
-            f"Received: gamma={value!r}"
-        )
-    return float(value)
-
-
 # ------------------------------------------------------------ shared formulas
 
 
@@ -349,7 +329,7 @@ class SimilarityMatching(keras.layers.Layer):
         super().__init__(**kwargs)
         self.units = _checks.check_positive_int("units", units)
         self.non_negative = bool(non_negative)
-        self.tau = check_positive_number("tau", tau)
+        self.tau = _checks.check_positive("tau", tau)
         self.iterations = _checks.check_positive_int("iterations", iterations)
         self.tolerance = _checks.check_non_negative("tolerance", tolerance)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
