@@ -74,14 +74,14 @@ def test_sweep_report_is_computed_from_the_run_files(tiny_sweep):
 def test_sweep_resumes_and_rewrites_the_same_report(tiny_sweep, tmp_path):
     before = (tiny_sweep / "sweep.md").read_text()
     doc = tmp_path / "DOC.md"
-    doc.write_text(f"# Doc\n\n{sweep.BEGIN}\nold\n{sweep.END}\ntail\n")
+    doc.write_text(f"# Doc\n\n{sweep.BEGIN}\nOLD-TEXT\n{sweep.END}\ntail\n")
     result = _sweep("--tiny", "--out", str(tiny_sweep), "--scales", "0,30", "--seeds", "1,2",
                     "--report-only", "--docs", str(doc))
     assert "=== train" not in result.stdout and "=== probe" not in result.stdout
     after = (tiny_sweep / "sweep.md").read_text()
     assert after.split("\n")[3:] == before.split("\n")[3:]  # all but the command
     text = doc.read_text()
-    assert "old" not in text and "tail" in text and "### Measures per scale" in text
+    assert "OLD-TEXT" not in text and "tail" in text and "### Measures per scale" in text
 
 
 def test_sweep_errors_are_one_line(tmp_path):

@@ -432,8 +432,12 @@ def main(argv=None):
     parser.add_argument("--docs", nargs="+", default=[], metavar="DOC.md",
                         help=f"also put the report into each DOC.md between its '{BEGIN}' "
                         f"and '{END}' lines")
+    parser.add_argument("--section", default=None,
+                        help="use the DOC.md lines '<!-- sweep-SECTION:begin -->' and "
+                        "'<!-- sweep-SECTION:end -->' instead (several sweeps in one document)")
     parser.add_argument("--tiny", action="store_true", help="a tiny budget (tests)")
     args = parser.parse_args(argv)
+    begin, end = markers(args.section)
     scales = sorted(set(_parse_list(args.scales, float, "--scales", 0)))
     scales = [int(s) if float(s).is_integer() else s for s in scales]
     if 0 not in scales:
@@ -453,8 +457,8 @@ def main(argv=None):
         print(f"sweep: error: no config file {args.config}", file=sys.stderr)
         return 2
     for doc in args.docs:
-        if not _has_markers(doc):
-            print(f"sweep: error: {doc} has no '{BEGIN}' and '{END}' lines", file=sys.stderr)
+        if not _has_markers(doc, begin, end):
+            print(f"sweep: error: {doc} has no '{begin}' and '{end}' lines", file=sys.stderr)
             return 2
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
@@ -491,17 +495,24 @@ def main(argv=None):
         with open(doc) as f:
             document = f.read()
         with open(doc, "w") as f:
-            f.write(results_report.replace_between(document, BEGIN, END, doc, path))
+            f.write(results_report.replace_between(document, begin, end, doc, path))
         print(f"Sweep tables copied into {doc}")
     return 0
 
 
-def _has_markers(doc):
+def markers(section=None):
+    """The begin and end lines of the sweep's part of a document."""
+    if section is None:
+        return BEGIN, END
+    return f"<!-- sweep-{section}:begin -->", f"<!-- sweep-{section}:end -->"
+
+
+def _has_markers(doc, begin, end):
     if not os.path.exists(doc):
         return False
     with open(doc) as f:
         document = f.read()
-    return BEGIN in document and END in document
+    return begin in document and end in document
 
 
 if __name__ == "__main__":
