@@ -71,11 +71,12 @@ def main(argv=None):
             keras.saving.load_model(path)
     images, labels = data.load_arrays("fashion_mnist", "test", args.images)
     images = np.asarray(images, np.float32)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     results = suite.run_suite(models, images, labels, config, seed=args.seed,
                               transfer_sources={target: [m for m in models if m != target]},
                               progress=False, evaluate=[target])
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     entry = results["models"][target]
 
     caps = {"spsa": config.spsa_images, "cw_l2": config.cw_images}
@@ -106,7 +107,8 @@ def main(argv=None):
     rows.append(["total (suite)", f"{entry['seconds']:.1f}", "",
                  f"{100 * entry['seconds'] / args.images:.1f}", f"{total / 60:.1f}"])
     print(f"Suite {config.name}, model {args.model}, {args.images} images "
-          f"(clean accuracy {entry['clean_accuracy']:.3f}), wall {wall:.0f} s")
+          f"(clean accuracy {entry['clean_accuracy']:.3f}): wall {wall:.0f} s, process CPU "
+          f"{cpu:.0f} s, load average {os.getloadavg()[0]:.1f} at the end")
     print(common.markdown_table(
         ["attack", "seconds", "images attacked (all stages)", "s per 100 images",
          f"projected min for {PROJECTED_IMAGES} images"], rows))

@@ -65,3 +65,22 @@ def test_attack_fools_a_trained_model(attack, norm, eps, least, setup):
     fooled = np.mean(attacks.predict(fn, adversarial) != y)
     print(f"{attack} {norm} {eps}: fooled {fooled:.2f}")
     assert fooled >= least
+
+
+@pytest.mark.parametrize("norm, eps, loss", [("linf", 0.03, "ce"), ("linf", 0.06, "margin"),
+                                             ("l2", 0.5, "ce"), ("l2", 1.0, "margin")])
+def test_early_stopping_pgd_breaks_every_image_cleverhans_pgd_breaks(norm, eps, loss, setup):
+    # Same random start (same seed), same steps; the suite's PGD stops an
+    # image at its first misclassified iterate instead of going on.
+    fn, _, x, y = setup
+    broken = {}
+    for early_stop in (False, True):
+        tf.random.set_seed(5)
+        adversarial = attacks.pgd(fn, x, y, eps, norm, steps=10, loss=loss,
+                                  early_stop=early_stop)
+        attacks.check_budget(x, adversarial, norm, eps)
+        broken[early_stop] = attacks.predict(fn, adversarial) != y
+    print(f"{norm} {eps} {loss}: cleverhans {broken[False].sum()}, early stop "
+          f"{broken[True].sum()} of {len(y)}")
+    assert 0 < broken[False].sum() < len(y)
+    assert np.all(broken[True] >= broken[False])

@@ -35,7 +35,7 @@ from cleverhans.tf2.attacks.momentum_iterative_method import (
 from cleverhans.tf2.attacks.projected_gradient_descent import (
     projected_gradient_descent,
 )
-from cleverhans.tf2.utils import set_with_mask
+from cleverhans.tf2.utils import clip_eta, optimize_linear, random_lp_vector, set_with_mask
 
 from keras_hebb import _selection
 from keras_hebb.robustness import bpda
@@ -174,7 +174,7 @@ def fgsm(model_fn, x, y, eps, norm="linf", batch_size=256):
 
 
 def pgd(model_fn, x, y, eps, norm="linf", steps=10, loss="ce", step_size=None,
-        random_start=True, batch_size=256):
+        random_start=True, batch_size=256, early_stop=False):
     """Projected gradient descent (cleverhans), untargeted.
 
     Args:
@@ -188,6 +188,13 @@ def pgd(model_fn, x, y, eps, norm="linf", steps=10, loss="ce", step_size=None,
         step_size: per-step size; `None` uses `2.5 * eps / steps`.
         random_start: start uniformly inside the ball. Defaults to `True`.
         batch_size: images per batch. Defaults to `256`.
+        early_stop: return each image's first iterate that `model_fn`
+            misclassifies and stop computing it (cleverhans' own steps,
+            random start and projection; images not fooled get cleverhans'
+            last iterate). It breaks every image cleverhans' PGD breaks
+            and more, for less: only for `model_fn` = the attacked model
+            (not a transfer source). Defaults to `False` (cleverhans'
+            `projected_gradient_descent`).
     """
     if eps == 0:
         return np.array(x, np.float32)
@@ -195,6 +202,10 @@ def pgd(model_fn, x, y, eps, norm="linf", steps=10, loss="ce", step_size=None,
     step = step_size if step_size is not None else _step_size(eps, steps)
     out = np.empty_like(x)
     for s in _batches(len(x), batch_size):
+        if early_stop:
+            out[s] = _pgd_early_stop(model_fn, x[s], y[s], eps, step, steps, norm, loss,
+                                     random_start)
+            continue
         adv = projected_gradient_descent(
             model_fn, tf.constant(x[s]), eps, step, steps, NORMS[norm],
             loss_fn=loss_fn, clip_min=0.0, clip_max=1.0,
@@ -202,6 +213,54 @@ def pgd(model_fn, x, y, eps, norm="linf", steps=10, loss="ce", step_size=None,
         )
         out[s] = adv.numpy()
     return project(x, out, norm, eps)
+
+
+_GRADIENT_GRAPHS = {}
+
+
+def _loss_gradient(model_fn, loss, image_shape):
+    """A cached `tf.function` (x, y) -> (gradient of the summed loss, logits)."""
+    key = (id(model_fn), loss, tuple(image_shape))
+    if key not in _GRADIENT_GRAPHS:
+
+        @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(image_shape), tf.float32),
+                                      tf.TensorSpec((None,), tf.int64)])
+        def run(x, y):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                logits = model_fn(x)
+                value = LOSSES[loss](labels=y, logits=logits)
+            return tape.gradient(value, x), logits
+
+        # Keep model_fn alive so its id is not reused.
+        _GRADIENT_GRAPHS[key] = (run, model_fn)
+    return _GRADIENT_GRAPHS[key][0]
+
+
+def _pgd_early_stop(model_fn, x, y, eps, step, steps, norm, loss, random_start):
+    # cleverhans' `projected_gradient_descent` step by step (its random
+    # start, `fast_gradient_method` step and `clip_eta` projection), on the
+    # images not yet misclassified only.
+    order = NORMS[norm]
+    run = _loss_gradient(model_fn, loss, x.shape[1:])
+    x_t = tf.constant(x)
+    eta = (random_lp_vector(tf.shape(x_t), order, tf.cast(eps, x_t.dtype), dtype=x_t.dtype)
+           if random_start else tf.zeros_like(x_t))
+    adversarial = tf.clip_by_value(x_t + clip_eta(eta, order, eps), 0.0, 1.0).numpy()
+    active = np.arange(len(x))
+    for _ in range(steps):
+        gradient, logits = run(tf.constant(adversarial[active]), tf.constant(y[active]))
+        going = np.argmax(logits.numpy(), axis=1) == y[active]
+        if not going.any():
+            return adversarial
+        active = active[going]
+        current = tf.constant(adversarial[active])
+        moved = tf.clip_by_value(
+            current + optimize_linear(tf.boolean_mask(gradient, going), step, order), 0.0, 1.0)
+        origin = tf.constant(x[active])
+        adversarial[active] = tf.clip_by_value(
+            origin + clip_eta(moved - origin, order, eps), 0.0, 1.0).numpy()
+    return adversarial
 
 
 def mim(model_fn, x, y, eps, norm="linf", steps=10, decay=1.0, batch_size=256):

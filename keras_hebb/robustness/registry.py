@@ -124,7 +124,7 @@ def _pgd_stages(name):
 def _pgd(loss):
     def craft(s):
         return attacks.pgd(s.target.fn, s.images, s.labels, s.eps, s.norm, s.config.steps,
-                           loss=loss, batch_size=s.config.batch_size)
+                           loss=loss, batch_size=s.config.batch_size, early_stop=True)
     return craft
 
 
@@ -172,8 +172,10 @@ def _bpda_stages(config, target, sources):
 
 
 def _bpda(s):
+    # The BPDA model has the target's forward values: it may stop early.
     return attacks.pgd(s.target.bpda_fn(s.settings["surrogate"]), s.images, s.labels, s.eps,
-                       s.norm, s.config.steps, loss="margin", batch_size=s.config.batch_size)
+                       s.norm, s.config.steps, loss="margin", batch_size=s.config.batch_size,
+                       early_stop=True)
 
 
 def _transfer_stages(config, target, sources):
