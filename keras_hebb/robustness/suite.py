@@ -175,8 +175,8 @@ FULL = SuiteConfig(
     attacks=ATTACK_NAMES,
     steps=20, restarts=2, mim_steps=20, transfer_steps=10,
     bpda_modes=("smooth", "identity"),
-    cw_steps=50, cw_binary_steps=4, cw_images=200,
-    spsa_steps=20, spsa_samples=128, spsa_images=4,
+    cw_steps=50, cw_binary_steps=4, cw_images=400,
+    spsa_steps=20, spsa_samples=128, spsa_images=8,
     apgd_steps=50, apgd_restarts=1, apgd_targets=3, square_queries=500,
     check_images=200, check_steps=(10, 40),
 )
