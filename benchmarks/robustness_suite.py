@@ -46,6 +46,8 @@ def main(argv=None):
     parser.add_argument("--transfer-from", nargs="*", default=[DEFAULT_SOURCE])
     parser.add_argument("--attacks", default=None,
                         help="comma-separated subset of the suite's attacks")
+    parser.add_argument("--restarts", type=int, default=None,
+                        help="restarts of PGD-CE, PGD-margin and BPDA (default: the suite's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     machine = common.machine_description()
@@ -63,6 +65,8 @@ def main(argv=None):
     config = suite.PRESETS[args.suite]
     if args.attacks:
         config = dataclasses.replace(config, attacks=tuple(args.attacks.split(",")))
+    if args.restarts:
+        config = dataclasses.replace(config, restarts=args.restarts)
     common.print_header(machine, "benchmarks.robustness_suite", argv, "oneDNN on")
     target = os.path.splitext(os.path.basename(os.path.dirname(args.model)))[0] or "target"
     models = {target: keras.saving.load_model(args.model)}
