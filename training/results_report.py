@@ -569,8 +569,8 @@ def write(out, summary, timings, targets, command):
     lines += _certified_lines(summary)
     lines += ["", "## Gradient masking check", "",
               "Robust accuracy after the plain gradient attacks only, and the worst case "
-              "over the whole suite (BPDA, transfer, SPSA added). A large gap means plain "
-              "gradients alone would have overstated robustness.", "",
+              "over the whole suite (APGD, BPDA and the black-box attacks added). A large "
+              "gap means plain gradients alone would have overstated robustness.", "",
               "| model | budget | gradient attacks only | worst case | failed sanity checks |",
               "|---|---|---|---|---|"]
     for model in models.values():
