@@ -13,12 +13,18 @@ metadata (`export.json`) and the verification report (`verification.json`,
 `verification.md`). See docs/EXPORT.md.
 
 This package file imports nothing heavy, so that argument mistakes are
-reported before TensorFlow loads; the modules `savedmodel`, `tflite`,
-`verify` and `pipeline` import TensorFlow.
+reported before TensorFlow loads (`command` is the program, `_cli` the
+command-line kit the `training` programs share); the modules
+`savedmodel`, `tflite`, `verify` and `pipeline` import TensorFlow.
 """
 
+from export._cli import UsageError
 
-class ExportError(Exception):
+#: TFLite variants, in the order they are written and reported.
+VARIANTS = ("float32", "float16", "dynamic", "int8")
+
+
+class ExportError(UsageError):
     """A mistake the user can fix (bad path, version, variant, dataset).
 
     The program prints its message as one line and exits with status 2.

@@ -1,26 +1,18 @@
-"""Command line: `python -m export MODEL.keras --out EXPORT_DIR ...`.
+"""The program `python -m export MODEL.keras --out EXPORT_DIR ...`.
 
 Exit status: 0 exported and verified; 1 an artifact failed verification
 (report written, version not published); 2 a usage mistake (one line on
 stderr, nothing written).
 """
 
-import argparse
 import os
 import sys
 
-from export import ExportError, VerificationError
-
-VARIANTS = ("float32", "float16", "dynamic", "int8")  # = export.tflite.VARIANTS
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from export import VARIANTS, ExportError, VerificationError, _cli
 
 
 def build_parser():
-    parser = _Parser(
+    parser = _cli.Parser(
         prog="python -m export",
         description="Export a trained keras_hebb model for TF Serving (SavedModel) "
                     "and devices (TFLite), and verify the artifacts against it.",
@@ -96,11 +88,11 @@ def check_arguments(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """Runs `python -m export`; returns the exit status."""
     try:
+        args = build_parser().parse_args(argv)
         variants = check_arguments(args)
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        _cli.set_tf_environment_defaults()
         from export import pipeline
 
         if args.verify:
@@ -114,9 +106,8 @@ def main(argv=None):
                 args.verify_images, args.max_accuracy_drop, args.threads,
                 log=lambda line: print(line, flush=True),
                 integer_threshold=not args.topk_thresholds)
-    except ExportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except _cli.UsageError as error:  # ExportError included
+        return _cli.usage_failure(error)
     except VerificationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -125,7 +116,3 @@ def main(argv=None):
     print(verify.markdown_table(report))
     print(f"{'verified' if args.verify else 'exported'}: {version_dir}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from export import ExportError, VerificationError
+from export import ExportError, VerificationError, _cli
 from export import tflite as tflite_lib
 from export.savedmodel import (
     FLOAT_SIGNATURE,
@@ -80,17 +80,7 @@ def remove_stale_temporaries(export_dir):
 
 def load_model(model_path):
     """Loads a `.keras` file (keras_hebb layers registered); ExportError if bad."""
-    import keras
-
-    import keras_hebb  # noqa: F401  (registers the layers for deserialization)
-
-    if not os.path.isfile(model_path):
-        raise ExportError(f"Model file not found: {model_path}")
-    try:
-        return keras.models.load_model(model_path, compile=False)
-    except Exception as error:  # keras raises many types for a bad file
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ExportError(f"Cannot load model {model_path}: {first}") from error
+    return _cli.load_model(model_path, error=ExportError)
 
 
 def default_dataset(shape, dataset=None):

@@ -24,7 +24,6 @@ from export import ExportError
 SERVING_SIGNATURE = "serving_default"
 FLOAT_SIGNATURE = "serving_float"
 INPUT_NAME = "images"
-OUTPUT_NAMES = ("logits", "probabilities", "classes")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 _DTYPES = {"uint8": tf.uint8, "float32": tf.float32}

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from export import ExportError
+from export import VARIANTS, ExportError
 from export.savedmodel import (
     INPUT_NAME,
     SERVING_SIGNATURE,
@@ -34,9 +34,6 @@ from export.savedmodel import (
     write_savedmodel,
 )
 from keras_hebb import _compat, _context
-
-VARIANTS = ("float32", "float16", "dynamic", "int8")
-FLOAT_VARIANTS = ("float32", "float16")
 
 #: Float ops allowed between the int8 graph's input QUANTIZE and its output
 #: DEQUANTIZEs, by `op_signature`, with the reason (docs/EXPORT.md). No
@@ -54,18 +51,6 @@ DOCUMENTED_FLOAT_OPS = {
 def op_signature(op):
     """`"CAST float32->int32"`: an `op_table` row's name and dtypes."""
     return f"{op['op']} {','.join(op['input_dtypes'])}->{','.join(op['output_dtypes'])}"
-
-
-def parse_variants(text):
-    """`"float32,int8"` -> `("float32", "int8")`; ExportError if unknown."""
-    variants = tuple(v.strip() for v in text.split(",") if v.strip())
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise ExportError(
-            f"Unknown TFLite variant {unknown[0]!r}: expected a comma-separated "
-            f"list of {', '.join(VARIANTS)} (or 'none'). Received: --tflite {text}"
-        )
-    return variants
 
 
 def convert(model, variant, savedmodel_dir=None, representative_images=None,

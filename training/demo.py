@@ -27,10 +27,10 @@ import os
 import sys
 import time
 
+from export._cli import set_tf_environment_defaults
 from training import steps
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+set_tf_environment_defaults()  # before the steps import TensorFlow
 
 CONFIGS = {
     "standard": "training/configs/fashion_mnist_vgg_small.yaml",

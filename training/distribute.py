@@ -104,9 +104,10 @@ def make_strategy(name):
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, RuntimeError, tf.errors.OpError) as error:
+            from export._cli import first_line
+
             raise StrategyError(
-                f"strategy tpu: no TPU could be initialized "
-                f"({str(error).splitlines()[0] if str(error) else type(error).__name__})."
+                f"strategy tpu: no TPU could be initialized ({first_line(error)})."
             ) from None
         return tf.distribute.TPUStrategy(resolver)
     raise StrategyError(f"Unknown strategy {name!r}.")

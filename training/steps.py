@@ -11,7 +11,7 @@ import time
 def program(name):
     """The `main(argv)` of `python -m training train|evaluate` or `export`."""
     if name == "export":
-        from export.__main__ import main
+        from export.command import main
     elif name == "train":
         from training.train import main
     elif name == "evaluate":

@@ -16,18 +16,21 @@ run) end with one line on stderr and exit status 2.
 """
 
 import os
+import shutil
+import sys
+import tempfile
 
-# oneDNN doubles TensorFlow's CPU speed on the AMD CPUs we measured; it must
-# be set before TensorFlow is imported, and a user's choice wins.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import yaml
 
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
+from export._cli import (
+    Parser,
+    UsageError,
+    first_line,
+    set_tf_environment_defaults,
+    usage_failure,
+)
 
-import yaml  # noqa: E402
+set_tf_environment_defaults()  # before TensorFlow is imported
 
 from training.config import (  # noqa: E402
     DEFAULTS,
@@ -42,17 +45,8 @@ RUN_FILES = ("model.keras", "config.yaml", "metrics.json", "metrics.csv",
              "checkpoint", "tensorboard")
 
 
-class UsageError(Exception):
-    """A user mistake outside the config: one line, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f"{message} (see python -m training train --help)")
-
-
 def build_parser():
-    parser = _Parser(
+    parser = Parser(
         prog="python -m training train",
         description="Train a keras_hebb model from a YAML config into a run "
         "directory; the same command resumes an interrupted run.",
@@ -152,10 +146,9 @@ def _build_model(config, spec):
         else:
             model = architectures.PRESETS[architecture](**kwargs)
     except ValueError as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(
             f"Cannot build architecture {architecture!r} for dataset "
-            f"{config['dataset']!r} (images {spec.shape}): {message}"
+            f"{config['dataset']!r} (images {spec.shape}): {first_line(error)}"
         ) from None
     if not isinstance(model, HebbianModel) and (
         config["hah_alphas"] is not None or config["block_options"]
@@ -313,11 +306,6 @@ def train(config, out, verbose=1, state="new"):
     return final
 
 
-def _one_line(error):
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
 def main(argv=None):
     """Runs `python -m training train`; returns the exit status."""
     from keras_hebb.data import DatasetUnavailableError
@@ -333,8 +321,7 @@ def main(argv=None):
         final = train(config, args.out, verbose=args.verbose, state=state)
     except (ConfigError, UsageError, StrategyError, DatasetUnavailableError,
             FileNotFoundError) as error:
-        print(f"error: {_one_line(error)}", file=sys.stderr)
-        return 2
+        return usage_failure(error)
     except KeyboardInterrupt:
         print(f"Interrupted: run the same command to resume from the last "
               f"checkpoint in {args.out}.", file=sys.stderr)
