@@ -66,10 +66,6 @@ DATASETS = {
     "cifar10_sample": DatasetSpec((32, 32, 3), 10, 4, True, None),
 }
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog",
-                   "frog", "horse", "ship", "truck")
-
-
 class DatasetUnavailableError(RuntimeError):
     """A dataset is neither on this machine nor downloadable from here."""
 

@@ -58,9 +58,15 @@ def test_signed_inputs_keep_top_k():
     """Bit patterns order only nonnegative floats: a threshold not known to
     follow a ReLU keeps `top_k`, inside the scope too."""
     x = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype(np.float32)
-    reference, integer, graph_ops = _both_paths(x, 0.2, nonnegative=False)
+    _, integer, graph_ops = _both_paths(x, 0.2, nonnegative=False)
     assert "TopKV2" in graph_ops and "Bitcast" not in graph_ops
-    np.testing.assert_array_equal(integer, reference)
+    # Against the closed form (the bit-pattern order would get the negative
+    # values wrong): keep x > t, t the k-th smallest, k = floor(0.8 * 64).
+    rows = x.reshape(2, 64, 3)
+    t = np.sort(rows, axis=1)[:, int(0.8 * 64) - 1, :]
+    expected = np.where(rows > t[:, None, :], rows, 0.0).reshape(x.shape)
+    np.testing.assert_array_equal(integer, expected)
+    assert (x < 0).any() and (integer > 0).sum() == 2 * 3 * (64 - 51)
 
 
 def _tiny_hah_model():

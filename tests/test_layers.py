@@ -246,19 +246,25 @@ def test_standard_layer_behaviour(cls, kwargs, tmp_path):
     symbolic = cls(**kwargs)(inputs)
     assert tuple(symbolic.shape[1:]) == y.shape[1:]
 
-    # A training step inside a model: finite loss, weights move.
+    # A training step inside a model: finite loss; the gradient passes
+    # through the layer (the conv before it moves) and reaches each of its
+    # own weights (the Dense after it would move whatever the layer did).
+    conv, under_test = keras.layers.Conv2D(3, 3, padding="same"), cls(**kwargs)
     model = keras.Sequential([
         keras.Input((8, 8, 3)),
-        keras.layers.Conv2D(3, 3, padding="same"),
-        cls(**kwargs),
+        conv,
+        under_test,
         keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(2),
     ])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    before = [w.copy() for w in model.get_weights()]
+    before = {layer.name: [w.copy() for w in layer.get_weights()]
+              for layer in (conv, under_test)}
     history = model.fit(x, np.array([0, 1, 0, 1]), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+    for layer in (conv, under_test):
+        for old, new in zip(before[layer.name], layer.get_weights()):
+            assert not np.allclose(old, new), f"{layer.name}'s weights did not move"
 
     # Saved inside a functional model, reloaded with the same outputs.
     functional = keras.Model(inputs, symbolic)

@@ -364,8 +364,8 @@ def test_example_learns_filters_and_reports_clean_and_noisy_accuracy(tmp_path):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = os.path.join(root, "examples", "similarity_matching.py")
-    command = [sys.executable, script, "--train", "256", "--test", "100",
-               "--units", "8", "--sm-epochs", "1", "--classifier-epochs", "1",
+    command = [sys.executable, script, "--train", "2000", "--test", "300",
+               "--units", "16", "--sm-epochs", "2", "--classifier-epochs", "20",
                "--draws", "1", "--sigmas", "0.2", "--skip-baselines",
                "--output-dir", str(tmp_path)]
     done = subprocess.run(command, cwd=root, capture_output=True, text=True,
@@ -373,7 +373,13 @@ def test_example_learns_filters_and_reports_clean_and_noisy_accuracy(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     scores = results["models"]["sm_nsm+linear"]
-    assert 0.0 <= scores["clean"] <= 1.0 and set(scores["noise"]) == {"0.2"}
+    # The filters learn: the similarity mismatch falls from the first epoch
+    # to the second (550 -> 387 measured), and a linear read-out of the
+    # features beats chance (0.1) by far (0.54 clean, 0.54 at sigma 0.2).
+    objective = results["sm"]["objective"]
+    assert len(objective) == 2 and objective[1] < 0.9 * objective[0]
+    assert scores["clean"] > 0.3 and set(scores["noise"]) == {"0.2"}
+    assert scores["noise"]["0.2"] > 0.2
     assert (tmp_path / "filters_nsm.png").stat().st_size > 1000
     bad = subprocess.run(command + ["--units", "0"], cwd=root,
                          capture_output=True, text=True, timeout=60)

@@ -71,8 +71,8 @@ def run_compiled_when_eager(layer, function, *args):
     return cache[name](*args)
 
 
-def gram_objective(inputs, states, kernels=None, laterals=None, gamma=0.0,
-                   feedforward_masks=None, lateral_masks=None):
+def gram_objective(inputs, states, gamma=0.0, feedforward_masks=None,
+                   lateral_masks=None):
     """Minibatch value of the (structured, deep) similarity-matching objective.
 
     With `Y_0 = X` (rows are samples, `B` of them) and states `Y_1..Y_L`:
@@ -83,10 +83,8 @@ def gram_objective(inputs, states, kernels=None, laterals=None, gamma=0.0,
 
     (`*` is the elementwise product with the connectivity masks, all ones
     when absent; `||.||` the Frobenius norm). For one dense layer this is
-    exactly `(1/B^2) ||X X^T - Y Y^T||_F^2`, the similarity mismatch. The
-    kernels/laterals arguments are unused and accepted for symmetry.
+    exactly `(1/B^2) ||X X^T - Y Y^T||_F^2`, the similarity mismatch.
     """
-    del kernels, laterals
     x = ops.cast(inputs, "float32")
     batch = ops.cast(ops.shape(x)[0], "float32")
     total = _frobenius_squared(ops.matmul(ops.transpose(x), x))
@@ -118,10 +116,6 @@ def assign_unit_columns(kernel, mask=None):
 
 def _frobenius_squared(matrix):
     return ops.sum(matrix * matrix)
-
-
-def _abs_row_sums(matrix):
-    return ops.sum(ops.abs(matrix), axis=1)
 
 
 def hebbian_updates(pre, post, kernel, lateral, tau,
