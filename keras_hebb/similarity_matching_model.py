@@ -36,7 +36,7 @@ class SimilarityMatchingModel(keras.Model):
 
     `fit` and `evaluate` log `sm_objective` (the sum over similarity-matching
     layers of their minibatch objective, computed before the update; see
-    `keras_hebb.layers.similarity_matching.gram_objective`), `sm_residual`
+    `keras_hebb.layers.similarity_matching_rules.gram_objective`), `sm_residual`
     (the largest natural residual of the dynamics) and `sm_learning_rate`,
     plus `loss` and the compiled metrics when there are labels. Compile with
     no loss (`model.compile()`) and call `fit(x)` without labels for purely

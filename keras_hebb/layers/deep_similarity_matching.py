@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_hebb import _checks, _context
-from keras_hebb.layers.similarity_matching import (
+from keras_hebb.layers.similarity_matching_rules import (
     _TINY,
     assign_unit_columns,
     gram_objective,
@@ -42,7 +42,7 @@ class DeepSimilarityMatching(keras.layers.Layer):
 
     (no feedback term for the top layer), rectified for non-negative
     networks. All layers are updated together by
-    `keras_hebb.layers.similarity_matching.run_dynamics` (projected,
+    `keras_hebb.layers.similarity_matching_rules.run_dynamics` (projected,
     momentum-accelerated Euler steps in which each neuron's time constant is
     its self-inhibition `M_ii`, with a step bounded by the scaled Hessian's
     largest absolute row sum), starting from a feed-forward sweep, for at
