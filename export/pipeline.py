@@ -29,7 +29,6 @@ from export.savedmodel import (
 )
 
 #: Default datasets by image shape, for calibration and verification.
-DEFAULT_DATASETS = {(28, 28, 1): "fashion_mnist", (32, 32, 3): "cifar10"}
 TMP_PREFIX = ".tmp-"
 
 
@@ -84,10 +83,12 @@ def load_model(model_path):
 
 
 def default_dataset(shape, dataset=None):
+    """`dataset`, else keras_hebb.data's default for images of `shape`."""
+    from keras_hebb import data
+
+    dataset = dataset or data.default_dataset(shape)
     if dataset:
         return dataset
-    if tuple(shape) in DEFAULT_DATASETS:
-        return DEFAULT_DATASETS[tuple(shape)]
     raise ExportError(
         f"No default dataset for images of shape {list(shape)}: pass "
         "--calibration-dataset NAME (a keras_hebb.data dataset)."

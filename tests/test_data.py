@@ -148,3 +148,9 @@ def test_augmentation_is_a_padded_crop_and_flip_of_the_image():
     assert flips == {False, True} and len(shifts) > 10
     # Digits are not flipped (a mirrored 3 is not a 3).
     assert not data.DATASETS["mnist"].flip and not data.DATASETS["svhn_cropped"].flip
+
+
+def test_default_dataset_of_an_image_shape_is_the_first_listed():
+    assert data.default_dataset((28, 28, 1)) == "fashion_mnist"
+    assert data.default_dataset([32, 32, 3]) == "cifar10"
+    assert data.default_dataset((64, 64, 3)) is None
