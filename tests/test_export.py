@@ -194,7 +194,8 @@ def test_int8_file_runs_in_tensorflow_s_own_tflite_kernels(version_dir, test_set
 
 
 def test_float_island_detector_flags_a_float_square():
-    """`ops.square` stays float in int8 graphs (DESIGN.md 6): the check sees it."""
+    """`ops.square` leaves a float island in int8 graphs (where `v * v` stays
+    int8; docs/EXPORT.md): the check sees it."""
     keras.utils.set_random_seed(1)
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)

@@ -1,5 +1,9 @@
 """keras_hebb's native selection op returns what sorting returns."""
 
+import functools
+import os
+import subprocess
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -132,3 +136,32 @@ def test_hah_cost_op_rejects_winners_not_below_channels():
         pytest.skip("native op not built")
     with pytest.raises(tf.errors.InvalidArgumentError, match="below the 8 channels"):
         _native.hah_cost(tf.zeros((2, 8)), 8, 0.0)
+
+
+def test_build_goes_to_the_user_cache_when_the_package_folder_is_read_only(
+        monkeypatch, tmp_path):
+    """A system-wide (read-only) install: the package folder takes no file,
+    the build lands in $XDG_CACHE_HOME/keras_hebb and is found there."""
+    commands = []
+
+    def fake_compiler(command, **kwargs):  # writes what g++ would (-o target)
+        commands.append(command)
+        with open(command[command.index("-o") + 1], "w") as f:
+            f.write("library")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(_native, "_DIR", "/proc")  # no file can be created there
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(_native.subprocess, "run", fake_compiler)
+    monkeypatch.setattr(_native, "_load", functools.cache(lambda: None))
+    target = _native.build(verbose=False)
+    assert os.path.dirname(target) == str(tmp_path / "cache" / "keras_hebb")
+    assert os.path.basename(target).startswith(f"_hah_ops_tf{tf.__version__}_")
+    assert os.path.exists(target) and _native.library_path() == target
+    assert commands[0][commands[0].index("-o") + 1] == target + ".partial"
+    assert _native._SOURCE in commands[0]
+
+
+def test_a_writable_package_folder_keeps_the_library():
+    assert _native.library_path() == os.path.join(
+        _native._DIR, f"_hah_ops_tf{tf.__version__}.so")

@@ -12,16 +12,22 @@
   gradient, each one pass over a row of channels.
 
 They are compiled against the installed TensorFlow by `make setup`
-(`python -m keras_hebb._native`, ~30 s with g++). Where they are not built,
+(`python -m keras_hebb._native`, ~30 s with g++), into this package's
+folder, or where that is read-only (a system site-packages) into the
+user's cache, `$XDG_CACHE_HOME/keras_hebb` (default `~/.cache/keras_hebb`;
+the file name there carries the TensorFlow version and a digest of the
+source, so installs of other versions never share a file). Where they are not built,
 or `KERAS_HEBB_NATIVE=0`, or inside `keras_hebb._context.without_native()`,
 `keras_hebb._selection` and `keras_hebb._fused` use TensorFlow ops for the
 same values (slower).
 """
 
 import functools
+import hashlib
 import os
 import platform
 import subprocess
+import tempfile
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 _SOURCE = os.path.join(_DIR, "hah_ops.cc")
@@ -29,10 +35,36 @@ _OPS = ("KerasHebbKthLargest", "KerasHebbHahCost", "KerasHebbHahCostGrad")
 
 
 def library_path():
-    """Where the ops built for the installed TensorFlow version live."""
+    """Where the ops built for the installed TensorFlow version live (or
+    will, once built): the package folder if they are there or it is
+    writable, else the user cache folder (`cache_dir()`)."""
     import tensorflow as tf
 
-    return os.path.join(_DIR, f"_hah_ops_tf{tf.__version__}.so")
+    in_package = os.path.join(_DIR, f"_hah_ops_tf{tf.__version__}.so")
+    if os.path.exists(in_package) or _writable(_DIR):
+        return in_package
+    with open(_SOURCE, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    return os.path.join(cache_dir(), f"_hah_ops_tf{tf.__version__}_{digest}.so")
+
+
+def cache_dir():
+    """`$XDG_CACHE_HOME/keras_hebb` (default `~/.cache/keras_hebb`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "keras_hebb")
+
+
+def _writable(directory):
+    """Whether a file can be created in `directory` (tried: permission bits
+    say nothing for root on a read-only mount)."""
+    try:
+        handle, path = tempfile.mkstemp(dir=directory, prefix=".write-test-")
+    except OSError:
+        return False
+    os.close(handle)
+    os.remove(path)
+    return True
 
 
 def build(verbose=True):
@@ -42,6 +74,7 @@ def build(verbose=True):
     import tensorflow as tf
 
     target = library_path()
+    os.makedirs(os.path.dirname(target), exist_ok=True)
     command = ["g++", "-O3", "-shared", "-fPIC", "-Wno-deprecated-declarations"]
     if platform.machine() in ("x86_64", "AMD64"):
         command.append("-march=x86-64-v2")  # SSE4.2: vectorized int32 max
