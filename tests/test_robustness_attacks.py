@@ -84,3 +84,34 @@ def test_early_stopping_pgd_breaks_every_image_cleverhans_pgd_breaks(norm, eps, 
           f"{broken[True].sum()} of {len(y)}")
     assert 0 < broken[False].sum() < len(y)
     assert np.all(broken[True] >= broken[False])
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 1.0)])
+def test_per_image_random_starts_do_not_depend_on_the_other_images(norm, eps):
+    from keras_hebb.robustness import autoattack
+
+    seeds = [(0, 7, i) for i in range(6)]
+    shape = (6, 28, 28, 1)
+    full = attacks.random_starts(shape, norm, eps, seeds)
+    np.testing.assert_array_equal(full[3:5], attacks.random_starts((2,) + shape[1:], norm,
+                                                                   eps, seeds[3:5]))
+    assert attacks.distances(np.zeros(shape), full, norm).max() <= eps * (1 + 1e-6)
+    assert len({float(v) for v in full[:, 0, 0, 0]}) == 6  # distinct draws
+    # APGD's starts likewise.
+    x = np.full(shape, 0.5, np.float32)
+    budgets = np.full(6, eps, np.float32)
+    starts = autoattack._random_start(x, norm, budgets, None, seeds)
+    np.testing.assert_array_equal(
+        starts[3:5], autoattack._random_start(x[3:5], norm, budgets[3:5], None, seeds[3:5]))
+
+
+def test_early_stop_with_per_image_starts_breaks_a_superset(setup):
+    fn, _, x, y = setup
+    seeds = [(1, i) for i in range(len(x))]
+    broken = {}
+    for early_stop in (False, True):
+        adversarial = attacks.pgd(fn, x, y, 0.04, "linf", steps=10, loss="margin",
+                                  early_stop=early_stop, start_seeds=seeds)
+        broken[early_stop] = attacks.predict(fn, adversarial) != y
+    assert 0 < broken[False].sum() < len(y)
+    assert np.all(broken[True] >= broken[False])

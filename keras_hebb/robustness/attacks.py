@@ -174,7 +174,7 @@ def fgsm(model_fn, x, y, eps, norm="linf", batch_size=256):
 
 
 def pgd(model_fn, x, y, eps, norm="linf", steps=10, loss="ce", step_size=None,
-        random_start=True, batch_size=256, early_stop=False):
+        random_start=True, batch_size=256, early_stop=False, start_seeds=None):
     """Projected gradient descent (cleverhans), untargeted.
 
     Args:
@@ -195,6 +195,12 @@ def pgd(model_fn, x, y, eps, norm="linf", steps=10, loss="ce", step_size=None,
             and more, for less: only for `model_fn` = the attacked model
             (not a transfer source). Defaults to `False` (cleverhans'
             `projected_gradient_descent`).
+        start_seeds: one seed per image (an int or a sequence of ints, as
+            `np.random.default_rng` takes) for its random start, drawn
+            from cleverhans' distribution (`random_lp_vector`): an image's
+            start then depends on its own seed only, not on which other
+            images are attacked with it. `None`: cleverhans' draw for the
+            batch from TensorFlow's global generator. Defaults to `None`.
     """
     if eps == 0:
         return np.array(x, np.float32)
@@ -202,9 +208,12 @@ def pgd(model_fn, x, y, eps, norm="linf", steps=10, loss="ce", step_size=None,
     step = step_size if step_size is not None else _step_size(eps, steps)
     out = np.empty_like(x)
     for s in _batches(len(x), batch_size):
-        if early_stop:
-            out[s] = _pgd_early_stop(model_fn, x[s], y[s], eps, step, steps, norm, loss,
-                                     random_start)
+        if early_stop or start_seeds is not None:
+            start = None
+            if random_start and start_seeds is not None:
+                start = random_starts(x[s].shape, norm, eps, start_seeds[s])
+            out[s] = _pgd_steps(model_fn, x[s], y[s], eps, step, steps, norm, loss,
+                                random_start, start, early_stop)
             continue
         adv = projected_gradient_descent(
             model_fn, tf.constant(x[s]), eps, step, steps, NORMS[norm],
@@ -237,20 +246,44 @@ def _loss_gradient(model_fn, loss, image_shape):
     return _GRADIENT_GRAPHS[key][0]
 
 
-def _pgd_early_stop(model_fn, x, y, eps, step, steps, norm, loss, random_start):
+def random_starts(shape, norm, eps, seeds):
+    """Random starts `(n, ...)` from cleverhans' `random_lp_vector`
+    distribution (Linf: uniform in the cube; L2: uniform in the ball), image
+    `i` drawn from `np.random.default_rng(seeds[i])` alone."""
+    dim = int(np.prod(shape[1:]))
+    out = np.empty((shape[0], dim), np.float32)
+    for i, seed in enumerate(seeds):
+        rng = np.random.default_rng(seed)
+        if norm == "linf":
+            out[i] = rng.uniform(-eps, eps, dim)
+        else:
+            direction = rng.standard_normal(dim)
+            radius = eps * rng.uniform() ** (1.0 / dim)
+            out[i] = radius * direction / np.sqrt(np.sum(direction ** 2))
+    return out.reshape(shape)
+
+
+def _pgd_steps(model_fn, x, y, eps, step, steps, norm, loss, random_start, start=None,
+               early_stop=True):
     # cleverhans' `projected_gradient_descent` step by step (its random
-    # start, `fast_gradient_method` step and `clip_eta` projection), on the
-    # images not yet misclassified only.
+    # start unless `start` is given, `fast_gradient_method` step and
+    # `clip_eta` projection); with `early_stop`, on the images not yet
+    # misclassified only.
     order = NORMS[norm]
     run = _loss_gradient(model_fn, loss, x.shape[1:])
     x_t = tf.constant(x)
-    eta = (random_lp_vector(tf.shape(x_t), order, tf.cast(eps, x_t.dtype), dtype=x_t.dtype)
-           if random_start else tf.zeros_like(x_t))
+    if start is not None:
+        eta = tf.constant(start, x_t.dtype)
+    elif random_start:
+        eta = random_lp_vector(tf.shape(x_t), order, tf.cast(eps, x_t.dtype), dtype=x_t.dtype)
+    else:
+        eta = tf.zeros_like(x_t)
     adversarial = tf.clip_by_value(x_t + clip_eta(eta, order, eps), 0.0, 1.0).numpy()
     active = np.arange(len(x))
     for _ in range(steps):
         gradient, logits = run(tf.constant(adversarial[active]), tf.constant(y[active]))
-        going = np.argmax(logits.numpy(), axis=1) == y[active]
+        going = (np.argmax(logits.numpy(), axis=1) == y[active] if early_stop
+                 else np.ones(len(active), bool))
         if not going.any():
             return adversarial
         active = active[going]

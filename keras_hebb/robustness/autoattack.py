@@ -118,9 +118,19 @@ def _project(x, adversarial, norm, eps):
     return np.clip(x + delta, 0.0, 1.0).astype(np.float32)
 
 
-def _random_start(x, norm, eps, rng):
+def _random_start(x, norm, eps, rng, seeds=None):
+    # `seeds`: one per image, each image's draw from its own generator
+    # (independent of the other images in the batch); else from `rng`.
     shape = x.shape
-    if norm == "linf":
+    if seeds is not None:
+        draw = np.random.Generator.uniform if norm == "linf" else \
+            np.random.Generator.standard_normal
+        args = (-1.0, 1.0) if norm == "linf" else ()
+        t = np.stack([draw(np.random.default_rng(seed), *args, shape[1:]) for seed in seeds]
+                     ).astype(np.float32) if len(seeds) else np.zeros(shape, np.float32)
+        scale = (np.abs(t).reshape(len(t), -1).max(axis=1) if norm == "linf"
+                 else np.sqrt(np.sum(t.reshape(len(t), -1) ** 2, axis=1)))
+    elif norm == "linf":
         t = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
         scale = np.abs(t).reshape(len(t), -1).max(axis=1)
     else:
@@ -147,7 +157,7 @@ def _direction(gradient, norm):
     return gradient / np.maximum(length, 1e-12).reshape((-1,) + (1,) * (gradient.ndim - 1))
 
 
-def _apgd_batch(run, x, y, targets, eps, norm, steps, rng):
+def _apgd_batch(run, x, y, targets, eps, norm, steps, rng, seeds=None):
     n = len(x)
     shape = (-1,) + (1,) * (x.ndim - 1)
     y_t = tf.constant(y, tf.int64)
@@ -180,7 +190,7 @@ def _apgd_batch(run, x, y, targets, eps, norm, steps, rng):
         found[new] = points[new]
         success[new] = True
 
-    x0 = _random_start(x, norm, eps, rng)
+    x0 = _random_start(x, norm, eps, rng, seeds)
     f0, g0, fooled = evaluate(x0)
     record(x0, fooled)
     step = (APGD_INITIAL_STEP * eps).astype(np.float32)
@@ -226,7 +236,7 @@ def _apgd_batch(run, x, y, targets, eps, norm, steps, rng):
 
 
 def apgd(model_fn, x, y, eps, norm="linf", steps=100, loss="ce", targets=None,
-         restarts=1, seed=0, batch_size=256):
+         restarts=1, seed=0, batch_size=256, start_seeds=None):
     """Auto-PGD (Croce & Hein 2020), untargeted or targeted.
 
     Step size `2 * eps` halved at the checkpoints `checkpoints(steps)` when
@@ -247,6 +257,10 @@ def apgd(model_fn, x, y, eps, norm="linf", steps=100, loss="ce", targets=None,
         restarts: random restarts. Defaults to `1`.
         seed: seeds the random starts. Defaults to `0`.
         batch_size: images per batch. Defaults to `256`.
+        start_seeds: one tuple of ints per image: its random starts come
+            from `np.random.default_rng((*start_seeds[i], restart))` alone,
+            whatever other images run with it. `None`: from `seed` for the
+            whole batch. Defaults to `None`.
 
     Returns:
         `(adversarial, fooled)`: numpy examples in budget and [0, 1], and
@@ -270,12 +284,14 @@ def apgd(model_fn, x, y, eps, norm="linf", steps=100, loss="ce", targets=None,
         return out, fooled
     run = _loss_and_gradient(model_fn, loss, x.shape[1:])
     rng = np.random.default_rng(seed)
-    for _ in range(restarts):
+    for restart in range(restarts):
         todo = np.flatnonzero(~fooled)
         for s in range(0, len(todo), batch_size):
             part = todo[s:s + batch_size]
+            seeds = None if start_seeds is None else [
+                (*tuple(start_seeds[i]), restart) for i in part]
             adversarial, success = _apgd_batch(run, x[part], y[part], targets[part], eps[part],
-                                               norm, steps, rng)
+                                               norm, steps, rng, seeds)
             keep = success | ~fooled[part]
             out[part[keep]] = adversarial[keep]
             fooled[part] |= success
@@ -295,7 +311,7 @@ def top_targets(model_fn, x, y, count, batch_size=512):
 
 
 def apgd_targeted(model_fn, x, y, eps, norm="linf", steps=100, target_classes=9,
-                  restarts=1, seed=0, batch_size=256):
+                  restarts=1, seed=0, batch_size=256, start_seeds=None):
     """APGD-T: targeted DLR loss at each of the `target_classes` most likely
     wrong classes in turn, on the images no earlier target fooled
     (AutoAttack's standard version uses 9 targets, 1 restart each).
@@ -317,7 +333,9 @@ def apgd_targeted(model_fn, x, y, eps, norm="linf", steps=100, target_classes=9,
         adversarial, success = apgd(model_fn, x[todo], y[todo], eps[todo], norm, steps,
                                     loss="dlr_targeted", targets=targets[todo, j],
                                     restarts=restarts, seed=seed + 1000 * j,
-                                    batch_size=batch_size)
+                                    batch_size=batch_size,
+                                    start_seeds=None if start_seeds is None else
+                                    [(*tuple(start_seeds[i]), j) for i in todo])
         out[todo] = adversarial
         fooled[todo] = success
     return out, fooled

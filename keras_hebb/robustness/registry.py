@@ -18,6 +18,7 @@ Kinds, in cascade order:
 """
 
 import dataclasses
+import zlib
 from typing import Callable
 
 import numpy as np
@@ -121,10 +122,18 @@ def _pgd_stages(name):
     return stages
 
 
+def _start_seeds(s, stage):
+    """One random-start seed per image: the suite's seed, the stage (a
+    name), the restart, the budget and the image's index; an image's start
+    does not depend on which other images are still standing."""
+    return [(_seed(s), zlib.crc32(stage.encode()), int(i)) for i in s.idx]
+
+
 def _pgd(loss):
     def craft(s):
         return attacks.pgd(s.target.fn, s.images, s.labels, s.eps, s.norm, s.config.steps,
-                           loss=loss, batch_size=s.config.batch_size, early_stop=True)
+                           loss=loss, batch_size=s.config.batch_size, early_stop=True,
+                           start_seeds=_start_seeds(s, f"pgd_{loss}"))
     return craft
 
 
@@ -175,7 +184,8 @@ def _bpda(s):
     # The BPDA model has the target's forward values: it may stop early.
     return attacks.pgd(s.target.bpda_fn(s.settings["surrogate"]), s.images, s.labels, s.eps,
                        s.norm, s.config.steps, loss="margin", batch_size=s.config.batch_size,
-                       early_stop=True)
+                       early_stop=True,
+                       start_seeds=_start_seeds(s, f"bpda_{s.settings['surrogate']}"))
 
 
 def _transfer_stages(config, target, sources):
@@ -240,7 +250,8 @@ def _seed(s):
 def _apgd_ce(s):
     adversarial, _ = autoattack.apgd(s.target.fn, s.images, s.labels, s.eps, s.norm,
                                      s.config.apgd_steps, loss="ce", seed=_seed(s),
-                                     batch_size=s.config.batch_size)
+                                     batch_size=s.config.batch_size,
+                                     start_seeds=_start_seeds(s, "apgd_ce"))
     return adversarial
 
 
@@ -248,7 +259,7 @@ def _apgd_t(s):
     adversarial, _ = autoattack.apgd_targeted(
         s.target.fn, s.images, s.labels, s.eps, s.norm, s.config.apgd_steps,
         target_classes=s.settings["target_classes"], seed=_seed(s),
-        batch_size=s.config.batch_size)
+        batch_size=s.config.batch_size, start_seeds=_start_seeds(s, "apgd_t"))
     return adversarial
 
 
