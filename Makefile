@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test test-numerics demo results clean bench bench-compare bench-accelerator
+.PHONY: setup test test-numerics demo results sweep clean bench bench-compare bench-accelerator
 
 setup: $(STAMP)
 
@@ -48,6 +48,15 @@ demo: setup
 # About 2 hours on 2 cores; interrupted, it continues where it stopped.
 results: setup
 	$(PY) -m training results --out results/fashion_mnist --docs docs/RESULTS.md README.md $(RESULTS_ARGS)
+
+# Where the HaH cost acts: the small HaH network with its alphas x0..x300,
+# 2 seeds, 3 epochs (docs/RESULTS.md); then HaH-VGG16's shape with the
+# paper's schedule shape (15 epochs), one seed. Resumable, like results.
+sweep: setup
+	$(PY) -m training sweep --out results/fashion_mnist_sweep --docs docs/RESULTS.md $(SWEEP_ARGS)
+	$(PY) -m training sweep --out results/fashion_mnist_medium_sweep \
+		--config training/configs/fashion_mnist_hah_medium.yaml --scales 0,1 --seeds 2022 \
+		--section medium --docs docs/RESULTS.md $(SWEEP_ARGS)
 
 # Training-step throughput, HaH vs standard, oneDNN on and off (docs/PERFORMANCE.md).
 bench: setup
