@@ -59,6 +59,14 @@ def with_surrogate(output, surrogate):
     return ops.stop_gradient(output) + (surrogate - ops.stop_gradient(surrogate))
 
 
+def keep_above(x, threshold):
+    """`x * [x > threshold]` for the threshold layers (written as
+    `ops.where(x > threshold, x, 0.0)`, which stays int8 in TFLite), with
+    `threshold_surrogate`'s gradient inside a surrogate scope (BPDA)."""
+    return with_surrogate(ops.where(x > threshold, x, 0.0),
+                          threshold_surrogate(x, threshold))
+
+
 def threshold_surrogate(x, threshold):
     """Surrogate of `x * [x > threshold]` for the threshold layers.
 

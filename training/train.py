@@ -174,12 +174,61 @@ def train(config, out, verbose=1, state="new"):
     Returns:
         The final epoch's logs (dict of floats).
     """
-    import keras
     import numpy as np
-    import tensorflow as tf
 
     from keras_hebb import data
     from training import callbacks as run_callbacks
+
+    strategy_name, strategy, chief = _start(config)
+    # Non-chief workers of a cluster write their logs to a scratch folder.
+    log_root = out if chief else tempfile.mkdtemp(prefix="keras_hebb_worker_")
+    os.makedirs(out, exist_ok=True)
+    if chief and state == "new":
+        run_callbacks.write_atomically(
+            os.path.join(out, "config.yaml"), dump_config(config))
+    (train_images, train_labels), (val_images, val_labels) = _load_arrays(config)
+
+    # Reads the checkpoint once: the epoch to resume at and, at the start
+    # of fit, the weights and optimizer state of that same checkpoint.
+    backup = run_callbacks.ResumableBackup(os.path.join(out, "checkpoint"), write=chief)
+    if backup.initial_epoch:
+        print(f"Resuming {out} after epoch {backup.initial_epoch}/{config['epochs']}.",
+              flush=True)
+    steps = data.steps_per_epoch(len(train_labels), config["batch_size"])
+    train_data, val_data = _pipelines(
+        config, (train_images, train_labels), (val_images, val_labels),
+        backup.initial_epoch, strategy_name)
+    with strategy.scope():
+        model = _compiled_model(config, data.dataset_spec(config["dataset"]))
+
+    sparsity_images = val_images[: config["sparsity_images"]].astype(np.float32) / 255.0
+    info = _run_info(strategy_name, strategy, len(train_labels), len(val_labels), steps)
+    recorder = run_callbacks.MetricsRecorder(
+        out, info, write=chief, initial_epoch=backup.initial_epoch)
+    history = model.fit(
+        train_data,
+        epochs=config["epochs"],
+        initial_epoch=backup.initial_epoch,
+        steps_per_epoch=steps,
+        validation_data=val_data,
+        callbacks=_callbacks(config, steps, sparsity_images, recorder, log_root, backup),
+        verbose=verbose,
+        shuffle=False,  # the pipeline shuffles, by (seed, epoch)
+    )
+    final = dict(recorder.epochs[-1]) if recorder.epochs else {}
+    if chief:
+        _publish(model, out, recorder, final, backup)
+    else:
+        shutil.rmtree(log_root, ignore_errors=True)
+    del history
+    return final
+
+
+def _start(config):
+    """Seeds, determinism and the strategy: `(name, strategy, chief)`."""
+    import keras
+    import tensorflow as tf
+
     from training.distribute import choose_strategy_name, is_chief, make_strategy
 
     keras.utils.set_random_seed(config["seed"])
@@ -193,44 +242,40 @@ def train(config, out, verbose=1, state="new"):
             f"Invalid config value batch_size={config['batch_size']}: the "
             f"global batch must divide evenly over the {replicas} replicas."
         )
-    chief = is_chief(strategy)
-    # Non-chief workers of a cluster write their logs to a scratch folder.
-    log_root = out if chief else tempfile.mkdtemp(prefix="keras_hebb_worker_")
-    os.makedirs(out, exist_ok=True)
-    if chief and state == "new":
-        run_callbacks.write_atomically(
-            os.path.join(out, "config.yaml"), dump_config(config))
+    return strategy_name, strategy, is_chief(strategy)
 
-    spec = data.dataset_spec(config["dataset"])
+
+def _load_arrays(config):
+    """The uint8 `(images, labels)` of the training and validation splits."""
+    from keras_hebb import data
+
     try:
-        train_images, train_labels = data.load_uint8_arrays(
-            config["dataset"], config["train_split"], config["train_limit"],
-            config["data_dir"])
-        val_images, val_labels = data.load_uint8_arrays(
-            config["dataset"], config["validation_split"],
-            config["validation_limit"], config["data_dir"])
+        return tuple(
+            data.load_uint8_arrays(config["dataset"], config[f"{part}_split"],
+                                   config[f"{part}_limit"], config["data_dir"])
+            for part in ("train", "validation"))
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
-    # Reads the checkpoint once: the epoch to resume at and, at the start
-    # of fit, the weights and optimizer state of that same checkpoint.
-    backup = run_callbacks.ResumableBackup(os.path.join(out, "checkpoint"), write=chief)
-    initial_epoch = backup.initial_epoch
+
+def _pipelines(config, train_arrays, val_arrays, initial_epoch, strategy_name):
+    """The training pipeline (all remaining epochs) and the validation one."""
+    import tensorflow as tf
+
+    from keras_hebb import data
+
     epochs = config["epochs"]
-    if initial_epoch:
-        print(f"Resuming {out} after epoch {initial_epoch}/{epochs}.", flush=True)
-    steps = data.steps_per_epoch(len(train_labels), config["batch_size"])
     # One dataset holding all the remaining epochs: each epoch's order and
     # crops depend on (seed, epoch) only, so a resumed run sees the same
     # data as an uninterrupted one.
     train_data = data.make_dataset(
-        train_images, train_labels, config["dataset"],
+        *train_arrays, config["dataset"],
         batch_size=config["batch_size"], shuffle=True,
         augment=config["augment"], seed=config["seed"], epochs=epochs,
         initial_epoch=min(initial_epoch, epochs - 1), noise_sigma=config["noise_sigma"],
     )
     val_data = data.make_dataset(
-        val_images, val_labels, config["dataset"],
+        *val_arrays, config["dataset"],
         batch_size=config["batch_size"], epochs=1,
     )
     if strategy_name == "multi_worker":
@@ -241,27 +286,42 @@ def train(config, out, verbose=1, state="new"):
             tf.data.experimental.AutoShardPolicy.DATA)
         train_data = train_data.with_options(options)
         val_data = val_data.with_options(options)
+    return train_data, val_data
 
-    with strategy.scope():
-        model = _build_model(config, spec)
-        model.compile(
-            optimizer=_optimizer(config),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
 
-    sparsity_images = val_images[: config["sparsity_images"]].astype(np.float32) / 255.0
-    info = {
+def _compiled_model(config, spec):
+    import keras
+
+    model = _build_model(config, spec)
+    model.compile(
+        optimizer=_optimizer(config),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _run_info(strategy_name, strategy, train_examples, validation_examples, steps):
+    import keras
+    import tensorflow as tf
+
+    return {
         "strategy": strategy_name,
-        "replicas": replicas,
-        "train_examples": int(len(train_labels)),
-        "validation_examples": int(len(val_labels)),
+        "replicas": strategy.num_replicas_in_sync,
+        "train_examples": int(train_examples),
+        "validation_examples": int(validation_examples),
         "steps_per_epoch": steps,
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
-    recorder = run_callbacks.MetricsRecorder(
-        out, info, write=chief, initial_epoch=initial_epoch)
+
+
+def _callbacks(config, steps, sparsity_images, recorder, log_root, backup):
+    """The run's callbacks, in the order they must run."""
+    import keras
+
+    from training import callbacks as run_callbacks
+
     callbacks = [
         run_callbacks.SparsityLogger(sparsity_images),
         run_callbacks.EpochLearningRate(lambda epoch: learning_rate_at(config, epoch)),
@@ -278,32 +338,22 @@ def train(config, out, verbose=1, state="new"):
         # the last third trains the remaining weights with the masks fixed.
         # First: the masks are applied before anything reads the weights,
         # and its `weight_sparsity` goes into the epoch's logs.
+        epochs = config["epochs"]
         callbacks.insert(0, MagnitudePruning(
             config["prune_to"], end_step=max(1, (2 * steps * epochs) // 3),
             frequency=max(1, min(50, steps // 4))))
-    history = model.fit(
-        train_data,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps,
-        validation_data=val_data,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the pipeline shuffles, by (seed, epoch)
-    )
-    final = dict(recorder.epochs[-1]) if recorder.epochs else {}
-    if chief:
-        # Atomic: model.keras exists only when it is complete, and it marks
-        # the run finished; the checkpoint goes only after it is in place.
-        partial = os.path.join(out, ".model.partial.keras")
-        model.save(partial)
-        os.replace(partial, os.path.join(out, "model.keras"))
-        recorder.save(final=final)
-        shutil.rmtree(backup.backup_dir, ignore_errors=True)
-    else:
-        shutil.rmtree(log_root, ignore_errors=True)
-    del history
-    return final
+    return callbacks
+
+
+def _publish(model, out, recorder, final, backup):
+    """Writes `model.keras` and the final metrics; drops the checkpoint."""
+    # Atomic: model.keras exists only when it is complete, and it marks
+    # the run finished; the checkpoint goes only after it is in place.
+    partial = os.path.join(out, ".model.partial.keras")
+    model.save(partial)
+    os.replace(partial, os.path.join(out, "model.keras"))
+    recorder.save(final=final)
+    shutil.rmtree(backup.backup_dir, ignore_errors=True)
 
 
 def main(argv=None):

@@ -41,12 +41,9 @@ class AdaptiveThreshold(keras.layers.Layer):
     def call(self, inputs):
         x = ops.cast(inputs, "float32")
         threshold = self.scale * ops.mean(x, axis=(1, 2), keepdims=True)
-        outputs = ops.where(x > threshold, x, 0.0)
-        # Only inside `surrogates.surrogate_gradients()` (BPDA): same value,
-        # smooth gradient.
-        outputs = surrogates.with_surrogate(
-            outputs, surrogates.threshold_surrogate(x, threshold))
-        return ops.cast(outputs, self.compute_dtype)
+        # Inside `surrogates.surrogate_gradients()` (BPDA) only: the same
+        # value with a smooth gradient.
+        return ops.cast(surrogates.keep_above(x, threshold), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

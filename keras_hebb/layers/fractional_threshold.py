@@ -83,12 +83,9 @@ class FractionalThreshold(keras.layers.Layer):
         # through the threshold itself (it only selects).
         kth = _selection.kth_largest_spatial(x, rank, fast=training is True)
         threshold = ops.stop_gradient(kth[:, None, None, :])
-        outputs = ops.where(x > threshold, x, 0.0)
-        # Only inside `surrogates.surrogate_gradients()` (BPDA): same value,
-        # smooth gradient.
-        outputs = surrogates.with_surrogate(
-            outputs, surrogates.threshold_surrogate(x, threshold))
-        return ops.cast(outputs, self.compute_dtype)
+        # Inside `surrogates.surrogate_gradients()` (BPDA) only: the same
+        # value with a smooth gradient.
+        return ops.cast(surrogates.keep_above(x, threshold), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
