@@ -149,95 +149,25 @@ def verify_version(version_dir, model, dataset, num_images=VERIFY_IMAGES, *,
     Raises:
         VerificationError: after writing the report, if any check failed.
     """
-    from keras_hebb import data
-
-    images, labels = data.load_arrays(dataset, "test", num_images)
-    pixels = np.round(images * 255.0).astype(np.uint8)
-    # The exact float32 values the uint8 signature computes.
-    images = pixels.astype(np.float32) / 255.0
+    pixels, images, labels = _test_images(dataset, num_images)
     keras_fn = tf.function(lambda x: model(x, training=False))
     reference = _batched(lambda x: keras_fn(x).numpy(), images)
     keras_accuracy = float(np.mean(reference.argmax(-1) == labels))
-    batch1, batch32 = pixels[:1], pixels[:32]
 
-    rows = []
-    rows.append({
-        "artifact": "keras", "file": model_path, "kind": "reference",
-        "size_bytes": os.path.getsize(model_path) if model_path and os.path.exists(model_path) else None,
-        **compare(reference, reference, labels),
-        "latency_ms_batch1": _median_ms(lambda: keras_fn(images[:1]), 20) if time_it else None,
-        "latency_ms_batch32": _median_ms(lambda: keras_fn(images[:32]), 5) if time_it else None,
-        "failures": [],
-    })
-
+    rows = [_keras_row(keras_fn, images, reference, labels, model_path, time_it)]
     loaded = load_for_serving(version_dir)
-    size = savedmodel_size(version_dir)
-    for name, inputs, b1, b32 in (
-        (SERVING_SIGNATURE, pixels, batch1, batch32),
-        (FLOAT_SIGNATURE, images, images[:1], images[:32]),
-    ):
-        signature = loaded.signatures[name]
-
-        def call(x, signature=signature):
-            return signature(**{INPUT_NAME: tf.constant(x)})["logits"].numpy()
-
-        logits = _batched(call, inputs)
-        row = {"artifact": f"savedmodel:{name}", "file": ".", "kind": "float32",
-               "size_bytes": size, **compare(logits, reference, labels),
-               "latency_ms_batch1": _median_ms(lambda: call(b1), 20) if time_it else None,
-               "latency_ms_batch32": _median_ms(lambda: call(b32), 5) if time_it else None}
-        row["failures"] = _check_float32(row, logits, reference, logit_tolerance)
-        rows.append(row)
-
-    tflite_dir = os.path.join(version_dir, "tflite")
-    int8_graph = None
-    for variant in tflite_lib.VARIANTS:
-        path = os.path.join(tflite_dir, f"model_{variant}.tflite")
-        if not os.path.exists(path):
-            continue
-        runner = tflite_lib.TFLiteRunner(path, num_threads)
-        logits = runner.logits(pixels)
-        row = {"artifact": f"tflite:{variant}", "file": os.path.relpath(path, version_dir), "kind": variant,
-               "size_bytes": os.path.getsize(path), **compare(logits, reference, labels),
-               "latency_ms_batch1": runner.latency_ms(batch1, 20) if time_it else None,
-               "latency_ms_batch32": runner.latency_ms(batch32, 5) if time_it else None}
-        failures = []
-        flex = tflite_lib.non_builtin_ops(path)
-        if flex:
-            failures.append(f"non-builtin ops {flex}")
-        drop = (keras_accuracy - row["accuracy"]) * 100.0
-        if variant == "float32":
-            failures += _check_float32(row, logits, reference, logit_tolerance)
-        else:
-            # "At most N points": 1.00 computed as 1.0000000000000009 passes.
-            if drop > max_accuracy_drop + 1e-9:
-                failures.append(f"accuracy drop {drop:.2f} points > {max_accuracy_drop}")
-            if variant == "float16" and row["argmax_agreement"] < FLOAT16_MIN_AGREEMENT:
-                failures.append(
-                    f"argmax agreement {row['argmax_agreement']:.4f} < {FLOAT16_MIN_AGREEMENT}"
-                )
-        if variant == "int8":
-            int8_graph = tflite_lib.float_ops(path)
-            int8_graph["documented_exceptions"] = dict(tflite_lib.DOCUMENTED_FLOAT_OPS)
-            islands = tflite_lib.undocumented_float_islands(path)
-            if islands:
-                failures.append(
-                    "float ops between the input quantize and the output dequantize: "
-                    + ", ".join(f"{op['op']}#{op['index']}" for op in islands)
-                )
-        row["failures"] = failures
-        rows.append(row)
+    rows += _savedmodel_rows(version_dir, loaded, pixels, images, reference, labels,
+                             logit_tolerance, time_it)
+    tflite_rows, int8_graph = _tflite_rows(
+        version_dir, pixels, reference, labels, keras_accuracy, logit_tolerance,
+        max_accuracy_drop, num_threads, time_it)
+    rows += tflite_rows
 
     servability = {}
     if check_servability:
         servability = _check_servability(version_dir, loaded, pixels[:CLI_IMAGES],
                                          reference[:CLI_IMAGES], logit_tolerance)
-    failures = [f"{row['artifact']}: {f}" for row in rows for f in row["failures"]]
-    failures += [f"{name}: {f}" for name, check in servability.items()
-                 for f in check.get("failures", [])]
-    for row in rows:
-        row["passed"] = not row["failures"]
-        row["keras_accuracy"] = keras_accuracy
+    failures = _all_failures(rows, servability, keras_accuracy)
     report = {
         "version_dir": os.path.abspath(version_dir),
         "model": model_path,
@@ -245,11 +175,7 @@ def verify_version(version_dir, model, dataset, num_images=VERIFY_IMAGES, *,
         "split": "test",
         "images": int(len(labels)),
         "keras_accuracy": keras_accuracy,
-        "tolerances": {
-            "float32_max_logit_diff": f"{logit_tolerance} * max(1, max|Keras logit|)",
-            "float16_min_argmax_agreement": FLOAT16_MIN_AGREEMENT,
-            "max_accuracy_drop_points": max_accuracy_drop,
-        },
+        "tolerances": _tolerances(logit_tolerance, max_accuracy_drop),
         "tflite_threads": num_threads,
         "artifacts": rows,
         "servability": servability,
@@ -261,6 +187,119 @@ def verify_version(version_dir, model, dataset, num_images=VERIFY_IMAGES, *,
     if failures:
         raise VerificationError("verification failed: " + "; ".join(failures))
     return report
+
+
+def _all_failures(rows, servability, keras_accuracy):
+    """Every failure, prefixed by its artifact or check; marks each row."""
+    for row in rows:
+        row["passed"] = not row["failures"]
+        row["keras_accuracy"] = keras_accuracy
+    failures = [f"{row['artifact']}: {f}" for row in rows for f in row["failures"]]
+    return failures + [f"{name}: {f}" for name, check in servability.items()
+                       for f in check.get("failures", [])]
+
+
+def _tolerances(logit_tolerance, max_accuracy_drop):
+    return {
+        "float32_max_logit_diff": f"{logit_tolerance} * max(1, max|Keras logit|)",
+        "float16_min_argmax_agreement": FLOAT16_MIN_AGREEMENT,
+        "max_accuracy_drop_points": max_accuracy_drop,
+    }
+
+
+def _test_images(dataset, num_images):
+    """`(uint8 pixels, the float32 images the uint8 signature computes,
+    labels)` of the first `num_images` test images."""
+    from keras_hebb import data
+
+    images, labels = data.load_arrays(dataset, "test", num_images)
+    pixels = np.round(images * 255.0).astype(np.uint8)
+    # The exact float32 values the uint8 signature computes.
+    return pixels, pixels.astype(np.float32) / 255.0, labels
+
+
+def _keras_row(keras_fn, images, reference, labels, model_path, time_it):
+    return {
+        "artifact": "keras", "file": model_path, "kind": "reference",
+        "size_bytes": os.path.getsize(model_path) if model_path and os.path.exists(model_path) else None,
+        **compare(reference, reference, labels),
+        "latency_ms_batch1": _median_ms(lambda: keras_fn(images[:1]), 20) if time_it else None,
+        "latency_ms_batch32": _median_ms(lambda: keras_fn(images[:32]), 5) if time_it else None,
+        "failures": [],
+    }
+
+
+def _savedmodel_rows(version_dir, loaded, pixels, images, reference, labels,
+                     logit_tolerance, time_it):
+    """One row per serving signature (uint8 and float32 inputs)."""
+    rows = []
+    size = savedmodel_size(version_dir)
+    for name, inputs in ((SERVING_SIGNATURE, pixels), (FLOAT_SIGNATURE, images)):
+        signature = loaded.signatures[name]
+
+        def call(x, signature=signature):
+            return signature(**{INPUT_NAME: tf.constant(x)})["logits"].numpy()
+
+        logits = _batched(call, inputs)
+        row = {"artifact": f"savedmodel:{name}", "file": ".", "kind": "float32",
+               "size_bytes": size, **compare(logits, reference, labels),
+               "latency_ms_batch1": _median_ms(lambda: call(inputs[:1]), 20) if time_it else None,
+               "latency_ms_batch32": _median_ms(lambda: call(inputs[:32]), 5) if time_it else None}
+        row["failures"] = _check_float32(row, logits, reference, logit_tolerance)
+        rows.append(row)
+    return rows
+
+
+def _tflite_rows(version_dir, pixels, reference, labels, keras_accuracy,
+                 logit_tolerance, max_accuracy_drop, num_threads, time_it):
+    """`(rows, int8_graph)`: one row per TFLite file present, and the int8
+    file's float ops (`None` without one)."""
+    rows, int8_graph = [], None
+    for variant in tflite_lib.VARIANTS:
+        path = os.path.join(version_dir, "tflite", f"model_{variant}.tflite")
+        if not os.path.exists(path):
+            continue
+        runner = tflite_lib.TFLiteRunner(path, num_threads)
+        logits = runner.logits(pixels)
+        row = {"artifact": f"tflite:{variant}", "file": os.path.relpath(path, version_dir), "kind": variant,
+               "size_bytes": os.path.getsize(path), **compare(logits, reference, labels),
+               "latency_ms_batch1": runner.latency_ms(pixels[:1], 20) if time_it else None,
+               "latency_ms_batch32": runner.latency_ms(pixels[:32], 5) if time_it else None}
+        row["failures"] = _tflite_failures(
+            variant, path, row, logits, reference, keras_accuracy, logit_tolerance,
+            max_accuracy_drop)
+        if variant == "int8":
+            int8_graph = tflite_lib.float_ops(path)
+            int8_graph["documented_exceptions"] = dict(tflite_lib.DOCUMENTED_FLOAT_OPS)
+        rows.append(row)
+    return rows, int8_graph
+
+
+def _tflite_failures(variant, path, row, logits, reference, keras_accuracy,
+                     logit_tolerance, max_accuracy_drop):
+    failures = []
+    flex = tflite_lib.non_builtin_ops(path)
+    if flex:
+        failures.append(f"non-builtin ops {flex}")
+    drop = (keras_accuracy - row["accuracy"]) * 100.0
+    if variant == "float32":
+        failures += _check_float32(row, logits, reference, logit_tolerance)
+    else:
+        # "At most N points": 1.00 computed as 1.0000000000000009 passes.
+        if drop > max_accuracy_drop + 1e-9:
+            failures.append(f"accuracy drop {drop:.2f} points > {max_accuracy_drop}")
+        if variant == "float16" and row["argmax_agreement"] < FLOAT16_MIN_AGREEMENT:
+            failures.append(
+                f"argmax agreement {row['argmax_agreement']:.4f} < {FLOAT16_MIN_AGREEMENT}"
+            )
+    if variant == "int8":
+        islands = tflite_lib.undocumented_float_islands(path)
+        if islands:
+            failures.append(
+                "float ops between the input quantize and the output dequantize: "
+                + ", ".join(f"{op['op']}#{op['index']}" for op in islands)
+            )
+    return failures
 
 
 def _check_servability(version_dir, loaded, pixels, reference, tolerance):

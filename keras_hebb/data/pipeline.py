@@ -122,6 +122,29 @@ def make_dataset(
     import tensorflow as tf
 
     spec = dataset_spec(name)
+    _check_pipeline_arguments(batch_size, initial_epoch, epochs, noise_sigma)
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+    count = len(labels)
+    # Images stay uint8 until batches are formed (4x less memory); each
+    # epoch gathers them in a permutation drawn from (seed, epoch).
+    one_epoch = _epoch_pipeline(
+        tf.constant(images), tf.constant(labels), tf.constant(seed, tf.int64), spec,
+        batch_size, shuffle, augment, drop_remainder, noise_sigma)
+    dataset = _epoch_numbers(seed, epochs, initial_epoch).flat_map(one_epoch)
+    # flat_map hides the length; Keras needs it to end validation cleanly.
+    per_epoch = steps_per_epoch(count, batch_size, drop_remainder)
+    passes = 1 if epochs is None else epochs - initial_epoch
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_epoch * passes))
+    if noise_sigma == 0:  # else the examples are float already
+        dataset = dataset.map(
+            lambda x, y: (tf.cast(x, tf.float32) / 255.0, y),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_pipeline_arguments(batch_size, initial_epoch, epochs, noise_sigma):
     for key, value, low in (("batch_size", batch_size, 1),
                             ("initial_epoch", initial_epoch, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -143,14 +166,28 @@ def make_dataset(
             "Invalid value for `noise_sigma`: expected a finite number >= 0. "
             f"Received: noise_sigma={noise_sigma!r}"
         )
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-    count = len(labels)
-    # Images stay uint8 until batches are formed (4x less memory); each
-    # epoch gathers them in a permutation drawn from (seed, epoch).
-    images = tf.constant(images)
-    labels = tf.constant(labels)
-    seed = tf.constant(seed, tf.int64)
+
+
+def _epoch_numbers(seed, epochs, initial_epoch):
+    """The epochs the dataset runs: `initial_epoch .. epochs - 1`, or with
+    `epochs=None` one pass whose number comes from a seeded stream that
+    moves on every time the dataset is iterated again."""
+    import tensorflow as tf
+
+    if epochs is None:
+        return tf.data.Dataset.random(
+            seed=int(seed), rerandomize_each_iteration=True
+        ).take(1).map(lambda n: n % (2 ** 31))
+    return tf.data.Dataset.range(initial_epoch, epochs)
+
+
+def _epoch_pipeline(images, labels, seed, spec, batch_size, shuffle, augment,
+                    drop_remainder, noise_sigma):
+    """`epoch -> batched dataset of that epoch`: its order, crops, flips and
+    noise are functions of (seed, epoch, position) only."""
+    import tensorflow as tf
+
+    count = int(labels.shape[0])
 
     def one_epoch(epoch):
         epoch = tf.cast(epoch, tf.int64)
@@ -178,25 +215,7 @@ def make_dataset(
         )
         return dataset.batch(batch_size, drop_remainder=drop_remainder)
 
-    if epochs is None:
-        # One epoch per pass; the pass number comes from a seeded stream
-        # that moves on every time the dataset is iterated again.
-        epoch_numbers = tf.data.Dataset.random(
-            seed=int(tf.get_static_value(seed)), rerandomize_each_iteration=True
-        ).take(1).map(lambda n: n % (2 ** 31))
-    else:
-        epoch_numbers = tf.data.Dataset.range(initial_epoch, epochs)
-    dataset = epoch_numbers.flat_map(one_epoch)
-    # flat_map hides the length; Keras needs it to end validation cleanly.
-    per_epoch = steps_per_epoch(count, batch_size, drop_remainder)
-    passes = 1 if epochs is None else epochs - initial_epoch
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_epoch * passes))
-    if noise_sigma == 0:  # else the examples are float already
-        dataset = dataset.map(
-            lambda x, y: (tf.cast(x, tf.float32) / 255.0, y),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
-        )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return one_epoch
 
 
 def steps_per_epoch(count, batch_size, drop_remainder=False):
