@@ -118,28 +118,34 @@ class HaHBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="conv",
         )
-        self.normalization = None
-        if normalization_field is not None:
-            self.normalization = DivisiveNormalization(
-                field=normalization_field,
-                size=normalization_size,
-                sigma=sigma,
-                nonnegative_inputs=True,  # after a ReLU
-                dtype=self.dtype_policy,
-                name="normalization",
-            )
-        self.threshold_layer = None
+        self.normalization = self._normalization_part(
+            normalization_field, normalization_size, sigma)
+        self.threshold_layer = self._threshold_part(
+            threshold, threshold_ratio, threshold_scale)
+
+    def _normalization_part(self, field, size, sigma):
+        if field is None:
+            return None
+        return DivisiveNormalization(
+            field=field,
+            size=size,
+            sigma=sigma,
+            nonnegative_inputs=True,  # after a ReLU
+            dtype=self.dtype_policy,
+            name="normalization",
+        )
+
+    def _threshold_part(self, threshold, ratio, scale):
         if threshold == "fractional":
-            self.threshold_layer = FractionalThreshold(
-                threshold_ratio,
+            return FractionalThreshold(
+                ratio,
                 nonnegative_inputs=True,  # ReLU (and normalization) first
                 dtype=self.dtype_policy,
                 name="threshold",
             )
-        elif threshold == "adaptive":
-            self.threshold_layer = AdaptiveThreshold(
-                threshold_scale, dtype=self.dtype_policy, name="threshold"
-            )
+        if threshold == "adaptive":
+            return AdaptiveThreshold(scale, dtype=self.dtype_policy, name="threshold")
+        return None
 
     def build(self, input_shape):
         _checks.check_image_rank(self, input_shape)
