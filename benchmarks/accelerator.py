@@ -32,7 +32,6 @@ arguments.
 
 import argparse
 import math
-import os
 import sys
 import time
 
@@ -250,8 +249,9 @@ def main(argv=None):
     if problem:
         print(f"accelerator: {problem}", file=sys.stderr)
         return 2
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # before TensorFlow: 2x on CPU
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from export._cli import set_tf_environment_defaults
+
+    set_tf_environment_defaults()  # before TensorFlow is imported
     machine = common.machine_description()
     import keras
 

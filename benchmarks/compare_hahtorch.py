@@ -140,8 +140,9 @@ def torch_worker(batch, steps, warmup):
 
 
 def keras_side(batch, steps, warmup):
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from export._cli import set_tf_environment_defaults
+
+    set_tf_environment_defaults()  # before TensorFlow is imported
     import keras
 
     from benchmarks import common

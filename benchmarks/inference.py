@@ -164,8 +164,9 @@ def main(argv=None):
               f"received {' '.join(argv if argv is not None else sys.argv[1:])}",
               file=sys.stderr)
         return 2
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from export._cli import set_tf_environment_defaults
+
+    set_tf_environment_defaults()  # before TensorFlow is imported
     machine = common.machine_description()
     rows = []
     for preset in presets:

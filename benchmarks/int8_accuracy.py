@@ -143,8 +143,9 @@ def _row(name, logits, reference, labels):
 def main(argv=None):
     machine = common.machine_description()
     args = _arguments(argv)
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from export._cli import set_tf_environment_defaults
+
+    set_tf_environment_defaults()  # before TensorFlow is imported
     conditions = (f"oneDNN {'on' if common.onednn_enabled() else 'off'}"
                   + (f", ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}"
                      if "ONEDNN_MAX_CPU_ISA" in os.environ else ""))

@@ -21,7 +21,6 @@ time; CPU time is less sensitive to other load on the machine).
 """
 
 import argparse
-import os
 import sys
 
 from benchmarks import common
@@ -126,8 +125,9 @@ def main(argv=None):
               f"received {args.batch}, {args.steps}, {args.warmup}", file=sys.stderr)
         return 2
     if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from export._cli import set_tf_environment_defaults
+
+        set_tf_environment_defaults()  # before TensorFlow is imported
     machine = common.machine_description()
     times = profile(args.preset, args.batch, args.steps, args.warmup)
     common.print_header(machine, "benchmarks.profile_hah", argv,
