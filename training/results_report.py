@@ -348,33 +348,6 @@ def _paper_tables(rows, robust):
     return lines
 
 
-def _caps(suite):
-    """The suite's caps in one sentence (those of the attacks it ran)."""
-    ran = set(suite.get("attacks") or [])
-    parts = [f"PGD and BPDA {suite.get('steps')} steps x {suite.get('restarts')} restarts"]
-    known = [
-        ("mim", "mim_steps", lambda: f"MIM {suite['mim_steps']} steps"),
-        ("transfer", "transfer_steps",
-         lambda: f"transfer PGD {suite['transfer_steps']} steps on the source"),
-        ("apgd_ce", "apgd_steps",
-         lambda: f"APGD-CE {suite['apgd_steps']} steps x {suite['apgd_restarts']} restart(s)"),
-        ("apgd_t", "apgd_targets",
-         lambda: f"APGD-T {suite['apgd_steps']} steps x {suite['apgd_restarts']} restart(s) "
-                 f"x {suite['apgd_targets']} target classes"),
-        ("square", "square_queries", lambda: f"Square {suite['square_queries']} queries"),
-        ("cw_l2", "cw_images",
-         lambda: f"CW-L2 {suite['cw_binary_steps']} binary steps x {suite['cw_steps']} "
-                 f"iterations on at most {suite['cw_images']} images (the first standing "
-                 "ones at the smallest L2 budget)"),
-        ("spsa", "spsa_images",
-         lambda: f"SPSA {suite['spsa_steps']} steps x {suite['spsa_samples']} probes on at "
-                 f"most {suite['spsa_images']} images per L∞ budget"),
-    ]
-    parts += [text() for name, key, text in known
-              if name in ran and suite.get(key) is not None]
-    return "; ".join(parts)
-
-
 _COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
 
 
@@ -421,6 +394,12 @@ def _certified_lines(summary):
             lines.append(f"| {model['name']} | {sigma:g} | "
                          + " | ".join(_pct(row.get(r)) for r in radii) + " |")
     return lines
+
+
+def _suite_caps(suite):
+    from keras_hebb.robustness.report import caps
+
+    return caps(suite)
 
 
 def plot(out, summary):
@@ -511,7 +490,7 @@ def write(out, summary, timings, targets, command):
                   f"on the first {reference['images']} test images, the same for every "
                   f"model. Robust accuracy: per-image worst case over the suite "
                   f"(attacks {', '.join(reference['suite']['attacks'] or [])}; "
-                  f"caps: {_caps(reference['suite'])}). Mean ± sample standard "
+                  f"caps: {_suite_caps(reference['suite'])}). Mean ± sample standard "
                   "deviation over seeds.", ""]
     radii = _certified_radii(summary)
     if radii:

@@ -150,6 +150,85 @@ def _percent(value):
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def caps(suite):
+    """The suite's caps in one sentence (those of the attacks it ran), from
+    `report.json`'s settings (or any dict with the `SuiteConfig` fields)."""
+    ran = set(suite.get("attacks") or [])
+    parts = [f"PGD and BPDA {suite.get('steps')} steps x {suite.get('restarts')} restarts"]
+    known = [
+        ("mim", "mim_steps", lambda: f"MIM {suite['mim_steps']} steps"),
+        ("transfer", "transfer_steps",
+         lambda: f"transfer PGD {suite['transfer_steps']} steps on the source"),
+        ("transfer_bpda", "transfer_steps",
+         lambda: f"transfer from BPDA on a source with surrogates {suite['transfer_steps']} "
+                 "steps"),
+        ("apgd_ce", "apgd_steps",
+         lambda: f"APGD-CE {suite['apgd_steps']} steps x {suite['apgd_restarts']} restart(s)"),
+        ("apgd_t", "apgd_targets",
+         lambda: f"APGD-T {suite['apgd_steps']} steps x {suite['apgd_restarts']} restart(s) "
+                 f"x {suite['apgd_targets']} target classes"),
+        ("square", "square_queries", lambda: f"Square {suite['square_queries']} queries"),
+        ("cw_l2", "cw_images",
+         lambda: f"CW-L2 {suite['cw_binary_steps']} binary steps x {suite['cw_steps']} "
+                 f"iterations on at most {suite['cw_images']} images (the first standing "
+                 "ones at the smallest L2 budget)"),
+        ("spsa", "spsa_images",
+         lambda: f"SPSA {suite['spsa_steps']} steps x {suite['spsa_samples']} probes on at "
+                 f"most {suite['spsa_images']} images per L∞ budget"),
+    ]
+    parts += [text() for name, key, text in known
+              if name in ran and suite.get(key) is not None]
+    return "; ".join(parts)
+
+
+_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
+
+
+def _paired_lines(summary):
+    """What HaH adds: HaH minus each other seeded network, seed by seed."""
+    pairs = summary.get("paired") or {}
+    if not pairs:
+        return []
+    keys = list(next(iter(pairs.values()))["measures"])
+    lines = ["", "## What HaH adds, seed by seed", "",
+             "HaH minus the other network of the same seed, on the same images, noise "
+             "draws and attacks, in points: mean ± sample standard deviation over the "
+             "seeds. A difference is **bold** when it is larger than twice its spread "
+             "(with 2 or more seeds).", "",
+             "| HaH minus | seeds | " + " | ".join(keys) + " |",
+             "|" + "---|" * (len(keys) + 2)]
+    for other, entry in pairs.items():
+        cells = []
+        for key in keys:
+            stat = entry["measures"].get(key)
+            text = _points(stat)
+            clear = stat is not None and stat["n"] > 1 and abs(stat["mean"]) > 2 * stat["std"]
+            cells.append(f"**{text}**" if clear else text)
+        lines.append(f"| {other} | {', '.join(map(str, entry['seeds']))} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
+def _certified_lines(summary):
+    """Certified accuracy per model and sigma (randomized smoothing)."""
+    certified = [m for m in summary["models"].values() if m.get("certified_per_sigma")]
+    if not certified:
+        return []
+    radii = sorted(certified[0]["certified"])
+    lines = ["", "## Certified robustness (randomized smoothing)", "",
+             "Certified L2 accuracy at each radius: the share of images the smoothed "
+             "classifier gets right with a certificate at least that large. Per noise level "
+             "σ of the smoothing; no attack can lower these numbers (up to the stated "
+             "failure probability per image).", "",
+             "| model | σ | " + " | ".join(f"r={r:g}" for r in radii) + " |",
+             "|" + "---|" * (len(radii) + 2)]
+    for model in certified:
+        for sigma, row in sorted(model["certified_per_sigma"].items()):
+            lines.append(f"| {model['name']} | {sigma:g} | "
+                         + " | ".join(_pct(row.get(r)) for r in radii) + " |")
+    return lines
+
+
 def markdown(results):
     """The human-readable summary: tables of accuracies and checks."""
     models = results["models"]
@@ -160,7 +239,7 @@ def markdown(results):
         f"Dataset `{settings.get('dataset', '?')}` ({settings['images']} images), "
         f"suite `{settings['name']}`, seed {settings['seed']}. Robust accuracy is the "
         "per-image worst case over every attack of the suite at each budget "
-        "(budgets in [0, 1] pixel space).",
+        "(budgets in [0, 1] pixel space). Caps: " + caps(settings) + ".",
         "",
     ]
     names = list(models)
