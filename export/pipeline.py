@@ -159,39 +159,27 @@ def export_model(model_path, export_dir, version=None, variants=tflite_lib.VARIA
     model = load_model(model_path)
     shape = image_shape(model)
     dataset = default_dataset(shape, calibration_dataset)
-    need_calibration = "int8" in variants
     train_images, _ = load_images(dataset, "train", max(calibration_images, 32))
     warmup_pixels = np.round(train_images[:32] * 255.0).astype(np.uint8)
 
     scratch = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-{os.getpid()}-", dir=export_dir)
     try:
-        log(f"[{time.perf_counter() - start:.0f}s] writing SavedModel ({SERVING_SIGNATURE}: uint8, {FLOAT_SIGNATURE}: float32)")
         # write_out wants to create the directory itself.
         staging = os.path.join(scratch, "version")
-        write_savedmodel(model, staging)
-        write_warmup_requests(staging, [warmup_pixels[:1], warmup_pixels[:32]])
-        tflite_dir = os.path.join(staging, "tflite")
-        os.makedirs(tflite_dir)
-        conversion_source = os.path.join(scratch, "tflite_source")
-        if set(variants) - {"int8"}:  # the float variants share one trace
-            tflite_lib.write_conversion_savedmodel(model, conversion_source, integer_threshold)
-        files = {}
-        for variant in variants:
-            log(f"[{time.perf_counter() - start:.0f}s] converting TFLite {variant}")
-            content = tflite_lib.convert(
-                model, variant, savedmodel_dir=conversion_source,
-                representative_images=train_images[:calibration_images] if need_calibration else None,
-                integer_threshold=integer_threshold,
-            )
-            files[variant] = f"tflite/model_{variant}.tflite"
-            with open(os.path.join(staging, files[variant]), "wb") as f:
-                f.write(content)
+
+        def progress(line):
+            log(f"[{time.perf_counter() - start:.0f}s] {line}")
+
+        files = _write_artifacts(
+            model, staging, os.path.join(scratch, "tflite_source"), variants,
+            train_images[:calibration_images] if "int8" in variants else None,
+            warmup_pixels, integer_threshold, progress)
         metadata = _metadata(model, model_path, version, shape, dataset,
                              calibration_images, files, integer_threshold)
         with open(os.path.join(staging, "export.json"), "w") as f:
             json.dump(metadata, f, indent=2)
 
-        log(f"[{time.perf_counter() - start:.0f}s] verifying on {verify_images} {dataset} test images")
+        progress(f"verifying on {verify_images} {dataset} test images")
         options = {} if max_accuracy_drop is None else {"max_accuracy_drop": max_accuracy_drop}
         try:
             report = verify.verify_version(
@@ -203,16 +191,48 @@ def export_model(model_path, export_dir, version=None, variants=tflite_lib.VARIA
             os.rename(staging, rejected)
             raise VerificationError(
                 f"{error} (not published; kept in {rejected})") from None
-        final = os.path.join(export_dir, str(version))
-        if os.path.exists(final):
-            raise ExportError(f"Version directory {final} appeared during the export; not overwritten.")
-        # The one step that publishes the version: an atomic rename.
-        os.rename(staging, final)
-        report["version_dir"] = os.path.abspath(final)
-        verify.write_report(final, report)
-        return final, report
+        return _publish(staging, export_dir, version, report)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _write_artifacts(model, staging, conversion_source, variants,
+                     representative_images, warmup_pixels, integer_threshold, progress):
+    """Writes the SavedModel (with warm-up requests) and the TFLite files
+    into `staging`; returns `{variant: file relative to staging}`."""
+    progress(f"writing SavedModel ({SERVING_SIGNATURE}: uint8, {FLOAT_SIGNATURE}: float32)")
+    write_savedmodel(model, staging)
+    write_warmup_requests(staging, [warmup_pixels[:1], warmup_pixels[:32]])
+    os.makedirs(os.path.join(staging, "tflite"))
+    if set(variants) - {"int8"}:  # the float variants share one trace
+        tflite_lib.write_conversion_savedmodel(model, conversion_source, integer_threshold)
+    files = {}
+    for variant in variants:
+        progress(f"converting TFLite {variant}")
+        content = tflite_lib.convert(
+            model, variant, savedmodel_dir=conversion_source,
+            representative_images=representative_images,
+            integer_threshold=integer_threshold,
+        )
+        files[variant] = f"tflite/model_{variant}.tflite"
+        with open(os.path.join(staging, files[variant]), "wb") as f:
+            f.write(content)
+    return files
+
+
+def _publish(staging, export_dir, version, report):
+    """Renames the verified `staging` to `export_dir/<version>` (atomic);
+    returns `(version_dir, report)`."""
+    from export import verify
+
+    final = os.path.join(export_dir, str(version))
+    if os.path.exists(final):
+        raise ExportError(f"Version directory {final} appeared during the export; not overwritten.")
+    # The one step that publishes the version: an atomic rename.
+    os.rename(staging, final)
+    report["version_dir"] = os.path.abspath(final)
+    verify.write_report(final, report)
+    return final, report
 
 
 def _metadata(model, model_path, version, shape, dataset, calibration_images, files,
