@@ -49,6 +49,8 @@ def main(argv=None):
     parser.add_argument("--restarts", type=int, default=None,
                         help="restarts of PGD-CE, PGD-margin and BPDA (default: the suite's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", default=None, metavar="REPORT.json",
+                        help="also write the suite's results (as report.json) there")
     args = parser.parse_args(argv)
     machine = common.machine_description()
     common.set_onednn(True)
@@ -82,6 +84,11 @@ def main(argv=None):
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
     entry = results["models"][target]
+    if args.report:
+        import json
+
+        with open(args.report, "w") as f:
+            json.dump(results, f, indent=1)
 
     caps = {"spsa": config.spsa_images, "cw_l2": config.cw_images}
     seconds, attacked = collections.Counter(), collections.Counter()
