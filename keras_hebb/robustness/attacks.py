@@ -281,7 +281,8 @@ def _pgd_steps(model_fn, x, y, eps, step, steps, norm, loss, random_start, start
     adversarial = tf.clip_by_value(x_t + clip_eta(eta, order, eps), 0.0, 1.0).numpy()
     active = np.arange(len(x))
     for _ in range(steps):
-        gradient, logits = run(tf.constant(adversarial[active]), tf.constant(y[active]))
+        gradient, logits = run(tf.constant(adversarial[active]),
+                               tf.constant(y[active], tf.int64))
         going = (np.argmax(logits.numpy(), axis=1) == y[active] if early_stop
                  else np.ones(len(active), bool))
         if not going.any():
