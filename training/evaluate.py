@@ -49,7 +49,8 @@ def build_parser():
                         help="one or several .keras models, evaluated side by side")
     parser.add_argument("--transfer-from", nargs="*", default=None, metavar="MODEL.keras",
                         help="source models of the transfer attack (default: the "
-                        "other --model files)")
+                        "other --model files); the full suite's transfer_bpda also "
+                        "attacks a source with BPDA surrogates (a HaH model) through them")
     parser.add_argument("--dataset", default="fashion_mnist",
                         help="dataset name for keras_hebb.data.load_arrays "
                         "(default: fashion_mnist)")
