@@ -124,9 +124,9 @@ def plan(seeds, ablations, seeded=(), hah_overrides=()):
     return runs
 
 
-def run_all(out, runs, budget, images, certify=False):
-    """Trains and evaluates every run that has no output yet; returns the
-    seconds each step took in this call."""
+def run_all(out, runs, budget, images, certify=False, train_only=False):
+    """Trains and evaluates (or only trains) every run that has no output
+    yet; returns the seconds each step took in this call."""
     by_name = {run[0]: run for run in runs}
     seconds = {}
     # Train a run and its transfer source before evaluating it.
@@ -141,7 +141,7 @@ def run_all(out, runs, budget, images, certify=False):
                      "--out", os.path.join(out, "runs", run_name), "--skip-finished",
                      *budget["train"], *sets])
         report = results_report.load_json(os.path.join(out, "eval", name, "report.json"))
-        if not (report or {}).get("models"):
+        if not train_only and not (report or {}).get("models"):
             seconds["evaluate " + name] = steps.run(
                 f"evaluate {name}", "evaluate",
                 ["--model", os.path.join(out, "runs", name, "model.keras"),
@@ -179,6 +179,8 @@ def main(argv=None):
                         help="test images attacked (default: 1000; --tiny 32)")
     parser.add_argument("--report-only", action="store_true",
                         help="only write the report from the finished steps")
+    parser.add_argument("--train-only", action="store_true",
+                        help="only train (every model now, the evaluations in a later call)")
     parser.add_argument("--docs", nargs="+", default=[], metavar="DOC.md",
                         help="also put the tables into each DOC.md: all of them between "
                         "its '<!-- results:begin -->' and '<!-- results:end -->' lines, "
@@ -222,7 +224,8 @@ def main(argv=None):
     timings = results_report.load_json(timings_path) or {}
     if not args.report_only:
         started = time.time()
-        for key, value in run_all(out, runs, budget, images, args.certify).items():
+        for key, value in run_all(out, runs, budget, images, args.certify,
+                                  args.train_only).items():
             timings[key] = round(value, 1)
         timings.setdefault("calls", []).append(
             {"seconds": round(time.time() - started, 1),
