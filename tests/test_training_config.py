@@ -176,3 +176,10 @@ def test_block_options_are_the_hah_block_arguments_an_ablation_may_change():
     checked = training_config.validate(
         {**GOOD, "block_options": {"sigma": 0, "normalization_size": 5}})["block_options"]
     assert checked == {"sigma": 0.0, "normalization_size": 5}
+
+
+def test_weight_init_choices_are_the_architectures():
+    from keras_hebb import architectures
+
+    # Listed twice (the config module imports no TensorFlow): kept equal here.
+    assert training_config.WEIGHT_INITS == architectures.WEIGHT_INITS
