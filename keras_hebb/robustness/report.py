@@ -181,54 +181,6 @@ def caps(suite):
     return "; ".join(parts)
 
 
-_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
-
-
-def _paired_lines(summary):
-    """What HaH adds: HaH minus each other seeded network, seed by seed."""
-    pairs = summary.get("paired") or {}
-    if not pairs:
-        return []
-    keys = list(next(iter(pairs.values()))["measures"])
-    lines = ["", "## What HaH adds, seed by seed", "",
-             "HaH minus the other network of the same seed, on the same images, noise "
-             "draws and attacks, in points: mean ± sample standard deviation over the "
-             "seeds. A difference is **bold** when it is larger than twice its spread "
-             "(with 2 or more seeds).", "",
-             "| HaH minus | seeds | " + " | ".join(keys) + " |",
-             "|" + "---|" * (len(keys) + 2)]
-    for other, entry in pairs.items():
-        cells = []
-        for key in keys:
-            stat = entry["measures"].get(key)
-            text = _points(stat)
-            clear = stat is not None and stat["n"] > 1 and abs(stat["mean"]) > 2 * stat["std"]
-            cells.append(f"**{text}**" if clear else text)
-        lines.append(f"| {other} | {', '.join(map(str, entry['seeds']))} | "
-                     + " | ".join(cells) + " |")
-    return lines
-
-
-def _certified_lines(summary):
-    """Certified accuracy per model and sigma (randomized smoothing)."""
-    certified = [m for m in summary["models"].values() if m.get("certified_per_sigma")]
-    if not certified:
-        return []
-    radii = sorted(certified[0]["certified"])
-    lines = ["", "## Certified robustness (randomized smoothing)", "",
-             "Certified L2 accuracy at each radius: the share of images the smoothed "
-             "classifier gets right with a certificate at least that large. Per noise level "
-             "σ of the smoothing; no attack can lower these numbers (up to the stated "
-             "failure probability per image).", "",
-             "| model | σ | " + " | ".join(f"r={r:g}" for r in radii) + " |",
-             "|" + "---|" * (len(radii) + 2)]
-    for model in certified:
-        for sigma, row in sorted(model["certified_per_sigma"].items()):
-            lines.append(f"| {model['name']} | {sigma:g} | "
-                         + " | ".join(_pct(row.get(r)) for r in radii) + " |")
-    return lines
-
-
 def markdown(results):
     """The human-readable summary: tables of accuracies and checks."""
     models = results["models"]
