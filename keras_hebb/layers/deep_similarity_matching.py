@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_hebb import _checks, _context
+from keras_hebb.layers.similarity_matching_base import SimilarityMatchingBase
 from keras_hebb.layers.similarity_matching_rules import (
     _TINY,
     assign_unit_columns,
@@ -18,7 +19,7 @@ from keras_hebb.layers.similarity_matching_rules import (
 
 
 @keras.saving.register_keras_serializable(package="keras_hebb")
-class DeepSimilarityMatching(keras.layers.Layer):
+class DeepSimilarityMatching(SimilarityMatchingBase):
     """A stack of similarity-matching layers whose dynamics run jointly.
 
     Layers `l = 1..L` with `units[l-1]` neurons, feedforward weights `W_l`
@@ -101,7 +102,8 @@ class DeepSimilarityMatching(keras.layers.Layer):
         train_by_backprop=False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(non_negative, tau, iterations, tolerance,
+                         kernel_initializer, train_by_backprop, **kwargs)
         if not isinstance(units, (list, tuple)) or not units:
             raise ValueError(
                 "Invalid value for `units`: expected a non-empty list of "
@@ -117,22 +119,9 @@ class DeepSimilarityMatching(keras.layers.Layer):
                 )
         self.units = [int(width) for width in units]
         self.gamma = _checks.check_fraction("gamma", gamma, allow_zero=True, allow_one=False)
-        self.non_negative = bool(non_negative)
-        self.tau = _checks.check_positive("tau", tau)
-        self.iterations = _checks.check_positive_int("iterations", iterations)
-        self.tolerance = _checks.check_non_negative("tolerance", tolerance)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.train_by_backprop = bool(train_by_backprop)
 
     def build(self, input_shape):
-        dims = input_shape[1:]
-        if not dims or any(d is None for d in dims):
-            raise ValueError(
-                f"Layer '{self.name}' (DeepSimilarityMatching) needs inputs "
-                "(batch, ...) with known non-batch dimensions. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        previous = int(np.prod(dims))
+        previous = self._input_dim(input_shape)
         self.kernels = []
         self.laterals = []
         for index, width in enumerate(self.units, start=1):
@@ -254,16 +243,4 @@ class DeepSimilarityMatching(keras.layers.Layer):
         return (input_shape[0], self.units[-1])
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "units": list(self.units),
-            "gamma": self.gamma,
-            "non_negative": self.non_negative,
-            "tau": self.tau,
-            "iterations": self.iterations,
-            "tolerance": self.tolerance,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-            "train_by_backprop": self.train_by_backprop,
-        }
+        return {**super().get_config(), "units": list(self.units), "gamma": self.gamma}

@@ -6,10 +6,10 @@ written out in `keras_hebb.layers.similarity_matching_rules` (and
 """
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_hebb import _checks, _context
+from keras_hebb.layers.similarity_matching_base import SimilarityMatchingBase
 from keras_hebb.layers.similarity_matching_rules import (
     assign_unit_columns,
     gram_objective,
@@ -20,7 +20,7 @@ from keras_hebb.layers.similarity_matching_rules import (
 
 
 @keras.saving.register_keras_serializable(package="keras_hebb")
-class SimilarityMatching(keras.layers.Layer):
+class SimilarityMatching(SimilarityMatchingBase):
     """Similarity matching: a Hebbian/anti-Hebbian layer with lateral inhibition.
 
     A layer of `units` neurons with feedforward weights `W` and lateral
@@ -92,30 +92,15 @@ class SimilarityMatching(keras.layers.Layer):
         train_by_backprop=False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(non_negative, tau, iterations, tolerance,
+                         kernel_initializer, train_by_backprop, **kwargs)
         self.units = _checks.check_positive_int("units", units)
-        self.non_negative = bool(non_negative)
-        self.tau = _checks.check_positive("tau", tau)
-        self.iterations = _checks.check_positive_int("iterations", iterations)
-        self.tolerance = _checks.check_non_negative("tolerance", tolerance)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.train_by_backprop = bool(train_by_backprop)
         self.feedforward_mask = None
         self.lateral_mask = None
 
     # Subclasses with structure override these two (numpy 0/1 arrays).
     def _masks(self, input_shape):
         return None, None
-
-    def _input_dim(self, input_shape):
-        dims = input_shape[1:]
-        if not dims or any(d is None for d in dims):
-            raise ValueError(
-                f"Layer '{self.name}' ({type(self).__name__}) needs inputs "
-                "(batch, ...) with known non-batch dimensions. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        return int(np.prod(dims))
 
     def build(self, input_shape):
         d = self._input_dim(input_shape)
@@ -189,15 +174,4 @@ class SimilarityMatching(keras.layers.Layer):
         return (input_shape[0], self.units)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "units": self.units,
-            "non_negative": self.non_negative,
-            "tau": self.tau,
-            "iterations": self.iterations,
-            "tolerance": self.tolerance,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-            "train_by_backprop": self.train_by_backprop,
-        }
+        return {**super().get_config(), "units": self.units}
