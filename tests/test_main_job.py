@@ -50,8 +50,14 @@ def test_every_ablation_is_a_valid_config():
             assert config["block_options"] == {"normalization_field": None}
         elif name == "hah_no_threshold":
             assert config["block_options"] == {"threshold": None}
-        else:
+        elif name == "standard_pruned90":
             assert config["prune_to"] == 0.9 and config["architecture"] == "vgg_small_bn"
+        elif name == "standard_noise":
+            assert config["noise_sigma"] == 0.25 and config["architecture"] == "vgg_small_bn"
+        elif name == "hah_demote01":
+            assert config["block_options"] == {"cost_demote": 0.1}
+        else:
+            assert name == "hah_torch_init" and config["weight_init"] == "torch"
 
 
 @pytest.fixture(scope="module")
