@@ -22,9 +22,6 @@ from keras import ops
 
 from keras_hebb import _compat, _context, _native
 
-# keras_hebb.robustness.attacks enters the mode under this name.
-from keras_hebb._context import fast_selection  # noqa: F401
-
 
 def above_kth_largest_by_bits(x, k):
     """`x > t` with `t` the `k`-th largest over height and width of the

@@ -11,6 +11,7 @@ returns logits.
 
 import keras
 
+from keras_hebb.data.specs import DATASETS
 from keras_hebb.hebbian_model import HebbianModel
 from keras_hebb.layers.hah_block import HaHBlock
 
@@ -22,10 +23,6 @@ SMALL_WIDTHS = (32, "M", 64, "M", 128, "M")
 #: the first 4 of 6 convs HaH blocks (the paper: 6 of 13).
 MEDIUM_WIDTHS = (32, 32, "M", 64, 64, "M", 128, 128, "M")
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2471, 0.2435, 0.2616)
-FASHION_MNIST_MEAN = (0.2860,)
-FASHION_MNIST_STD = (0.3530,)
 
 #: Weight initializations of `build_vgg`: Keras's default, and PyTorch's
 #: default for `Conv2d`/`Linear` kernels (what the authors' code trains
@@ -97,10 +94,12 @@ def build_vgg(
             f"channels). Received: input_shape={tuple(input_shape)!r}"
         )
     channels = input_shape[-1]
+    # Fashion-MNIST's statistics for grey images, CIFAR-10's for colour.
+    default = DATASETS["fashion_mnist" if channels == 1 else "cifar10"]
     if mean is None:
-        mean = FASHION_MNIST_MEAN if channels == 1 else CIFAR10_MEAN
+        mean = default.mean
     if std is None:
-        std = FASHION_MNIST_STD if channels == 1 else CIFAR10_STD
+        std = default.std
     if len(mean) != channels or len(std) != channels:
         raise ValueError(
             f"Invalid value for `mean`/`std`: expected {channels} values, one "

@@ -32,8 +32,8 @@ from keras import ops
 # The scope itself is a trace-time mode (keras_hebb._context); these are its
 # public names.
 from keras_hebb._context import SURROGATE_MODES as MODES  # noqa: F401
-from keras_hebb._context import SurrogateScope, surrogate_gradients  # noqa: F401
-from keras_hebb._context import surrogate_scope as current_scope
+from keras_hebb._context import surrogate_gradients  # noqa: F401
+from keras_hebb._context import surrogate_scope
 
 
 def with_surrogate(output, surrogate):
@@ -49,7 +49,7 @@ def with_surrogate(output, surrogate):
         `output` itself outside a scope; inside, a tensor equal to `output`
         whose gradient is `surrogate`'s.
     """
-    scope = current_scope()
+    scope = surrogate_scope()
     if scope is None:
         return output
     if callable(surrogate):

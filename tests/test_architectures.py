@@ -6,7 +6,7 @@ import pytest
 
 import keras_hebb
 from keras_hebb import HebbianModel, architectures, sparsity
-from keras_hebb.data import load_arrays
+from keras_hebb.data import DATASETS, load_arrays
 from keras_hebb.layers import HaHBlock
 
 
@@ -31,7 +31,7 @@ def test_hah_vgg16_is_the_papers_network():
     assert not any(isinstance(l, keras.layers.Dropout) for l in model.layers)
     # Inputs in [0, 1], normalized inside with CIFAR-10 statistics.
     norm = model.get_layer("input_normalization")
-    np.testing.assert_allclose(np.ravel(norm.mean), architectures.CIFAR10_MEAN, rtol=1e-6)
+    np.testing.assert_allclose(np.ravel(norm.mean), DATASETS["cifar10"].mean, rtol=1e-6)
 
 
 def test_vgg16_bn_has_the_same_convs_with_batch_norm():

@@ -340,3 +340,10 @@ def test_program_runs_as_module_and_reports_errors_in_one_line(tmp_path):
     assert result.returncode == 2
     lines = [l for l in result.stderr.splitlines() if "model file not found" in l]
     assert len(lines) == 1 and "Traceback" not in result.stderr
+    # An argument mistake: one line that points to --help, no usage dump.
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "evaluate", "--model", "m.keras", "--suite", "nope"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "--suite" in errors[0]
+    assert "python -m training evaluate --help" in errors[0] and "usage:" not in result.stderr

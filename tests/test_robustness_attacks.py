@@ -115,3 +115,25 @@ def test_early_stop_with_per_image_starts_breaks_a_superset(setup):
         broken[early_stop] = attacks.predict(fn, adversarial) != y
     assert 0 < broken[False].sum() < len(y)
     assert np.all(broken[True] >= broken[False])
+
+
+def test_attack_graphs_are_freed_with_the_model():
+    # The suite's graph caches live on the model function: after an
+    # evaluation nothing keeps the model alive (make results evaluates
+    # many models in one process).
+    import gc
+    import weakref
+
+    from keras_hebb.robustness import autoattack
+
+    model = _cnn(0)
+    model_fn = attacks.make_model_fn(model)
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    y = np.zeros(4, np.int64)
+    attacks.pgd(model_fn, x, y, 0.05, steps=2)
+    attacks.spsa(model_fn, x[:1], y[:1], 0.05, steps=1, samples=2)
+    autoattack.apgd(model_fn, x, y, 0.05, steps=2)
+    references = [weakref.ref(model), weakref.ref(model_fn)]
+    del model, model_fn
+    gc.collect()
+    assert [r() for r in references] == [None, None]

@@ -1,11 +1,11 @@
 """`python -m training {train,evaluate} ...`: dispatch to a subcommand."""
 
-import os
 import sys
 
+from export._cli import set_tf_environment_defaults
+
 # Before anything imports TensorFlow (a user's choice wins).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+set_tf_environment_defaults()
 
 USAGE = """usage: python -m training {train,evaluate,demo,results,sweep} [options]
 

@@ -15,12 +15,15 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from export._cli import (
+    Parser,
+    UsageError,
+    first_line,
+    set_tf_environment_defaults,
+    usage_failure,
+)
 
-
-class UsageError(Exception):
-    """A mistake in the command line or its inputs: one line, exit 2."""
+set_tf_environment_defaults()  # before TensorFlow is imported
 
 
 def _floats(text):
@@ -32,15 +35,8 @@ def _floats(text):
         ) from None
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line, no usage dump: the same shape as every other mistake.
-        print(f"evaluate: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser():
-    parser = _Parser(
+    parser = Parser(
         prog="python -m training evaluate",
         description="Clean, noise and worst-case adversarial accuracy, sanity "
         "checks, activation sparsity; JSON, Markdown and PNG report.",
@@ -157,8 +153,8 @@ def _load_model(path):
     try:
         model = keras.saving.load_model(path)
     except Exception as error:  # any failure to read means a bad file
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"could not load a Keras model from {path}: {message}") from None
+        raise UsageError(f"could not load a Keras model from {path}: "
+                         f"{first_line(error)}") from None
     if not isinstance(model, keras.Model) or len(model.inputs) != 1:
         raise UsageError(f"{path} is not a single-input Keras model")
     return model
@@ -204,7 +200,7 @@ def run(args):
         images, labels = data.load_arrays(args.dataset, args.split, images_wanted)
     except (ValueError, FileNotFoundError, KeyError) as error:
         raise UsageError(f"could not load dataset {args.dataset!r} ({args.split}): "
-                         f"{str(error).splitlines()[0] if str(error) else error!r}") from None
+                         f"{first_line(error)}") from None
     images = np.asarray(images, np.float32)
     for name, model in models.items():
         expected = tuple(model.input_shape[1:])
@@ -292,13 +288,11 @@ def main(argv=None):
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    try:
         results, written = run(args)
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
     except UsageError as error:
-        print(f"evaluate: error: {error}", file=sys.stderr)
-        return 2
+        return usage_failure(error)
     for name, entry in results["models"].items():
         failed = [k for k, c in entry["checks"].items() if not c["passed"]]
         print(f"{name}: clean {entry['clean_accuracy']:.3f}, checks "

@@ -33,10 +33,10 @@ import os
 import sys
 import time
 
+from export._cli import set_tf_environment_defaults
 from training import results_report, steps
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+set_tf_environment_defaults()  # before the steps import TensorFlow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {

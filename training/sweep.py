@@ -34,10 +34,10 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from export._cli import set_tf_environment_defaults
+from training import results_report, steps
 
-from training import results_report, steps  # noqa: E402
+set_tf_environment_defaults()  # before the steps import TensorFlow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = "training/configs/fashion_mnist_hah_small.yaml"

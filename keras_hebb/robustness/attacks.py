@@ -37,7 +37,7 @@ from cleverhans.tf2.attacks.projected_gradient_descent import (
 )
 from cleverhans.tf2.utils import clip_eta, optimize_linear, random_lp_vector, set_with_mask
 
-from keras_hebb import _selection
+from keras_hebb import _context
 from keras_hebb.robustness import bpda
 
 NORMS = {"linf": np.inf, "l2": 2}
@@ -72,7 +72,7 @@ def make_model_fn(model, surrogate=None, temperature=0.1):
 
         def logits(x):
             # Same values as the model's own call (keras_hebb._selection).
-            with _selection.fast_selection():
+            with _context.fast_selection():
                 return connected(x, model(x, training=False))
 
     else:
@@ -82,7 +82,7 @@ def make_model_fn(model, surrogate=None, temperature=0.1):
 
         def logits(x):
             with bpda.surrogate_gradients(surrogate, temperature), \
-                    _selection.fast_selection():
+                    _context.fast_selection():
                 return connected(x, model(x, training=False))
 
     return tf.function(logits, input_signature=[spec])
@@ -224,14 +224,35 @@ def pgd(model_fn, x, y, eps, norm="linf", steps=10, loss="ce", step_size=None,
     return project(x, out, norm, eps)
 
 
-_GRADIENT_GRAPHS = {}
+#: Graphs of model functions that take no attributes, by `id` (with the
+#: function, so the id is not reused).
+_GRAPHS_BY_ID = {}
+
+
+def cached_graph(model_fn, key, build):
+    """`build()`, made once per `model_fn` and `key`.
+
+    The graphs are kept on `model_fn` itself, so they are freed with it: a
+    module-level cache would keep every evaluated model alive (`make
+    results` evaluates many in one process). A callable that takes no
+    attributes falls back to a module-level cache that holds it.
+    """
+    cache = getattr(model_fn, "_keras_hebb_graphs", None)
+    if cache is None:
+        cache = {}
+        try:
+            model_fn._keras_hebb_graphs = cache
+        except (AttributeError, TypeError):
+            cache = _GRAPHS_BY_ID.setdefault(id(model_fn), (model_fn, {}))[1]
+    if key not in cache:
+        cache[key] = build()
+    return cache[key]
 
 
 def _loss_gradient(model_fn, loss, image_shape):
     """A cached `tf.function` (x, y) -> (gradient of the summed loss, logits)."""
-    key = (id(model_fn), loss, tuple(image_shape))
-    if key not in _GRADIENT_GRAPHS:
 
+    def build():
         @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(image_shape), tf.float32),
                                       tf.TensorSpec((None,), tf.int64)])
         def run(x, y):
@@ -241,9 +262,9 @@ def _loss_gradient(model_fn, loss, image_shape):
                 value = LOSSES[loss](labels=y, logits=logits)
             return tape.gradient(value, x), logits
 
-        # Keep model_fn alive so its id is not reused.
-        _GRADIENT_GRAPHS[key] = (run, model_fn)
-    return _GRADIENT_GRAPHS[key][0]
+        return run
+
+    return cached_graph(model_fn, ("loss_gradient", loss, tuple(image_shape)), build)
 
 
 def random_starts(shape, norm, eps, seeds):
@@ -409,12 +430,8 @@ class _SPSAAdam(_spsa.SPSAAdam):
         self._compare_to_analytic_grad = False
 
 
-_SPSA_GRAPHS = {}
-
-
 def _spsa_graph(model_fn, image_shape, steps, samples, delta):
-    key = (id(model_fn), image_shape, steps, samples, delta)
-    if key not in _SPSA_GRAPHS:
+    def build():
         optimizer = _SPSAAdam(0.01, delta, samples)
 
         def loss_fn(images, label):
@@ -433,9 +450,9 @@ def _spsa_graph(model_fn, image_shape, steps, samples, delta):
                 clip_min=0.0, clip_max=1.0, early_stop_loss_threshold=0.0,
             )
 
-        # Keep model_fn alive so its id is not reused.
-        _SPSA_GRAPHS[key] = (run, optimizer, model_fn)
-    return _SPSA_GRAPHS[key][:2]
+        return run, optimizer
+
+    return cached_graph(model_fn, ("spsa", image_shape, steps, samples, delta), build)
 
 
 def spsa(model_fn, x, y, eps, steps=20, samples=64, learning_rate=None, delta=0.01,

@@ -61,15 +61,11 @@ def dlr_loss(labels, logits, targets=None):
         ordered[:, 0] - 0.5 * (ordered[:, 2] + ordered[:, 3]) + 1e-12)
 
 
-_GRAPHS = {}
-
-
 def _loss_and_gradient(model_fn, loss, image_shape):
     """A cached `tf.function` (x, y, targets) -> (loss, grad, logits), one
     trace for every batch size."""
-    key = (id(model_fn), loss, tuple(image_shape))
-    if key not in _GRAPHS:
 
+    def build():
         @tf.function(input_signature=[
             tf.TensorSpec((None,) + tuple(image_shape), tf.float32),
             tf.TensorSpec((None,), tf.int64),
@@ -87,9 +83,9 @@ def _loss_and_gradient(model_fn, loss, image_shape):
                     value = dlr_loss(y, logits, targets)
             return value, tape.gradient(value, x), logits
 
-        # Keep model_fn alive so its id is not reused.
-        _GRAPHS[key] = (run, model_fn)
-    return _GRAPHS[key][0]
+        return run
+
+    return attacks.cached_graph(model_fn, ("apgd", loss, tuple(image_shape)), build)
 
 
 def _budgets(eps, n):

@@ -7,8 +7,6 @@ surrogates; the robustness suite only turns it on.
 
 from keras_hebb.surrogates import (  # noqa: F401
     MODES,
-    SurrogateScope,
-    current_scope,
     has_surrogates,
     max_surrogate,
     surrogate_gradients,

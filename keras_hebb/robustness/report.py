@@ -14,9 +14,10 @@ def first_layer_kernel(model):
     """
     import keras
 
+    from keras_hebb import _compat
     from keras_hebb.layers import HaHBlock
 
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _compat.all_layers(model):
         if isinstance(layer, HaHBlock):
             return keras.ops.convert_to_numpy(layer.conv.kernel)
         if isinstance(layer, keras.layers.Conv2D):
