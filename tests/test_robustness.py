@@ -16,7 +16,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_hebb import _native, architectures, data
-from keras_hebb.robustness import attacks, bpda, suite
+from keras_hebb.robustness import attacks, bpda, cw, spsa, suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -148,12 +148,12 @@ def test_every_attack_stays_in_budget_and_in_unit_box(standard_model, masked_mod
             "bpda": attacks.pgd(bpda_fn, x, y, eps, norm, steps=3, loss="margin"),
         }
         if norm == "linf":
-            produced["spsa"] = attacks.spsa(fn, x[:2], y[:2], eps, steps=2, samples=8)
+            produced["spsa"] = spsa.spsa(fn, x[:2], y[:2], eps, steps=2, samples=8)
         else:
-            cw = attacks.carlini_wagner_l2(fn, x[:4], y[:4], 10, steps=5,
+            minimal = cw.carlini_wagner_l2(fn, x[:4], y[:4], 10, steps=5,
                                            binary_search_steps=1)
-            assert cw.min() >= 0 and cw.max() <= 1
-            produced["cw_l2"] = attacks.project(x[:4], cw, norm, eps)
+            assert minimal.min() >= 0 and minimal.max() <= 1
+            produced["cw_l2"] = attacks.project(x[:4], minimal, norm, eps)
         for name, adversarial in produced.items():
             n = len(adversarial)
             attacks.check_budget(x[:n], adversarial, norm, eps)
@@ -185,8 +185,8 @@ def test_cw_l2_shim_finds_small_adversarial_examples(standard_model, fashion):
     fn = attacks.make_model_fn(standard_model)
     keep = _correct(fn, x, y)
     x, y = x[keep][:12], y[keep][:12]
-    adversarial = attacks.carlini_wagner_l2(fn, x, y, 10, steps=40, binary_search_steps=3,
-                                            learning_rate=0.05, batch_size=8)
+    adversarial = cw.carlini_wagner_l2(fn, x, y, 10, steps=40, binary_search_steps=3,
+                                       learning_rate=0.05, batch_size=8)
     fooled = ~_correct(fn, adversarial, y)
     assert fooled.mean() >= 0.75
     distance = attacks.distances(x[fooled], adversarial[fooled], "l2")
@@ -207,7 +207,7 @@ def test_spsa_shim_breaks_model_without_gradients(standard_model, fashion):
         cleverhans_spsa(fn, tf.constant(x[:1]), tf.constant(y[:1]), 0.1, 1,
                         clip_min=0.0, clip_max=1.0, spsa_samples=8)
     tf.random.set_seed(0)
-    adversarial = attacks.spsa(fn, x, y, 0.2, steps=30, samples=64, learning_rate=0.03)
+    adversarial = spsa.spsa(fn, x, y, 0.2, steps=30, samples=64, learning_rate=0.03)
     attacks.check_budget(x, adversarial, "linf", 0.2)
     assert (~_correct(fn, adversarial, y)).sum() >= 2
 

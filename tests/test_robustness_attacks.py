@@ -124,14 +124,14 @@ def test_attack_graphs_are_freed_with_the_model():
     import gc
     import weakref
 
-    from keras_hebb.robustness import autoattack
+    from keras_hebb.robustness import autoattack, spsa
 
     model = _cnn(0)
     model_fn = attacks.make_model_fn(model)
     x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
     y = np.zeros(4, np.int64)
     attacks.pgd(model_fn, x, y, 0.05, steps=2)
-    attacks.spsa(model_fn, x[:1], y[:1], 0.05, steps=1, samples=2)
+    spsa.spsa(model_fn, x[:1], y[:1], 0.05, steps=1, samples=2)
     autoattack.apgd(model_fn, x, y, 0.05, steps=2)
     references = [weakref.ref(model), weakref.ref(model_fn)]
     del model, model_fn

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from keras_hebb import data
-from keras_hebb.robustness import attacks, autoattack, suite
+from keras_hebb.robustness import attacks, autoattack, square, suite
 
 
 def _linear_problem(classes, n=100, side=8, seed=0):
@@ -91,7 +91,7 @@ def test_linear_model_minimal_perturbation(attack, norm, problem, request):
         "apgd_ce": lambda eps: autoattack.apgd(fn, x, y, eps, norm, steps=100),
         "apgd_t": lambda eps: autoattack.apgd_targeted(fn, x, y, eps, norm, steps=100,
                                                        target_classes=9),
-        "square": lambda eps: autoattack.square(fn, x, y, eps, norm, queries=2000),
+        "square": lambda eps: square.square(fn, x, y, eps, norm, queries=2000),
     }[attack]
     below = 0.95 * minimal
     adversarial, _ = run(below)
@@ -110,9 +110,9 @@ def test_square_l2_on_linear_model(binary_problem):
     # queries, measured: none either) and all at 1.5 x.
     model, x, y, _, l2 = binary_problem
     fn = attacks.make_model_fn(model)
-    adversarial, _ = autoattack.square(fn, x, y, 0.95 * l2, "l2", queries=1000)
+    adversarial, _ = square.square(fn, x, y, 0.95 * l2, "l2", queries=1000)
     assert not np.any(_broken(fn, x, adversarial, y, "l2", 0.95 * l2))
-    adversarial, _ = autoattack.square(fn, x, y, 1.5 * l2, "l2", queries=2000)
+    adversarial, _ = square.square(fn, x, y, 1.5 * l2, "l2", queries=2000)
     assert _broken(fn, x, adversarial, y, "l2", 1.5 * l2).mean() >= 0.95
 
 
@@ -136,7 +136,7 @@ def test_checkpoints_and_losses():
     with pytest.raises(ValueError, match="loss"):
         autoattack.apgd(fn, np.zeros((1, 8, 8, 1), "float32"), [0], 0.1, loss="hinge")
     with pytest.raises(ValueError, match="budget"):
-        autoattack.square(fn, np.zeros((1, 8, 8, 1), "float32"), [0], -0.1)
+        square.square(fn, np.zeros((1, 8, 8, 1), "float32"), [0], -0.1)
 
 
 def _small_cnn(seed=0, binarize=False):
@@ -198,8 +198,8 @@ def test_each_component_fools_a_trained_model(attack, norm, eps, trained, fashio
         "apgd_t": lambda: autoattack.apgd_targeted(fn, x, y, eps, norm, steps=20,
                                                    target_classes=3),
         # Square L2 is slower: 70% at 300 queries, 90% at 1000 (measured).
-        "square": lambda: autoattack.square(fn, x, y, eps, norm,
-                                            queries=300 if norm == "linf" else 1500),
+        "square": lambda: square.square(fn, x, y, eps, norm,
+                                        queries=300 if norm == "linf" else 1500),
     }[attack]()
     broken = _broken(fn, x, adversarial, y, norm, eps)
     assert broken.mean() >= 0.9
@@ -234,12 +234,12 @@ def test_matches_art(trained, fashion):
         nb_random_init=1, batch_size=64, loss_type="cross_entropy", verbose=False,
     ).generate(x, y=y)
     _compare(fn, x, y, ours, theirs, "linf", eps, "APGD-CE")
-    ours, _ = autoattack.square(fn, x, y, eps, "linf", queries=200)
+    ours, _ = square.square(fn, x, y, eps, "linf", queries=200)
     theirs = SquareAttack(classifier, norm=np.inf, eps=eps, max_iter=200, p_init=0.8,
                           nb_restarts=1, batch_size=64, verbose=False).generate(x, y=y)
     _compare(fn, x, y, ours, theirs, "linf", eps, "Square")
     eps = 2.0
-    ours, _ = autoattack.square(fn, x, y, eps, "l2", queries=300)
+    ours, _ = square.square(fn, x, y, eps, "l2", queries=300)
     theirs = SquareAttack(classifier, norm=2, eps=eps, max_iter=300, p_init=0.8,
                           nb_restarts=1, batch_size=64, verbose=False).generate(x, y=y)
     _compare(fn, x, y, ours, theirs, "l2", eps, "Square L2", one_sided=True)

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_hebb.robustness import attacks, registry, suite
+from keras_hebb.robustness import attacks, checks, registry, suite
 
 
 def _threshold_model():
@@ -171,7 +171,7 @@ def _more_steps_check(monkeypatch, broken_by_steps):
     config = dataclasses.replace(suite.QUICK, check_images=20, check_steps=(5, 20),
                                  attacks=("pgd_ce",))
     target = suite._ModelUnderTest("toy", _threshold_model())
-    check = suite._sanity_checks(target, images, labels, records, config, 0,
+    check = checks.sanity_checks(target, images, labels, records, config, 0,
                                  smallest)["more_steps"]
     assert check["budget"] == 0.1 and check["tolerance"] == pytest.approx(0.05)
     return check

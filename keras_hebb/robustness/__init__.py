@@ -32,7 +32,8 @@ _EXPORTS = {
     "write_report": "report",
 }
 
-_MODULES = ("attacks", "autoattack", "bpda", "noise", "registry", "report", "smoothing", "suite")
+_MODULES = ("attacks", "autoattack", "bpda", "checks", "cw", "noise", "registry", "report",
+            "smoothing", "spsa", "square", "suite")
 
 __all__ = sorted(_EXPORTS) + list(_MODULES)
 

@@ -1,4 +1,4 @@
-"""Attacks: cleverhans 4.0.0 wrappers and Keras 3 shims, budgets enforced.
+"""Attacks: cleverhans 4.0.0 wrappers, shared helpers, budgets enforced.
 
 Every attack takes images in [0, 1] (`float32`, NHWC), their true labels
 and a budget in pixel space, and returns numpy adversarial examples that
@@ -11,23 +11,15 @@ attacks on it share (cleverhans traces per model_fn object: a new lambda
 per call retraces every step); with `surrogate=` it is the BPDA model,
 whose backward pass uses the layers' declared surrogates.
 
-Keras 3 shims (cleverhans 4.0.0 was written for tf.keras 2):
-- `carlini_wagner_l2`: cleverhans calls `optimizer.variables()` (a
-  property in Keras 3) and resets every optimizer variable to zero, which
-  in Keras 3 includes the learning rate (the attack then stops moving); its
-  trade-off constant has the shape of the images instead of one value per
-  image, a passed `y` silently turns the attack targeted, and one
-  optimizer is reused across batches of different shapes. The shim keeps
-  cleverhans' loss and gradient step and fixes those.
-- `spsa`: cleverhans' `SPSAAdam` calls `Adam(lr=...)`, which Keras 3
-  rejects; the shim builds it with `learning_rate=` and runs cleverhans'
-  `projected_optimization` inside one cached `tf.function`.
+Here: FGSM, PGD (with restarts and early stop) and MIM, and the helpers
+the other attack modules share (losses, projection, budget check, graph
+cache, batches, prediction). cleverhans' CW-L2 and SPSA need Keras 3
+shims and live in `cw` and `spsa`; AutoAttack's APGD in `autoattack`,
+Square in `square`.
 """
 
 import numpy as np
 import tensorflow as tf
-from cleverhans.tf2.attacks import carlini_wagner_l2 as _cw
-from cleverhans.tf2.attacks import spsa as _spsa
 from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 from cleverhans.tf2.attacks.momentum_iterative_method import (
     momentum_iterative_method,
@@ -35,7 +27,7 @@ from cleverhans.tf2.attacks.momentum_iterative_method import (
 from cleverhans.tf2.attacks.projected_gradient_descent import (
     projected_gradient_descent,
 )
-from cleverhans.tf2.utils import clip_eta, optimize_linear, random_lp_vector, set_with_mask
+from cleverhans.tf2.utils import clip_eta, optimize_linear, random_lp_vector
 
 from keras_hebb import _context
 from keras_hebb.robustness import bpda
@@ -331,162 +323,6 @@ def mim(model_fn, x, y, eps, norm="linf", steps=10, decay=1.0, batch_size=256):
         )
         out[s] = adv.numpy()
     return project(x, out, norm, eps)
-
-
-class _CarliniWagnerL2(_cw.CarliniWagnerL2):
-    """cleverhans' CW-L2 (loss, tanh box, gradient step) fixed for Keras 3.
-
-    `_attack` is rewritten: one trade-off constant per image, a fresh Keras 3
-    Adam per binary-search step (cleverhans zeroed all optimizer variables,
-    the learning rate included), true labels passed per batch, untargeted.
-    """
-
-    def __init__(self, model_fn, **kwargs):
-        super().__init__(model_fn, **kwargs)
-        self.targeted = False
-
-    def attack(self, x, y):
-        adversarial = np.zeros_like(x)
-        for s in _batches(len(x), self.batch_size):
-            adversarial[s] = self._attack(x[s], y[s]).numpy()
-        return adversarial
-
-    def _attack(self, x, y):
-        import keras
-
-        original = tf.constant(x, tf.float32)
-        n = original.shape[0]
-        y = tf.one_hot(tf.constant(y, tf.int64), self.num_classes)
-        labels = tf.cast(tf.argmax(y, axis=1), tf.int32)
-        # To tanh space, as cleverhans does.
-        w = (original - self.clip_min) / (self.clip_max - self.clip_min)
-        w = tf.atanh((tf.clip_by_value(w, 0.0, 1.0) * 2.0 - 1.0) * 0.999999)
-
-        lower = tf.zeros((n,))
-        upper = tf.fill((n,), 1e10)
-        const = tf.fill((n,), float(self.initial_const))
-        best_l2 = tf.fill((n,), 1e10)
-        best_attack = original
-        modifier = tf.Variable(tf.zeros_like(w), trainable=True)
-
-        for _ in range(self.binary_search_steps):
-            modifier.assign(tf.zeros_like(w))
-            optimizer = keras.optimizers.Adam(self.learning_rate)
-            success = tf.zeros((n,), tf.bool)
-            previous = None
-            for iteration in range(self.max_iterations):
-                x_new, grads, loss, logits, l2_dist = self.gradient(w, y, modifier, const)
-                optimizer.apply_gradients([(grads, modifier)])
-                if self.abort_early and iteration % ((self.max_iterations // 10) or 1) == 0:
-                    if previous is not None and loss > previous * 0.9999:
-                        break
-                    previous = loss
-                pred = tf.cast(tf.argmax(logits + self.confidence * y, axis=1), tf.int32)
-                fooled = tf.not_equal(pred, labels)
-                success = tf.logical_or(success, fooled)
-                better = tf.logical_and(fooled, l2_dist < best_l2)
-                best_l2 = set_with_mask(best_l2, l2_dist, better)
-                best_attack = tf.where(tf.reshape(better, (-1, 1, 1, 1)), x_new, best_attack)
-            # Binary search on the constant, per image.
-            upper = tf.where(success, tf.minimum(upper, const), upper)
-            lower = tf.where(success, lower, tf.maximum(lower, const))
-            bounded = upper < 1e9
-            const = tf.where(bounded, (lower + upper) / 2.0, const * 10.0)
-        return best_attack
-
-
-def carlini_wagner_l2(model_fn, x, y, num_classes, steps=100, binary_search_steps=5,
-                      learning_rate=0.01, initial_const=0.1, confidence=0.0,
-                      batch_size=256):
-    """Carlini-Wagner L2 (minimal distortion; unbounded, see `project`).
-
-    Returns the closest adversarial example found per image, or the image
-    itself where the attack failed.
-    """
-    attack = _CarliniWagnerL2(
-        model_fn, batch_size=batch_size, clip_min=0.0, clip_max=1.0,
-        binary_search_steps=binary_search_steps, max_iterations=steps,
-        abort_early=True, confidence=confidence, initial_const=initial_const,
-        learning_rate=learning_rate,
-    )
-    attack.num_classes = num_classes
-    return np.clip(attack.attack(np.asarray(x, np.float32), np.asarray(y)), 0.0, 1.0)
-
-
-class _SPSAAdam(_spsa.SPSAAdam):
-    """cleverhans' SPSAAdam, built with Keras 3's `learning_rate=`."""
-
-    def __init__(self, lr=0.01, delta=0.01, num_samples=128, num_iters=1):
-        import keras
-
-        keras.optimizers.Adam.__init__(self, learning_rate=lr)
-        if num_samples % 2:
-            raise ValueError(f"SPSA needs an even number of samples. Received: {num_samples}")
-        # A variable, so one traced graph serves every learning rate.
-        self.lr = tf.Variable(float(lr), trainable=False, dtype=tf.float32)
-        self._delta = delta
-        self._num_samples = num_samples // 2  # mirrored +/- delta
-        self._num_iters = num_iters
-        self._compare_to_analytic_grad = False
-
-
-def _spsa_graph(model_fn, image_shape, steps, samples, delta):
-    def build():
-        optimizer = _SPSAAdam(0.01, delta, samples)
-
-        def loss_fn(images, label):
-            # Untargeted: minimize (true logit - best other logit).
-            logits = model_fn(images)
-            return -_spsa.margin_logit_loss(logits, label, nb_classes=logits.shape[-1])
-
-        @tf.function(input_signature=[
-            tf.TensorSpec((1,) + image_shape, tf.float32),
-            tf.TensorSpec((1,), tf.int64),
-            tf.TensorSpec((), tf.float32),
-        ])
-        def run(image, label, eps):
-            return _spsa.projected_optimization(
-                loss_fn, image, label, eps, steps, optimizer,
-                clip_min=0.0, clip_max=1.0, early_stop_loss_threshold=0.0,
-            )
-
-        return run, optimizer
-
-    return cached_graph(model_fn, ("spsa", image_shape, steps, samples, delta), build)
-
-
-def spsa(model_fn, x, y, eps, steps=20, samples=64, learning_rate=None, delta=0.01,
-         progress=None):
-    """SPSA (gradient-free, Linf, cleverhans), one image at a time.
-
-    Estimates gradients from `samples` random +/-delta probes per step, so
-    it does not need the model's gradients at all (Uesato et al. 2018).
-    Stops early on an image once it is misclassified.
-
-    Args:
-        model_fn: from `make_model_fn`.
-        x, y: images in [0, 1] and integer labels.
-        eps: Linf budget.
-        steps: Adam steps. Defaults to `20`.
-        samples: probes per step (even). Defaults to `64`.
-        learning_rate: Adam step; `None` uses `2.5 * eps / steps`.
-        delta: probe size. Defaults to `0.01`.
-        progress: called after each image (progress bars).
-    """
-    if eps == 0:
-        return np.array(x, np.float32)
-    run, optimizer = _spsa_graph(model_fn, tuple(x.shape[1:]), int(steps), int(samples),
-                                 float(delta))
-    if learning_rate is None:
-        learning_rate = 2.5 * eps / steps
-    optimizer.lr.assign(float(learning_rate))
-    out = np.empty_like(x)
-    for i in range(len(x)):
-        out[i] = run(tf.constant(x[i:i + 1]), tf.constant(y[i:i + 1], tf.int64),
-                     tf.constant(eps, tf.float32)).numpy()[0]
-        if progress is not None:
-            progress()
-    return project(x, out, "linf", eps)
 
 
 def predict(model_fn, x, batch_size=512):

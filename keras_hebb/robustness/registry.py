@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from keras_hebb.robustness import attacks, autoattack
+from keras_hebb.robustness import attacks, autoattack, cw, spsa, square
 
 #: Kinds in cascade order.
 KINDS = ("gradient", "autoattack", "bpda", "black_box")
@@ -163,7 +163,7 @@ def _cw(s):
     missing = [i for i in s.idx if i not in s.cache]
     if missing:
         positions = np.searchsorted(s.idx, missing)
-        found = attacks.carlini_wagner_l2(
+        found = cw.carlini_wagner_l2(
             s.target.fn, s.images[positions], s.labels[positions], s.target.num_classes,
             steps=s.config.cw_steps, binary_search_steps=s.config.cw_binary_steps,
             batch_size=s.config.batch_size)
@@ -225,7 +225,7 @@ def _spsa_stages(config, target, sources):
 
 
 def _spsa(s):
-    return attacks.spsa(s.target.fn, s.images, s.labels, s.eps, s.config.spsa_steps,
+    return spsa.spsa(s.target.fn, s.images, s.labels, s.eps, s.config.spsa_steps,
                         s.config.spsa_samples, progress=s.progress)
 
 
@@ -269,9 +269,9 @@ def _square_stages(config, target, sources):
 
 
 def _square(s):
-    adversarial, _ = autoattack.square(s.target.fn, s.images, s.labels, s.eps, s.norm,
-                                       s.config.square_queries, p_init=s.config.square_p_init,
-                                       seed=_seed(s), batch_size=s.config.batch_size)
+    adversarial, _ = square.square(s.target.fn, s.images, s.labels, s.eps, s.norm,
+                                   s.config.square_queries, p_init=s.config.square_p_init,
+                                   seed=_seed(s), batch_size=s.config.batch_size)
     return adversarial
 
 
@@ -314,7 +314,7 @@ for _entry in (
     Attack("bpda", "bpda", ("linf", "l2"), _bpda_stages, _bpda,
            description="PGD (margin) through the layers' surrogate gradients"),
     Attack("square", "black_box", ("linf", "l2"), _square_stages, _square,
-           description="Square Attack (`autoattack.square`): random search, no gradients"),
+           description="Square Attack (`square.square`): random search, no gradients"),
     Attack("transfer", "black_box", ("linf", "l2"), _transfer_stages, _transfer,
            description="PGD (cross-entropy) on a source model, evaluated on the target"),
     Attack("transfer_bpda", "black_box", ("linf", "l2"), _transfer_bpda_stages, _transfer,

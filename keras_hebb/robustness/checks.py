@@ -1,0 +1,152 @@
+"""The attack suite's sanity checks: does a model's result show gradient masking?
+
+`suite.run_suite` runs them on each model after its attacks, on the first
+`check_images` images and the suite's per-budget records (Athalye et al.
+2018; Carlini et al. 2019). Each check is pass/fail; gaps are in points of
+accuracy, i.e. fractions of all evaluated images:
+- `gradients`: input gradients (margin loss) are finite and not zero;
+- `large_budget`: Linf PGD at eps 0.5 (enough to turn any image into
+  uniform gray) brings accuracy to about 0;
+- `more_steps`: at the Linf budget where the worst-case accuracy is
+  nearest 50% (where it can fail), on the first `check_images` images:
+  PGD with more steps does not raise accuracy (beyond the tolerance), and
+  breaks at most the tolerance of the images the whole suite left standing
+  there (the suite's number is converged in steps);
+- `bpda_adds_little`: `plain_gradients - white_box <= CHECK_MARGIN` at every
+  budget (if BPDA breaks many images that plain gradient attacks could
+  not, plain gradients are masked and the number rests on BPDA);
+- `black_box_not_stronger`: `white_box - worst_case <= CHECK_MARGIN` at
+  every budget, and SPSA fools at most 25% of the images it attacks.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_hebb.robustness import attacks
+
+#: Margins of the pass/fail checks (fractions of the evaluated images).
+CHECK_MARGIN = 0.03
+ZERO_GRADIENT_LIMIT = 0.01
+LARGE_BUDGET = 0.5
+LARGE_BUDGET_LIMIT = 0.05
+
+
+def _check_gradients(targets, images, labels, config):
+    details = {}
+    passed = True
+    for label, fn in targets:
+        grads = attacks.input_gradients(fn, images, labels, loss="margin",
+                                        batch_size=config.batch_size)
+        flat = grads.reshape(len(grads), -1)
+        finite = bool(np.all(np.isfinite(flat)))
+        zero = float(np.mean(np.all(flat == 0, axis=1))) if len(flat) else 0.0
+        ok = finite and zero <= ZERO_GRADIENT_LIMIT
+        details[label] = {"finite": finite, "zero_gradient_fraction": zero,
+                          "mean_abs_gradient": float(np.mean(np.abs(flat))) if finite else None,
+                          "passed": ok}
+        passed &= ok
+    return {"passed": bool(passed), "limit_zero_fraction": ZERO_GRADIENT_LIMIT,
+            "details": details,
+            "meaning": "input gradients of the margin loss are finite and non-zero"}
+
+
+def sanity_checks(target, images, labels, records, config, seed, smallest_linf=None):
+    """The pass/fail checks. `smallest_linf`: each image's smallest breaking
+    Linf budget in the worst case (0: misclassified clean, NaN: never)."""
+    n = min(config.check_images, len(images))
+    x, y = images[:n], labels[:n]
+    checks = {}
+    fns = [("plain", target.fn)]
+    if target.surrogates and "bpda" in config.attacks:
+        fns += [(f"bpda_{m}", target.bpda_fn(m)) for m in config.bpda_modes]
+    checks["gradients"] = _check_gradients(fns, x, y, config)
+
+    tf.random.set_seed(seed)
+    correct = attacks.predict(target.fn, x) == y
+    for _, fn in fns:
+        adversarial = attacks.pgd(fn, x, y, LARGE_BUDGET, "linf", config.steps,
+                                  loss="margin", batch_size=config.batch_size)
+        correct &= attacks.predict(target.fn, adversarial) == y
+    large = float(correct.mean()) if n else 0.0
+    checks["large_budget"] = {
+        "passed": large <= LARGE_BUDGET_LIMIT, "norm": "linf", "budget": LARGE_BUDGET,
+        "accuracy": large, "limit": LARGE_BUDGET_LIMIT, "images": n,
+        "attacks": [f"pgd_margin ({label})" for label, _ in fns], "steps": config.steps,
+        "meaning": "accuracy falls to about 0 at a large budget",
+    }
+
+    # Where it can fail: the Linf budget whose worst-case accuracy is
+    # nearest 50% (at a budget where accuracy is already ~0 it cannot).
+    linf = [r for r in records if r["norm"] == "linf"]
+    if linf:
+        eps = min(linf, key=lambda r: (abs(r["robust_accuracy"] - 0.5), r["budget"]))["budget"]
+    else:
+        eps = 0.1
+    few, many = config.check_steps
+    accuracy = {}
+    for steps in (few, many):
+        tf.random.set_seed(seed)
+        adversarial = attacks.pgd(target.fn, x, y, eps, "linf", steps, loss="margin",
+                                  batch_size=config.batch_size)
+        accuracy[steps] = float(np.mean(attacks.predict(target.fn, adversarial) == y))
+        if steps == many:
+            broken_by_many = attacks.predict(target.fn, adversarial) != y
+    tolerance = max(CHECK_MARGIN, 1.0 / max(n, 1))
+    # Converged: PGD with the most steps breaks few images the whole suite
+    # left standing at that budget (else the suite's number is too high).
+    if smallest_linf is not None and n:
+        first = np.asarray(smallest_linf[:n], np.float64)
+        standing = np.isnan(first) | (first > eps)
+        missed = float(np.mean(standing & broken_by_many))
+    else:
+        missed = None
+    raises = accuracy[many] > accuracy[few] + tolerance
+    checks["more_steps"] = {
+        "passed": not raises and (missed is None or missed <= tolerance),
+        "norm": "linf", "budget": eps, "attack": "pgd_margin", "steps": [few, many],
+        "accuracy": [accuracy[few], accuracy[many]],
+        "missed_by_suite": missed, "tolerance": tolerance, "images": n,
+        "meaning": "more PGD steps neither raise accuracy nor break more than the "
+                   "tolerance of the images the whole suite left standing (Linf budget "
+                   "where the worst case is nearest 50%)",
+    }
+
+    def gap(first, second):
+        worst = 0.0
+        where = None
+        for record in records:
+            diff = record["columns"][first] - record["columns"][second]
+            if diff > worst:
+                worst, where = diff, (record["norm"], record["budget"])
+        return worst, where
+
+    adaptive_gap, where = gap("plain_gradients", "white_box")
+    ran_bpda = any(s["kind"] == "bpda" and s["attacked"] for r in records for s in r["stages"])
+    checks["bpda_adds_little"] = {
+        "passed": adaptive_gap <= CHECK_MARGIN, "ran": ran_bpda,
+        "largest_gap": adaptive_gap, "at": where, "margin": CHECK_MARGIN,
+        "columns": ["plain_gradients", "white_box"],
+        "meaning": "BPDA (surrogate gradients) breaks few images that plain "
+                   "gradient attacks (cleverhans, APGD) could not: "
+                   "plain_gradients - white_box <= margin at every budget; a "
+                   "failure means the plain gradients are masked",
+    }
+    black_gap, where = gap("white_box", "worst_case")
+    spsa_rates = [
+        (s["fooled"], s["attacked"]) for r in records for s in r["stages"]
+        if s["attack"] == "spsa" and s["attacked"]
+    ]
+    fooled = sum(f for f, _ in spsa_rates)
+    attacked = sum(a for _, a in spsa_rates)
+    spsa_rate = fooled / attacked if attacked else 0.0
+    spsa_ok = attacked < 4 or spsa_rate <= 0.25
+    checks["black_box_not_stronger"] = {
+        "passed": black_gap <= CHECK_MARGIN and spsa_ok,
+        "largest_gap": black_gap, "at": where, "margin": CHECK_MARGIN,
+        "spsa_fooled": fooled, "spsa_attacked": attacked, "spsa_rate_limit": 0.25,
+        "columns": ["white_box", "worst_case"],
+        "meaning": "the black-box attacks (Square, transfer, SPSA) break few images "
+                   "that the white-box attacks could not: white_box - worst_case "
+                   "<= margin at every budget, and SPSA fools <= 25% of its subset",
+    }
+    return checks
