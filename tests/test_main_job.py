@@ -99,6 +99,10 @@ def test_results_pipeline_reports_seeds_goals_and_ablations(tiny_results):
     assert set(summary["paired"]) == {"standard", "hah_alpha0"}
     assert all(m["certified"] for m in models.values())
     assert "## What HaH adds, seed by seed" in markdown
+    # Each step's time is kept as soon as it ends (an interrupted call keeps them).
+    timings = json.loads((tiny_results / "timings.json").read_text())
+    assert {"train hah_alpha0_s2023", "evaluate hah_alpha0_s2023"} <= set(timings)
+    assert len(timings["calls"]) == 1
     assert "## Certified robustness (randomized smoothing)" in markdown
     for plot in ("noise.png", "robust_linf.png", "robust_l2.png", "sparsity.png",
                  "certified.png"):

@@ -124,32 +124,31 @@ def plan(seeds, ablations, seeded=(), hah_overrides=()):
     return runs
 
 
-def run_all(out, runs, budget, images, certify=False, train_only=False):
+def run_all(out, runs, budget, images, record, certify=False, train_only=False):
     """Trains and evaluates (or only trains) every run that has no output
-    yet; returns the seconds each step took in this call."""
+    yet; `record(step, seconds)` after each step, so an interrupted call
+    keeps the times of the steps it finished."""
     by_name = {run[0]: run for run in runs}
-    seconds = {}
     # Train a run and its transfer source before evaluating it.
     for name, _, _, _, source, _ in runs:
         for run_name in (name, source):
             _, base, overrides, _, _, _ = by_name[run_name]
             if not os.path.exists(os.path.join(out, "runs", run_name, "model.keras")):
                 sets = [a for o in overrides for a in ("--set", o)]
-                seconds["train " + run_name] = steps.run(
+                record("train " + run_name, steps.run(
                     f"train {run_name}", "train",
                     ["--config", os.path.join(ROOT, CONFIGS[base]),
                      "--out", os.path.join(out, "runs", run_name), "--skip-finished",
-                     *budget["train"], *sets])
+                     *budget["train"], *sets]))
         report = results_report.load_json(os.path.join(out, "eval", name, "report.json"))
         if not train_only and not (report or {}).get("models"):
-            seconds["evaluate " + name] = steps.run(
+            record("evaluate " + name, steps.run(
                 f"evaluate {name}", "evaluate",
                 ["--model", os.path.join(out, "runs", name, "model.keras"),
                  "--transfer-from", os.path.join(out, "runs", source, "model.keras"),
                  "--dataset", "fashion_mnist", "--images", str(images),
                  "--out", os.path.join(out, "eval", name), *budget["evaluate"],
-                 *(budget["certify"] if certify else [])])
-    return seconds
+                 *(budget["certify"] if certify else [])]))
 
 
 def main(argv=None):
@@ -223,13 +222,17 @@ def main(argv=None):
     timings_path = os.path.join(out, "timings.json")
     timings = results_report.load_json(timings_path) or {}
     if not args.report_only:
+
+        def record(step, seconds):
+            timings[step] = round(seconds, 1)
+            with open(timings_path, "w") as f:
+                json.dump(timings, f, indent=1)
+
         started = time.time()
-        for key, value in run_all(out, runs, budget, images, args.certify,
-                                  args.train_only).items():
-            timings[key] = round(value, 1)
-        timings.setdefault("calls", []).append(
-            {"seconds": round(time.time() - started, 1),
-             "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        run_all(out, runs, budget, images, record, args.certify, args.train_only)
+        record_call = {"seconds": round(time.time() - started, 1),
+                       "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        timings.setdefault("calls", []).append(record_call)
         with open(timings_path, "w") as f:
             json.dump(timings, f, indent=1)
     summary = results_report.collect(out, runs)
