@@ -286,7 +286,7 @@ def _columns(summary):
 def _certified_radii(summary):
     if not any(m.get("certified") for m in summary["models"].values()):
         return []
-    return [r for r in TABLE_RADII]
+    return list(TABLE_RADII)
 
 
 def _table(rows, noise, robust, radii=()):
@@ -402,12 +402,73 @@ def _suite_caps(suite):
     return caps(suite)
 
 
+def _figure_done(fig, ax, out, filename):
+    """Finishes a 0-100 % plot (grid, legend) and saves it as `filename`."""
+    import matplotlib.pyplot as plt
+
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, filename), dpi=110)
+    plt.close(fig)
+
+
+def _plot_curve(out, summary, ablations, curve):
+    """One accuracy-against-strength plot: each group's mean ± sd, each ablation."""
+    import matplotlib.pyplot as plt
+
+    key, xlabel, filename, norm = curve
+    groups = summary["groups"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for base, color in zip(groups, _COLORS):
+        data = groups[base].get(key)
+        if not data:
+            continue
+        data = data[norm] if norm else data
+        xs = sorted(data)
+        mean = np.array([data[x]["mean"] for x in xs]) * 100
+        spread = np.array([data[x]["std"] for x in xs]) * 100
+        ax.plot(xs, mean, "o-", color=color,
+                label=f"{base} (mean of {len(groups[base]['seeds'])} seeds)")
+        ax.fill_between(xs, mean - spread, mean + spread, color=color, alpha=0.2)
+    for model in ablations:
+        if not model.get(key):
+            continue
+        data = model[key][norm] if norm else model[key]
+        xs = sorted(data)
+        ax.plot(xs, [100 * data[x] for x in xs], "--", marker=".", label=model["name"])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel({"noise": "accuracy (%)", "certified": "certified accuracy (%)"}.get(
+        key, "robust accuracy, worst case (%)"))
+    _figure_done(fig, ax, out, filename)
+
+
+def _plot_sparsity(out, summary, ablations):
+    """sparsity.png: non-zero activations per layer, each group and ablation."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for base, marker in zip(summary["groups"], "osd^v<>"):
+        data = summary["groups"][base].get("nonzero")
+        if data:
+            layers = list(data)
+            ax.plot(range(len(layers)), [100 * data[layer]["mean"] for layer in layers],
+                    marker=marker, label=base)
+    for model in ablations:
+        layers = list(model["nonzero"])
+        ax.plot(range(len(layers)), [100 * model["nonzero"][layer] for layer in layers],
+                "--", marker=".", label=model["name"])
+    ax.set_xlabel("activation layer (model order)")
+    ax.set_ylabel("non-zero activations (%)")
+    _figure_done(fig, ax, out, "sparsity.png")
+
+
 def plot(out, summary):
     """noise.png, robust_linf.png, robust_l2.png, sparsity.png; returns names."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     written = []
     groups = summary["groups"]
@@ -420,65 +481,18 @@ def plot(out, summary):
     norms = next((list(g["robust"]) for g in groups.values() if g.get("robust")), [])
     curves += [("robust", f"{norm} budget (pixels in [0, 1])", f"robust_{norm}.png", norm)
                for norm in norms]
-    for key, xlabel, filename, norm in curves:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for base, color in zip(groups, _COLORS):
-            data = groups[base].get(key)
-            if not data:
-                continue
-            data = data[norm] if norm else data
-            xs = sorted(data)
-            mean = np.array([data[x]["mean"] for x in xs]) * 100
-            spread = np.array([data[x]["std"] for x in xs]) * 100
-            ax.plot(xs, mean, "o-", color=color,
-                    label=f"{base} (mean of {len(groups[base]['seeds'])} seeds)")
-            ax.fill_between(xs, mean - spread, mean + spread, color=color, alpha=0.2)
-        for model in ablations:
-            if not model.get(key):
-                continue
-            data = model[key][norm] if norm else model[key]
-            xs = sorted(data)
-            ax.plot(xs, [100 * data[x] for x in xs], "--", marker=".", label=model["name"])
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel({"noise": "accuracy (%)", "certified": "certified accuracy (%)"}.get(
-            key, "robust accuracy, worst case (%)"))
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, filename), dpi=110)
-        plt.close(fig)
-        written.append(filename)
-    reference = next((m for m in summary["models"].values() if m.get("nonzero")), None)
-    if reference is not None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for base, marker in zip(groups, "osd^v<>"):
-            data = groups[base].get("nonzero")
-            if data:
-                layers = list(data)
-                ax.plot(range(len(layers)), [100 * data[layer]["mean"] for layer in layers],
-                        marker=marker, label=base)
-        for model in ablations:
-            layers = list(model["nonzero"])
-            ax.plot(range(len(layers)), [100 * model["nonzero"][layer] for layer in layers],
-                    "--", marker=".", label=model["name"])
-        ax.set_xlabel("activation layer (model order)")
-        ax.set_ylabel("non-zero activations (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "sparsity.png"), dpi=110)
-        plt.close(fig)
+    for curve in curves:
+        _plot_curve(out, summary, ablations, curve)
+        written.append(curve[2])
+    if any(m.get("nonzero") for m in summary["models"].values()):
+        _plot_sparsity(out, summary, ablations)
         written.append("sparsity.png")
     return written
 
 
-def write(out, summary, timings, targets, command):
-    """Writes `results.md` and the plots; returns the Markdown's path."""
-    noise, robust = _columns(summary)
-    groups, models = summary["groups"], summary["models"]
-    missing = [n for n, m in models.items() if "clean" not in m]
+def _intro_lines(summary, command, missing):
+    """The title, where the numbers come from, and what was measured how."""
+    models = summary["models"]
     lines = ["# Results: standard vs HaH network on Fashion-MNIST", "",
              f"Made by `{command}`; every number comes from the files in this folder "
              "(`runs/NAME/metrics.json`, `eval/NAME/report.json`).", ""]
@@ -492,67 +506,74 @@ def write(out, summary, timings, targets, command):
                   f"(attacks {', '.join(reference['suite']['attacks'] or [])}; "
                   f"caps: {_suite_caps(reference['suite'])}). Mean ± sample standard "
                   "deviation over seeds.", ""]
-    radii = _certified_radii(summary)
-    if radii:
+    if _certified_radii(summary):
         certify = next(m["certify"] for m in models.values() if m.get("certified"))
         lines += [f"Certified L2 accuracy: randomized smoothing (CERTIFY, Clopper-Pearson, "
                   f"n0 = {certify['n0']}, n = {certify['n']}, failure probability "
                   f"{certify['alpha']:g} per image) on the first {certify['images']} "
                   f"images, the best of σ = {', '.join(f'{x:g}' for x in certify['sigmas'])} "
                   "at each radius; it holds against every attack.", ""]
-    group_rows = [(base, ", ".join(str(s) for s in groups[base]["seeds"]), groups[base])
-                  for base in groups]
-    lines += ["## Standard vs HaH", ""]
-    lines += _table(group_rows, noise, robust, radii)
-    main_table = list(lines[lines.index("## Standard vs HaH") + 2:])
-    lines += ["", "### Each seed", ""]
-    lines += _table([(m["name"], str(m["seed"]), m) for m in models.values()
-                     if m["name"] not in summary["ablations"] and "clean" in m],
-                    noise, robust, radii)
-    goal_lines = []
+    return lines
+
+
+def _goal_lines(summary, targets):
+    """The goals table (HaH against standard), or nothing without goals."""
     rows = goals(summary, targets)
-    if rows:
-        goal_lines += ["", "## Goals (HaH against standard)", "",
-                       "| goal | where | standard | HaH | difference | target | met |",
-                       "|---|---|---|---|---|---|---|"]
-        for r in rows:
-            fmt = (lambda v: "-" if v is None else f"{v:.1f}")
-            difference = "-" if r["difference"] is None else (
-                f"{r['difference']:.2f}" if r["goal"] == "non-zero activations"
-                else f"{r['difference']:+.1f}")
-            met = {True: "yes", False: "**no**", None: "undecided"}[r["met"]]
-            goal_lines.append(f"| {r['goal']} | {r['where']} | {fmt(r['standard'])} | "
-                              f"{fmt(r['hah'])} | {difference} | {r['target']} | {met} |")
-    lines += goal_lines
-    lines += _paired_lines(summary)
-    if summary["ablations"]:
-        lines += ["", "## Ablations (one seed)", ""]
-        lines += [f"- `{n}`: {models[n]['description']}"
-                  + (f" (weights pruned: {100 * models[n]['weight_sparsity']:.1f}%)"
-                     if "weight_sparsity" in models[n] else "") for n in summary["ablations"]]
-        lines += [""] + _table(
-            group_rows + [(n, str(models[n]["seed"]), models[n]) for n in summary["ablations"]],
-            noise, robust, radii)
-    lines += ["", "## The paper's protocol against the worst case", "",
-              "Each cell: worst case / the paper's protocol (APGD-CE + APGD-T, 1 "
-              "restart, at the suite's caps above; its own per-image cascade) and, in "
-              "brackets, how much the paper's protocol overstates robustness (paper "
-              "minus worst case, in points). n/a: the report predates the "
-              "paper-protocol column (or the suite ran without APGD).", ""]
+    if not rows:
+        return []
+    lines = ["", "## Goals (HaH against standard)", "",
+             "| goal | where | standard | HaH | difference | target | met |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fmt = (lambda v: "-" if v is None else f"{v:.1f}")
+        difference = "-" if r["difference"] is None else (
+            f"{r['difference']:.2f}" if r["goal"] == "non-zero activations"
+            else f"{r['difference']:+.1f}")
+        met = {True: "yes", False: "**no**", None: "undecided"}[r["met"]]
+        lines.append(f"| {r['goal']} | {r['where']} | {fmt(r['standard'])} | "
+                     f"{fmt(r['hah'])} | {difference} | {r['target']} | {met} |")
+    return lines
+
+
+def _ablation_lines(summary, group_rows, noise, robust, radii):
+    """Each ablation described, then tabled next to the groups."""
+    models = summary["models"]
+    if not summary["ablations"]:
+        return []
+    lines = ["", "## Ablations (one seed)", ""]
+    lines += [f"- `{n}`: {models[n]['description']}"
+              + (f" (weights pruned: {100 * models[n]['weight_sparsity']:.1f}%)"
+                 if "weight_sparsity" in models[n] else "") for n in summary["ablations"]]
+    return lines + [""] + _table(
+        group_rows + [(n, str(models[n]["seed"]), models[n]) for n in summary["ablations"]],
+        noise, robust, radii)
+
+
+def _paper_protocol_lines(summary, group_rows, robust):
+    """Worst case against the paper's protocol: per group, then per model."""
+    lines = ["", "## The paper's protocol against the worst case", "",
+             "Each cell: worst case / the paper's protocol (APGD-CE + APGD-T, 1 "
+             "restart, at the suite's caps above; its own per-image cascade) and, in "
+             "brackets, how much the paper's protocol overstates robustness (paper "
+             "minus worst case, in points). n/a: the report predates the "
+             "paper-protocol column (or the suite ran without APGD).", ""]
     lines += ["Mean ± sample standard deviation over seeds (the overstatement's spread "
               "is that of the per-seed differences):"]
     lines += _paper_tables(group_rows, robust)
     lines += ["", "Each model:"]
-    lines += _paper_tables([(m["name"], str(m["seed"]), m) for m in models.values()
-                            if "clean" in m], robust)
-    lines += _certified_lines(summary)
-    lines += ["", "## Gradient masking check", "",
-              "Robust accuracy after the plain gradient attacks only, and the worst case "
-              "over the whole suite (APGD, BPDA and the black-box attacks added). A large "
-              "gap means plain gradients alone would have overstated robustness.", "",
-              "| model | budget | gradient attacks only | worst case | failed sanity checks |",
-              "|---|---|---|---|---|"]
-    for model in models.values():
+    return lines + _paper_tables([(m["name"], str(m["seed"]), m)
+                                  for m in summary["models"].values() if "clean" in m], robust)
+
+
+def _masking_lines(summary, robust):
+    """Gradient attacks alone against the whole suite, where they differ."""
+    lines = ["", "## Gradient masking check", "",
+             "Robust accuracy after the plain gradient attacks only, and the worst case "
+             "over the whole suite (APGD, BPDA and the black-box attacks added). A large "
+             "gap means plain gradients alone would have overstated robustness.", "",
+             "| model | budget | gradient attacks only | worst case | failed sanity checks |",
+             "|---|---|---|---|---|"]
+    for model in summary["models"].values():
         if "clean" not in model:
             continue
         for norm, eps in robust:
@@ -566,24 +587,59 @@ def write(out, summary, timings, targets, command):
                    for n, e in robust):
             lines.append(f"| {model['name']} | every budget | within 1 point | | "
                          f"{', '.join(model['checks_failed']) or 'none'} |")
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plot(out, summary)]
+    return lines
+
+
+def _wall_time_lines(timings):
+    """Total, training and evaluation minutes over the recorded steps."""
     steps = {k: v for k, v in timings.items() if k != "calls"}
-    if steps:
-        lines += ["", "## Wall time", "",
-                  f"{sum(steps.values()) / 60:.1f} min over all steps "
-                  f"(training {sum(v for k, v in steps.items() if k.startswith('train')) / 60:.1f} "
-                  f"min, evaluation "
-                  f"{sum(v for k, v in steps.items() if k.startswith('evaluate')) / 60:.1f} min), "
-                  "2 CPU cores; `timings.json` has each step.", ""]
-    path = os.path.join(out, "results.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    # The short version (a README): the main table and the goals.
+    if not steps:
+        return []
+    return ["", "## Wall time", "",
+            f"{sum(steps.values()) / 60:.1f} min over all steps "
+            f"(training {sum(v for k, v in steps.items() if k.startswith('train')) / 60:.1f} "
+            f"min, evaluation "
+            f"{sum(v for k, v in steps.items() if k.startswith('evaluate')) / 60:.1f} min), "
+            "2 CPU cores; `timings.json` has each step.", ""]
+
+
+def _write_summary(out, command, missing, main_table, goal_lines):
+    """`summary.md`, the short version (a README): the main table and the goals."""
     short = ([f"Made by `{command}`; mean ± spread over seeds; robust accuracy is "
               "the per-image worst case over the attack suite."] if not missing else
              [f"**Incomplete**: not evaluated yet: {', '.join(missing)}."])
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write("\n".join(["# Summary", ""] + short + [""] + main_table + goal_lines) + "\n")
+
+
+def write(out, summary, timings, targets, command):
+    """Writes `results.md` and the plots; returns the Markdown's path."""
+    noise, robust = _columns(summary)
+    groups, models = summary["groups"], summary["models"]
+    missing = [n for n, m in models.items() if "clean" not in m]
+    radii = _certified_radii(summary)
+    group_rows = [(base, ", ".join(str(s) for s in groups[base]["seeds"]), groups[base])
+                  for base in groups]
+    main_table = _table(group_rows, noise, robust, radii)
+    goal_lines = _goal_lines(summary, targets)
+    lines = _intro_lines(summary, command, missing)
+    lines += ["## Standard vs HaH", ""] + main_table
+    lines += ["", "### Each seed", ""]
+    lines += _table([(m["name"], str(m["seed"]), m) for m in models.values()
+                     if m["name"] not in summary["ablations"] and "clean" in m],
+                    noise, robust, radii)
+    lines += goal_lines
+    lines += _paired_lines(summary)
+    lines += _ablation_lines(summary, group_rows, noise, robust, radii)
+    lines += _paper_protocol_lines(summary, group_rows, robust)
+    lines += _certified_lines(summary)
+    lines += _masking_lines(summary, robust)
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plot(out, summary)]
+    lines += _wall_time_lines(timings)
+    path = os.path.join(out, "results.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    _write_summary(out, command, missing, main_table, goal_lines)
     return path
 
 
