@@ -34,7 +34,7 @@ import os
 import sys
 import time
 
-from export._cli import set_tf_environment_defaults
+from export._cli import UsageError, set_tf_environment_defaults
 from training import results_report, steps
 
 set_tf_environment_defaults()  # before the steps import TensorFlow
@@ -153,8 +153,9 @@ def _kernels(model_path):
 def measures(out, name, reference):
     """One run's measures (a flat dict), or None if it is not finished.
 
-    `reference` is the x0 run of the same seed (its kernels are the
-    comparison for `kernel_change`).
+    `reference` is the `{HaH block name: kernel}` of the x0 run of the
+    same seed (the comparison for `kernel_change`), or None when that run
+    has no model.
     """
     import numpy as np
 
@@ -171,14 +172,21 @@ def measures(out, name, reference):
     for key, value in final.items():
         if key.startswith("val_hah_") and key != "val_hah_cost":
             row[f"hah cost {key[len('val_hah_'):]}"] = value
-    ref_model = os.path.join(out, "runs", reference, "model.keras")
-    if os.path.exists(ref_model):
+    if reference is not None:
         mine = _kernels(os.path.join(out, "runs", name, "model.keras"))
-        theirs = _kernels(ref_model)
         for block, kernel in mine.items():
             row[f"kernel change {block}"] = float(
-                np.linalg.norm(kernel - theirs[block]) / np.linalg.norm(theirs[block]))
+                np.linalg.norm(kernel - reference[block]) / np.linalg.norm(reference[block]))
     return row
+
+
+def _reference_kernels(out, seed, loaded):
+    """The kernels of the x0 run of `seed` (None without its model), each
+    seed's loaded once into the cache `loaded`."""
+    if seed not in loaded:
+        path = os.path.join(out, "runs", run_name(0, seed), "model.keras")
+        loaded[seed] = _kernels(path) if os.path.exists(path) else None
+    return loaded[seed]
 
 
 def _sd(values):
@@ -190,10 +198,11 @@ def _sd(values):
 
 def summarize(out, scales, seeds):
     """Per scale and measure: values per seed, mean, sd, effect vs x0."""
-    rows = {}
+    rows, references = {}, {}
     for scale in scales:
         for seed in seeds:
-            row = measures(out, run_name(scale, seed), run_name(0, seed))
+            row = measures(out, run_name(scale, seed),
+                           _reference_kernels(out, seed, references))
             if row is not None:
                 rows[(scale, seed)] = row
     keys = []
@@ -253,11 +262,9 @@ def _percent(key):
     return key in ("test_accuracy", "clean") or key.startswith(("noise", "nonzero"))
 
 
-def write(out, table, alphas, sigmas, timings, command):
-    """`OUT/sweep.md`, `sweep.json` and the plots; returns the Markdown path."""
-    keys = [k for k in table[0]["measures"]] if table else []
-    effect_keys = effect_measures(keys, sigmas)
-    lines = [
+def _intro_lines(out, table, alphas, command):
+    """The title, where the numbers come from, and what each measure is."""
+    return [
         "# Alpha sweep: where does the HaH cost change the network?", "",
         f"Made by `{command}`; every number comes from the files in this folder "
         "(`runs/NAME/metrics.json`, `runs/NAME/model.keras`, `probe/NAME.json`). "
@@ -272,9 +279,13 @@ def write(out, table, alphas, sigmas, timings, command):
         "percentages for accuracies and non-zero fractions.", "",
         "## Measures per scale", "",
     ]
+
+
+def _measure_lines(table, keys):
+    """Each measure's mean ± sd per scale."""
     scales = [e["scale"] for e in table]
-    lines += ["| measure | " + " | ".join(f"x{s:g}" for s in scales) + " |",
-              "|---|" + "---|" * len(scales)]
+    lines = ["| measure | " + " | ".join(f"x{s:g}" for s in scales) + " |",
+             "|---|" + "---|" * len(scales)]
     for key in keys:
         cells = []
         for entry in table:
@@ -283,12 +294,18 @@ def write(out, table, alphas, sigmas, timings, command):
                          f"{_fmt(stat['mean'], _percent(key))} ± "
                          f"{_fmt(stat['sd'], _percent(key))}")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    lines += ["", "## HaH effect (difference to x0 of the same seed)", "",
-              "Effect: mean over seeds of (value - value at x0, same seed). Spread: pooled "
-              "seed standard deviation of the measure at x0 and at the scale. **Bold**: "
-              "effect larger than twice the spread (clear).", "",
-              "| measure | " + " | ".join(f"x{s:g}" for s in scales if s != 0) + " |",
-              "|---|" + "---|" * len([s for s in scales if s != 0])]
+    return lines
+
+
+def _effect_lines(table, effect_keys):
+    """The HaH effect per judged measure and scale, then where it gets clear."""
+    scales = [e["scale"] for e in table]
+    lines = ["", "## HaH effect (difference to x0 of the same seed)", "",
+             "Effect: mean over seeds of (value - value at x0, same seed). Spread: pooled "
+             "seed standard deviation of the measure at x0 and at the scale. **Bold**: "
+             "effect larger than twice the spread (clear).", "",
+             "| measure | " + " | ".join(f"x{s:g}" for s in scales if s != 0) + " |",
+             "|---|" + "---|" * len([s for s in scales if s != 0])]
     for key in effect_keys:
         cells = []
         for entry in table:
@@ -308,6 +325,16 @@ def write(out, table, alphas, sigmas, timings, command):
         lines.append(f"- {key}: " + (f"the effect is clear from x{scale:g} on."
                                      if scale is not None else
                                      f"no scale up to x{max(scales):g} has a clear effect."))
+    return lines
+
+
+def write(out, table, alphas, sigmas, timings, command):
+    """`OUT/sweep.md`, `sweep.json` and the plots; returns the Markdown path."""
+    keys = [k for k in table[0]["measures"]] if table else []
+    effect_keys = effect_measures(keys, sigmas)
+    lines = _intro_lines(out, table, alphas, command)
+    lines += _measure_lines(table, keys)
+    lines += _effect_lines(table, effect_keys)
     lines += ["", "![HaH effect against alpha scale](sweep.png)", "",
               "![First HaH block's filters per scale](filters.png)", "",
               "## Time", "",
@@ -411,7 +438,7 @@ def _parse_list(text, kind, what, low):
     return values
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(prog="python -m training sweep",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="results/fashion_mnist_sweep",
@@ -436,30 +463,65 @@ def main(argv=None):
                         help="use the DOC.md lines '<!-- sweep-SECTION:begin -->' and "
                         "'<!-- sweep-SECTION:end -->' instead (several sweeps in one document)")
     parser.add_argument("--tiny", action="store_true", help="a tiny budget (tests)")
-    args = parser.parse_args(argv)
-    begin, end = markers(args.section)
+    return parser
+
+
+def _settings(args, begin, end):
+    """The checked `(scales, seeds, sigmas, budget, images, config path)` of
+    the arguments; `UsageError` (its message the line to print) if wrong."""
     scales = sorted(set(_parse_list(args.scales, float, "--scales", 0)))
     scales = [int(s) if float(s).is_integer() else s for s in scales]
     if 0 not in scales:
-        print("sweep: error: --scales must include 0 (the model without the cost is what "
-              "the effect is measured against)", file=sys.stderr)
-        return 2
+        raise UsageError("sweep: error: --scales must include 0 (the model without the cost "
+                         "is what the effect is measured against)")
     seeds = [int(s) for s in _parse_list(args.seeds, int, "--seeds", 0)]
     sigmas = _parse_list(args.noise_sigmas, float, "--noise-sigmas", 0)
     budget = BUDGETS["tiny" if args.tiny else "full"]
     images = args.images if args.images is not None else budget["images"]
     if images < 1:
-        print(f"sweep: error: --images must be >= 1, received {images}", file=sys.stderr)
-        return 2
+        raise UsageError(f"sweep: error: --images must be >= 1, received {images}")
     config_path = os.path.join(ROOT, args.config) if not os.path.isabs(args.config) \
         and not os.path.exists(args.config) else args.config
     if not os.path.exists(config_path):
-        print(f"sweep: error: no config file {args.config}", file=sys.stderr)
-        return 2
+        raise UsageError(f"sweep: error: no config file {args.config}")
     for doc in args.docs:
         if not _has_markers(doc, begin, end):
-            print(f"sweep: error: {doc} has no '{begin}' and '{end}' lines", file=sys.stderr)
-            return 2
+            raise UsageError(f"sweep: error: {doc} has no '{begin}' and '{end}' lines")
+    return scales, seeds, sigmas, budget, images, config_path
+
+
+def _run_steps(out, config_path, scales, seeds, budget, alphas, images, sigmas, timings):
+    """Trains and probes every run without output; its seconds into `timings`."""
+    started = time.time()
+    seconds = train_all(out, config_path, scales, seeds, budget, alphas)
+    seconds.update(probe_all(out, [run_name(s, seed) for seed in seeds for s in scales],
+                             images, sigmas))
+    timings.update({k: round(v, 1) for k, v in seconds.items()})
+    timings.setdefault("calls", []).append(
+        {"seconds": round(time.time() - started, 1),
+         "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    with open(os.path.join(out, "timings.json"), "w") as f:
+        json.dump(timings, f, indent=1)
+
+
+def _copy_into_docs(docs, begin, end, path):
+    """The report at `path` between the `begin` and `end` lines of each doc."""
+    for doc in docs:
+        with open(doc) as f:
+            document = f.read()
+        with open(doc, "w") as f:
+            f.write(results_report.replace_between(document, begin, end, doc, path))
+        print(f"Sweep tables copied into {doc}")
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    begin, end = markers(args.section)
+    try:
+        scales, seeds, sigmas, budget, images, config_path = _settings(args, begin, end)
+    except UsageError as error:
+        print(error, file=sys.stderr)
+        return 2
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     try:
@@ -467,22 +529,12 @@ def main(argv=None):
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
-    timings_path = os.path.join(out, "timings.json")
-    timings = results_report.load_json(timings_path) or {}
+    timings = results_report.load_json(os.path.join(out, "timings.json")) or {}
     timings["settings"] = {"config": os.path.relpath(config_path, ROOT), "alphas": alphas,
                            "scales": scales, "seeds": seeds, "images": images,
                            "noise_sigmas": sigmas, "tiny": bool(args.tiny)}
     if not args.report_only:
-        started = time.time()
-        seconds = train_all(out, config_path, scales, seeds, budget, alphas)
-        seconds.update(probe_all(out, [run_name(s, seed) for seed in seeds for s in scales],
-                                 images, sigmas))
-        timings.update({k: round(v, 1) for k, v in seconds.items()})
-        timings.setdefault("calls", []).append(
-            {"seconds": round(time.time() - started, 1),
-             "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
-        with open(timings_path, "w") as f:
-            json.dump(timings, f, indent=1)
+        _run_steps(out, config_path, scales, seeds, budget, alphas, images, sigmas, timings)
     table = summarize(out, scales, seeds)
     if not table:
         print("sweep: nothing finished yet to report", file=sys.stderr)
@@ -491,12 +543,7 @@ def main(argv=None):
                         *(argv if argv is not None else sys.argv[1:])])
     path = write(out, table, alphas, sigmas, timings, command)
     print(f"\nSweep report: {path}")
-    for doc in args.docs:
-        with open(doc) as f:
-            document = f.read()
-        with open(doc, "w") as f:
-            f.write(results_report.replace_between(document, begin, end, doc, path))
-        print(f"Sweep tables copied into {doc}")
+    _copy_into_docs(args.docs, begin, end, path)
     return 0
 
 
