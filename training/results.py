@@ -33,7 +33,7 @@ import os
 import sys
 import time
 
-from export._cli import set_tf_environment_defaults
+from export._cli import UsageError, set_tf_environment_defaults
 from training import results_report, steps
 
 set_tf_environment_defaults()  # before the steps import TensorFlow
@@ -151,7 +151,7 @@ def run_all(out, runs, budget, images, record, certify=False, train_only=False):
                  *(budget["certify"] if certify else [])]))
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(prog="python -m training results",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="results/fashion_mnist", help="output directory")
@@ -186,29 +186,34 @@ def main(argv=None):
                         "the main table and the goals between "
                         "'<!-- results-summary:begin -->' and '<!-- results-summary:end -->'")
     parser.add_argument("--tiny", action="store_true", help="a tiny budget (tests)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _comma_list(text):
+    """`'a, b'` -> `['a', 'b']`; `'none'` -> `[]`."""
+    return [] if text.strip() == "none" else [a.strip() for a in text.split(",") if a.strip()]
+
+
+def _settings(args):
+    """The checked `(out, runs, budget, images)` of the arguments, the
+    output directory made; `UsageError` (its message the line to print) if
+    wrong."""
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         if not seeds or any(s < 0 for s in seeds):
             raise ValueError
     except ValueError:
-        print(f"results: error: --seeds must be integers >= 0, received {args.seeds!r}",
-              file=sys.stderr)
-        return 2
-    ablations = [] if args.ablations.strip() == "none" else [
-        a.strip() for a in args.ablations.split(",") if a.strip()]
-    seeded = [] if args.seeded.strip() == "none" else [
-        a.strip() for a in args.seeded.split(",") if a.strip()]
+        raise UsageError(f"results: error: --seeds must be integers >= 0, received "
+                         f"{args.seeds!r}") from None
+    ablations, seeded = _comma_list(args.ablations), _comma_list(args.seeded)
     unknown = [a for a in ablations + seeded if a not in ABLATIONS]
     if unknown:
-        print(f"results: error: unknown ablation {unknown[0]!r}; expected some of "
-              f"{', '.join(ABLATIONS)} or 'none'", file=sys.stderr)
-        return 2
+        raise UsageError(f"results: error: unknown ablation {unknown[0]!r}; expected some of "
+                         f"{', '.join(ABLATIONS)} or 'none'")
     budget = BUDGETS["tiny" if args.tiny else "full"]
     images = args.images if args.images is not None else budget["images"]
     if images < 1:
-        print(f"results: error: --images must be >= 1, received {images}", file=sys.stderr)
-        return 2
+        raise UsageError(f"results: error: --images must be >= 1, received {images}")
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     from training import config as training_config
@@ -216,39 +221,61 @@ def main(argv=None):
     try:
         training_config.apply_overrides({}, args.hah_set)
     except training_config.ConfigError as error:
-        print(f"results: error: --hah-set: {error}", file=sys.stderr)
-        return 2
-    runs = plan(seeds, ablations, seeded, args.hah_set)
+        raise UsageError(f"results: error: --hah-set: {error}") from None
+    return out, plan(seeds, ablations, seeded, args.hah_set), budget, images
+
+
+def _run_steps(out, runs, budget, images, args, timings):
+    """Trains and evaluates what has no output yet; each step's seconds,
+    then the call's, into `timings` and `OUT/timings.json` as they end."""
     timings_path = os.path.join(out, "timings.json")
-    timings = results_report.load_json(timings_path) or {}
-    if not args.report_only:
 
-        def record(step, seconds):
-            timings[step] = round(seconds, 1)
-            with open(timings_path, "w") as f:
-                json.dump(timings, f, indent=1)
-
-        started = time.time()
-        run_all(out, runs, budget, images, record, args.certify, args.train_only)
-        record_call = {"seconds": round(time.time() - started, 1),
-                       "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        timings.setdefault("calls", []).append(record_call)
+    def record(step, seconds):
+        timings[step] = round(seconds, 1)
         with open(timings_path, "w") as f:
             json.dump(timings, f, indent=1)
+
+    started = time.time()
+    run_all(out, runs, budget, images, record, args.certify, args.train_only)
+    record_call = {"seconds": round(time.time() - started, 1),
+                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    timings.setdefault("calls", []).append(record_call)
+    with open(timings_path, "w") as f:
+        json.dump(timings, f, indent=1)
+
+
+def _copy_into_docs(docs, path, section):
+    """The report's tables into each doc; `UsageError` if one lacks the markers."""
+    for doc in docs:
+        if not results_report.embed(doc, path, section):
+            markers = ([results_report.section_markers(section)[0]] if section else
+                       [results_report.BEGIN, results_report.SUMMARY_BEGIN])
+            raise UsageError(f"results: error: {doc} has no "
+                             f"{' or '.join(repr(m) for m in markers)} line and its end")
+        print(f"Tables copied into {doc}")
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        out, runs, budget, images = _settings(args)
+    except UsageError as error:
+        print(error, file=sys.stderr)
+        return 2
+    timings = results_report.load_json(os.path.join(out, "timings.json")) or {}
+    if not args.report_only:
+        _run_steps(out, runs, budget, images, args, timings)
     summary = results_report.collect(out, runs)
     path = results_report.write(out, summary, timings, GOALS,
                                 command=" ".join(["python -m training results",
                                                   *(argv if argv is not None
                                                     else sys.argv[1:])]))
     print(f"\nResults: {path}")
-    for doc in args.docs:
-        if not results_report.embed(doc, path, args.section):
-            markers = ([results_report.section_markers(args.section)[0]] if args.section else
-                       [results_report.BEGIN, results_report.SUMMARY_BEGIN])
-            print(f"results: error: {doc} has no {' or '.join(repr(m) for m in markers)} "
-                  "line and its end", file=sys.stderr)
-            return 2
-        print(f"Tables copied into {doc}")
+    try:
+        _copy_into_docs(args.docs, path, args.section)
+    except UsageError as error:
+        print(error, file=sys.stderr)
+        return 2
     return 0
 
 
