@@ -177,24 +177,12 @@ def _model_names(paths):
     return names
 
 
-def run(args):
-    """Runs the evaluation for parsed `args`; returns the results dict."""
+def _load_images(args, images_wanted, models):
+    """The first `images_wanted` images (float32) and labels of the dataset;
+    `UsageError` if it cannot load or does not fit a model."""
     import numpy as np
 
-    for path in list(args.model) + list(args.transfer_from or []):
-        _check_model_file(path)
-    from keras_hebb import data, sparsity
-    from keras_hebb.robustness import report, suite
-
-    config = _config(args)
-    _check_certify(args)
-    images_wanted = args.images if args.images is not None else (
-        500 if args.suite == "quick" else 1000)
-    if images_wanted < 1:
-        raise UsageError(f"--images must be >= 1, received {images_wanted}")
-    paths = list(dict.fromkeys(args.model))
-    names = _model_names(paths)
-    models = {name: _load_model(path) for name, path in zip(names, paths)}
+    from keras_hebb import data
 
     try:
         images, labels = data.load_arrays(args.dataset, args.split, images_wanted)
@@ -214,26 +202,86 @@ def run(args):
                 f"model {name!r} has {model.output_shape[-1]} outputs but dataset "
                 f"{args.dataset!r} has label {int(labels.max())}"
             )
+    return images, labels
 
-    transfer_sources = None
-    if args.transfer_from is not None:
-        sources = list(dict.fromkeys(args.transfer_from))
-        source_names = []
-        for path in sources:
-            if path in paths:
-                source_names.append(names[paths.index(path)])
-                continue
-            name = "source_" + _model_names([path])[0]
-            model = _load_model(path)
-            if tuple(model.input_shape[1:]) != tuple(images.shape[1:]):
-                raise UsageError(
-                    f"transfer source {path} expects {tuple(model.input_shape[1:])}, "
-                    f"dataset images are {tuple(images.shape[1:])}")
-            models[name] = model
-            source_names.append(name)
-        transfer_sources = {n: [s for s in source_names if s != n] for n in names}
-        for name in source_names:
-            transfer_sources.setdefault(name, [])
+
+def _transfer_sources(args, paths, names, models, images):
+    """`{evaluated model: [its transfer sources]}` (None without
+    `--transfer-from`); sources that are not evaluated go into `models`."""
+    if args.transfer_from is None:
+        return None
+    sources = list(dict.fromkeys(args.transfer_from))
+    source_names = []
+    for path in sources:
+        if path in paths:
+            source_names.append(names[paths.index(path)])
+            continue
+        name = "source_" + _model_names([path])[0]
+        model = _load_model(path)
+        if tuple(model.input_shape[1:]) != tuple(images.shape[1:]):
+            raise UsageError(
+                f"transfer source {path} expects {tuple(model.input_shape[1:])}, "
+                f"dataset images are {tuple(images.shape[1:])}")
+        models[name] = model
+        source_names.append(name)
+    transfer_sources = {n: [s for s in source_names if s != n] for n in names}
+    for name in source_names:
+        transfer_sources.setdefault(name, [])
+    return transfer_sources
+
+
+def _certify(args, results, evaluated, images, labels):
+    """Certified accuracy by randomized smoothing of each evaluated model,
+    and its settings, into `results`."""
+    from keras_hebb.robustness import attacks, smoothing
+
+    count = min(args.certify_images, len(images))
+    results["settings"]["certify"] = {
+        "sigmas": list(args.certify_sigmas), "images": count, "n": args.certify_n,
+        "n0": args.certify_n0, "alpha": args.certify_alpha,
+        "radii": list(smoothing.RADII)}
+    for name, model in evaluated.items():
+        results["models"][name]["certified"] = smoothing.evaluate(
+            attacks.make_model_fn(model), images[:count], labels[:count],
+            args.certify_sigmas, int(model.output_shape[-1]), n0=args.certify_n0,
+            n=args.certify_n, alpha=args.certify_alpha, seed=args.seed)
+
+
+def _sparsity_and_kernels(results, evaluated, images):
+    """Each evaluated model's activation statistics into `results`; returns
+    `{name: first layer's kernel}` for the report's filter plots."""
+    from keras_hebb import sparsity
+    from keras_hebb.robustness import report
+
+    kernels = {}
+    for name, model in evaluated.items():
+        try:
+            stats = sparsity.activation_statistics(model, images)
+        except ValueError as error:
+            stats = None
+            results["models"][name]["sparsity_error"] = str(error)
+        results["models"][name]["sparsity"] = stats
+        kernels[name] = report.first_layer_kernel(model)
+    return kernels
+
+
+def run(args):
+    """Runs the evaluation for parsed `args`; returns the results dict."""
+    for path in list(args.model) + list(args.transfer_from or []):
+        _check_model_file(path)
+    from keras_hebb.robustness import report, suite
+
+    config = _config(args)
+    _check_certify(args)
+    images_wanted = args.images if args.images is not None else (
+        500 if args.suite == "quick" else 1000)
+    if images_wanted < 1:
+        raise UsageError(f"--images must be >= 1, received {images_wanted}")
+    paths = list(dict.fromkeys(args.model))
+    names = _model_names(paths)
+    models = {name: _load_model(path) for name, path in zip(names, paths)}
+    images, labels = _load_images(args, images_wanted, models)
+    transfer_sources = _transfer_sources(args, paths, names, models, images)
     evaluated = {n: models[n] for n in names}
     extra = {n: m for n, m in models.items() if n not in evaluated}
 
@@ -249,30 +297,10 @@ def run(args):
         "transfer_files": [_relative_to(p, args.out) for p in args.transfer_from or []],
     })
     if args.certify_sigmas is not None:
-        from keras_hebb.robustness import attacks, smoothing
-
-        count = min(args.certify_images, len(images))
-        results["settings"]["certify"] = {
-            "sigmas": list(args.certify_sigmas), "images": count, "n": args.certify_n,
-            "n0": args.certify_n0, "alpha": args.certify_alpha,
-            "radii": list(smoothing.RADII)}
-        for name, model in evaluated.items():
-            results["models"][name]["certified"] = smoothing.evaluate(
-                attacks.make_model_fn(model), images[:count], labels[:count],
-                args.certify_sigmas, int(model.output_shape[-1]), n0=args.certify_n0,
-                n=args.certify_n, alpha=args.certify_alpha, seed=args.seed)
-    kernels = {}
-    for name, model in evaluated.items():
-        try:
-            stats = sparsity.activation_statistics(model, images)
-        except ValueError as error:
-            stats = None
-            results["models"][name]["sparsity_error"] = str(error)
-        results["models"][name]["sparsity"] = stats
-        kernels[name] = report.first_layer_kernel(model)
+        _certify(args, results, evaluated, images, labels)
+    kernels = _sparsity_and_kernels(results, evaluated, images)
     written = report.write_report(results, args.out, kernels)
     return results, written
-
 
 
 def _relative_to(path, folder):
