@@ -186,20 +186,9 @@ def _suggest(key, known):
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def validate(raw):
-    """A complete, checked config from a mapping of user values.
-
-    Args:
-        raw: mapping of config keys to values (from YAML and overrides).
-
-    Returns:
-        A new dict with every key of `DEFAULTS`.
-
-    Raises:
-        ConfigError: an unknown key, a missing required key or a bad value.
-    """
-    from keras_hebb.data import DATASETS
-
+def _merged(raw):
+    """`DEFAULTS` updated with `raw`, once every key is known and every
+    required one given."""
     if not isinstance(raw, dict):
         raise ConfigError(
             f"Invalid config: expected a mapping of keys to values, received "
@@ -215,6 +204,13 @@ def validate(raw):
     for key in REQUIRED:
         if config[key] is None:
             raise ConfigError(f"Missing config key {key!r}: it has no default.")
+    return config
+
+
+def _check_data_keys(config):
+    """The description and the data's keys, checked in place."""
+    from keras_hebb.data import DATASETS
+
     config["description"] = str(config["description"] or "")
     config["dataset"] = _check_choice("dataset", config["dataset"], sorted(DATASETS))
     config["data_dir"] = _check_string("data_dir", config["data_dir"], allow_none=True)
@@ -222,6 +218,10 @@ def validate(raw):
         config[key] = _check_string(key, config[key])
     for key in ("train_limit", "validation_limit"):
         config[key] = _check_int(key, config[key], 1, allow_none=True)
+
+
+def _check_model_and_schedule_keys(config):
+    """The network's keys and the optimization schedule's, checked in place."""
     config["architecture"] = _check_architecture(config["architecture"])
     config["hah_alphas"] = _check_alphas(config["hah_alphas"])
     config["block_options"] = _check_block_options(config["block_options"])
@@ -235,6 +235,11 @@ def validate(raw):
     if not _is_number(factor) or not 0 < factor <= 1:
         raise _bad("lr_factor", factor, "a number in (0, 1]")
     config["lr_factor"] = float(factor)
+
+
+def _check_run_keys(config):
+    """Augmentation, determinism, seed, strategy, statistics and pruning
+    keys, checked in place."""
     for key in ("augment", "deterministic"):
         if not isinstance(config[key], bool):
             raise _bad(key, config[key], "true or false")
@@ -249,6 +254,24 @@ def validate(raw):
     if prune_to is not None and not (_is_number(prune_to) and 0 < prune_to < 1):
         raise _bad("prune_to", prune_to, "null or a fraction of weights in (0, 1)")
     config["prune_to"] = None if prune_to is None else float(prune_to)
+
+
+def validate(raw):
+    """A complete, checked config from a mapping of user values.
+
+    Args:
+        raw: mapping of config keys to values (from YAML and overrides).
+
+    Returns:
+        A new dict with every key of `DEFAULTS`.
+
+    Raises:
+        ConfigError: an unknown key, a missing required key or a bad value.
+    """
+    config = _merged(raw)
+    _check_data_keys(config)
+    _check_model_and_schedule_keys(config)
+    _check_run_keys(config)
     return config
 
 
