@@ -147,29 +147,18 @@ def export_model(model_path, export_dir, version=None, variants=tflite_lib.VARIA
         VerificationError: an artifact failed verification; the version is
             kept as `rejected-<version>-<time>`, not published.
     """
-    from export import verify
-
-    if verify_images is None:
-        verify_images = verify.VERIFY_IMAGES
     os.makedirs(export_dir, exist_ok=True)
     version = next_version(export_dir, version)
-    start = time.perf_counter()
+    progress = _progress(log)
     for name in remove_stale_temporaries(export_dir):
         log(f"removed the leftovers of an interrupted export: {name}")
-    model = load_model(model_path)
-    shape = image_shape(model)
-    dataset = default_dataset(shape, calibration_dataset)
-    train_images, _ = load_images(dataset, "train", max(calibration_images, 32))
-    warmup_pixels = np.round(train_images[:32] * 255.0).astype(np.uint8)
+    model, shape, dataset, train_images, warmup_pixels = _inputs(
+        model_path, calibration_dataset, calibration_images)
 
     scratch = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-{os.getpid()}-", dir=export_dir)
     try:
         # write_out wants to create the directory itself.
         staging = os.path.join(scratch, "version")
-
-        def progress(line):
-            log(f"[{time.perf_counter() - start:.0f}s] {line}")
-
         files = _write_artifacts(
             model, staging, os.path.join(scratch, "tflite_source"), variants,
             train_images[:calibration_images] if "int8" in variants else None,
@@ -178,22 +167,55 @@ def export_model(model_path, export_dir, version=None, variants=tflite_lib.VARIA
                              calibration_images, files, integer_threshold)
         with open(os.path.join(staging, "export.json"), "w") as f:
             json.dump(metadata, f, indent=2)
-
-        progress(f"verifying on {verify_images} {dataset} test images")
-        options = {} if max_accuracy_drop is None else {"max_accuracy_drop": max_accuracy_drop}
-        try:
-            report = verify.verify_version(
-                staging, model, dataset, verify_images, num_threads=num_threads,
-                model_path=os.path.abspath(model_path), **options)
-        except VerificationError as error:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            rejected = os.path.join(export_dir, f"rejected-{version}-{stamp}")
-            os.rename(staging, rejected)
-            raise VerificationError(
-                f"{error} (not published; kept in {rejected})") from None
+        report = _verify_or_reject(staging, export_dir, version, model, model_path, dataset,
+                                   verify_images, max_accuracy_drop, num_threads, progress)
         return _publish(staging, export_dir, version, report)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _progress(log):
+    """`log` with the seconds since now in front of each line."""
+    start = time.perf_counter()
+
+    def progress(line):
+        log(f"[{time.perf_counter() - start:.0f}s] {line}")
+
+    return progress
+
+
+def _inputs(model_path, calibration_dataset, calibration_images):
+    """`(model, image shape, dataset, training images, warm-up pixels)`:
+    the model and the data that calibrates and warms up its artifacts."""
+    model = load_model(model_path)
+    shape = image_shape(model)
+    dataset = default_dataset(shape, calibration_dataset)
+    train_images, _ = load_images(dataset, "train", max(calibration_images, 32))
+    warmup_pixels = np.round(train_images[:32] * 255.0).astype(np.uint8)
+    return model, shape, dataset, train_images, warmup_pixels
+
+
+def _verify_or_reject(staging, export_dir, version, model, model_path, dataset,
+                      verify_images, max_accuracy_drop, num_threads, progress):
+    """`verify.verify_version` of the staged version (`None` arguments:
+    its defaults); on a failure the version is kept as
+    `rejected-<version>-<time>` and the error says so."""
+    from export import verify
+
+    if verify_images is None:
+        verify_images = verify.VERIFY_IMAGES
+    progress(f"verifying on {verify_images} {dataset} test images")
+    options = {} if max_accuracy_drop is None else {"max_accuracy_drop": max_accuracy_drop}
+    try:
+        return verify.verify_version(
+            staging, model, dataset, verify_images, num_threads=num_threads,
+            model_path=os.path.abspath(model_path), **options)
+    except VerificationError as error:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        rejected = os.path.join(export_dir, f"rejected-{version}-{stamp}")
+        os.rename(staging, rejected)
+        raise VerificationError(
+            f"{error} (not published; kept in {rejected})") from None
 
 
 def _write_artifacts(model, staging, conversion_source, variants,

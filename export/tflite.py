@@ -77,49 +77,66 @@ def convert(model, variant, savedmodel_dir=None, representative_images=None,
     if variant not in VARIANTS:
         raise ExportError(f"Unknown TFLite variant {variant!r}: expected one of {VARIANTS}.")
     with tempfile.TemporaryDirectory(prefix="keras_hebb_tflite_") as scratch:
-        if variant == "int8":
-            # The quantizer needs the float graph from the [0, 1] images on,
-            # so that the uint8 input becomes a quantized tensor (scale
-            # 1/255) instead of a CAST leaving a float island.
-            source = os.path.join(scratch, "float_input")
-            with _threshold_scope(integer_threshold):
-                write_savedmodel(model, source, {SERVING_SIGNATURE: "float32"})
-        elif savedmodel_dir is None:
-            source = os.path.join(scratch, "uint8_input")
-            write_conversion_savedmodel(model, source, integer_threshold)
-        else:
-            source = savedmodel_dir
+        source = _conversion_source(model, variant, savedmodel_dir, integer_threshold, scratch)
         converter = tf.lite.TFLiteConverter.from_saved_model(
             source, signature_keys=[SERVING_SIGNATURE]
         )
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if variant != "float32":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if variant == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        if variant == "int8":
-            if representative_images is None or not len(representative_images):
-                raise ExportError("The int8 variant needs representative images.")
-            images = np.asarray(representative_images, np.float32)
-
-            def representative_dataset():
-                for start in range(0, len(images), 16):
-                    yield {INPUT_NAME: images[start:start + 16]}
-
-            converter.representative_dataset = representative_dataset
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.uint8
-            converter.inference_output_type = tf.float32
+        _set_variant(converter, variant, representative_images)
         content = converter.convert()
     if variant == "int8":
-        scale, zero_point = input_quantization(content)
-        if zero_point != 0 or abs(scale * 255.0 - 1.0) > 1e-5:
-            raise ExportError(
-                "The int8 model's uint8 input got scale "
-                f"{scale} and zero point {zero_point} instead of 1/255 and 0: the "
-                "calibration images do not span [0, 1] (use more of them)."
-            )
+        _check_int8_input(content)
     return content
+
+
+def _conversion_source(model, variant, savedmodel_dir, integer_threshold, scratch):
+    """The SavedModel directory `variant` is converted from (written into
+    `scratch` unless `savedmodel_dir` serves)."""
+    if variant == "int8":
+        # The quantizer needs the float graph from the [0, 1] images on,
+        # so that the uint8 input becomes a quantized tensor (scale
+        # 1/255) instead of a CAST leaving a float island.
+        source = os.path.join(scratch, "float_input")
+        with _threshold_scope(integer_threshold):
+            write_savedmodel(model, source, {SERVING_SIGNATURE: "float32"})
+        return source
+    if savedmodel_dir is None:
+        source = os.path.join(scratch, "uint8_input")
+        write_conversion_savedmodel(model, source, integer_threshold)
+        return source
+    return savedmodel_dir
+
+
+def _set_variant(converter, variant, representative_images):
+    """The converter's ops, optimizations and types for `variant`."""
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if variant != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if variant == "int8":
+        if representative_images is None or not len(representative_images):
+            raise ExportError("The int8 variant needs representative images.")
+        images = np.asarray(representative_images, np.float32)
+
+        def representative_dataset():
+            for start in range(0, len(images), 16):
+                yield {INPUT_NAME: images[start:start + 16]}
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.float32
+
+
+def _check_int8_input(content):
+    """`ExportError` unless the int8 model's uint8 input means pixels / 255."""
+    scale, zero_point = input_quantization(content)
+    if zero_point != 0 or abs(scale * 255.0 - 1.0) > 1e-5:
+        raise ExportError(
+            "The int8 model's uint8 input got scale "
+            f"{scale} and zero point {zero_point} instead of 1/255 and 0: the "
+            "calibration images do not span [0, 1] (use more of them)."
+        )
 
 
 def write_conversion_savedmodel(model, path, integer_threshold=True):

@@ -150,10 +150,7 @@ def verify_version(version_dir, model, dataset, num_images=VERIFY_IMAGES, *,
         VerificationError: after writing the report, if any check failed.
     """
     pixels, images, labels = _test_images(dataset, num_images)
-    keras_fn = tf.function(lambda x: model(x, training=False))
-    reference = _batched(lambda x: keras_fn(x).numpy(), images)
-    keras_accuracy = float(np.mean(reference.argmax(-1) == labels))
-
+    keras_fn, reference, keras_accuracy = _keras_reference(model, images, labels)
     rows = [_keras_row(keras_fn, images, reference, labels, model_path, time_it)]
     loaded = load_for_serving(version_dir)
     rows += _savedmodel_rows(version_dir, loaded, pixels, images, reference, labels,
@@ -162,11 +159,9 @@ def verify_version(version_dir, model, dataset, num_images=VERIFY_IMAGES, *,
         version_dir, pixels, reference, labels, keras_accuracy, logit_tolerance,
         max_accuracy_drop, num_threads, time_it)
     rows += tflite_rows
-
-    servability = {}
-    if check_servability:
-        servability = _check_servability(version_dir, loaded, pixels[:CLI_IMAGES],
-                                         reference[:CLI_IMAGES], logit_tolerance)
+    servability = (_check_servability(version_dir, loaded, pixels[:CLI_IMAGES],
+                                      reference[:CLI_IMAGES], logit_tolerance)
+                   if check_servability else {})
     failures = _all_failures(rows, servability, keras_accuracy)
     report = {
         "version_dir": os.path.abspath(version_dir),
@@ -187,6 +182,14 @@ def verify_version(version_dir, model, dataset, num_images=VERIFY_IMAGES, *,
     if failures:
         raise VerificationError("verification failed: " + "; ".join(failures))
     return report
+
+
+def _keras_reference(model, images, labels):
+    """`(traced model, its logits, its accuracy)` on the images: what every
+    artifact is compared with."""
+    keras_fn = tf.function(lambda x: model(x, training=False))
+    reference = _batched(lambda x: keras_fn(x).numpy(), images)
+    return keras_fn, reference, float(np.mean(reference.argmax(-1) == labels))
 
 
 def _all_failures(rows, servability, keras_accuracy):
