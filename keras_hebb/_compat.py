@@ -232,12 +232,19 @@ def patch_keras_multi_worker_fit():
     global _PATCHED
     if _PATCHED:
         return
-    import tensorflow as tf
-
     tf_trainer = _multi_worker_internals()
     multi_worker = tf_trainer._collective_all_reduce_multi_worker
-    keras_reduce_per_replica = tf_trainer.reduce_per_replica
-    keras_maybe_symbolic_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+    tf_trainer.reduce_per_replica = _multi_worker_reduce_per_replica(
+        tf_trainer.reduce_per_replica, multi_worker)
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _multi_worker_symbolic_build(
+        tf_trainer.TensorFlowTrainer._maybe_symbolic_build, multi_worker)
+    _PATCHED = True
+
+
+def _multi_worker_reduce_per_replica(keras_reduce_per_replica, multi_worker):
+    """Keras's `reduce_per_replica`, but a multi-worker mean over scalars
+    (patch 2 of `patch_keras_multi_worker_fit`)."""
+    import tensorflow as tf
 
     def reduce_per_replica(values, strategy, reduction):
         if reduction in ("auto", "mean") and multi_worker(strategy):
@@ -245,6 +252,14 @@ def patch_keras_multi_worker_fit():
                 lambda v: strategy.reduce("MEAN", v, axis=None), values
             )
         return keras_reduce_per_replica(values, strategy, reduction)
+
+    return reduce_per_replica
+
+
+def _multi_worker_symbolic_build(keras_maybe_symbolic_build, multi_worker):
+    """Keras's `_maybe_symbolic_build`, but built from this worker's first
+    local batch (patch 1 of `patch_keras_multi_worker_fit`)."""
+    import tensorflow as tf
 
     def maybe_symbolic_build(self, iterator=None, data_batch=None):
         strategy = self._distribute_strategy
@@ -260,9 +275,7 @@ def patch_keras_multi_worker_fit():
         with strategy.scope():
             self._symbolic_build(data_batch=data_batch)
 
-    tf_trainer.reduce_per_replica = reduce_per_replica
-    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
-    _PATCHED = True
+    return maybe_symbolic_build
 
 
 #: What the multi-worker patch replaces or calls, with the parameters it

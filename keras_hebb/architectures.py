@@ -76,6 +76,25 @@ def build_vgg(
     Returns:
         A `HebbianModel` if `hah_blocks > 0`, else a `keras.Model`.
     """
+    _check_shape_arguments(widths, hah_blocks, input_shape)
+    mean, std = _input_statistics(input_shape[-1], mean, std)
+    initializer = _initializer(weight_init)
+
+    inputs = keras.Input(input_shape, name="images")
+    x = keras.layers.Normalization(
+        mean=list(mean), variance=[s * s for s in std], name="input_normalization"
+    )(inputs)
+    x = _features(x, widths, hah_blocks, initializer, block_options)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=initializer,
+                                 name="logits")(x)
+    if hah_blocks:
+        return HebbianModel(inputs, outputs, hah_alphas=hah_alphas, name=name)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _check_shape_arguments(widths, hah_blocks, input_shape):
+    """`ValueError` unless the widths, HaH block count and input shape fit."""
     convs = [w for w in widths if w != "M"]
     bad = [w for w in widths if w != "M" and not (isinstance(w, int) and w > 0)]
     if bad or not convs:
@@ -93,7 +112,10 @@ def build_vgg(
             "Invalid value for `input_shape`: expected (height, width, "
             f"channels). Received: input_shape={tuple(input_shape)!r}"
         )
-    channels = input_shape[-1]
+
+
+def _input_statistics(channels, mean, std):
+    """`(mean, std)` per channel, `None` filled in by the default dataset's."""
     # Fashion-MNIST's statistics for grey images, CIFAR-10's for colour.
     default = DATASETS["fashion_mnist" if channels == 1 else "cifar10"]
     if mean is None:
@@ -105,13 +127,12 @@ def build_vgg(
             f"Invalid value for `mean`/`std`: expected {channels} values, one "
             f"per channel. Received: mean={list(mean)}, std={list(std)}"
         )
+    return mean, std
 
-    initializer = _initializer(weight_init)
 
-    inputs = keras.Input(input_shape, name="images")
-    x = keras.layers.Normalization(
-        mean=list(mean), variance=[s * s for s in std], name="input_normalization"
-    )(inputs)
+def _features(x, widths, hah_blocks, initializer, block_options):
+    """The conv stack on `x`: HaH blocks first, then conv -> ReLU -> BN,
+    with 2x2 max pooling at each `"M"`."""
     conv_index = 0
     pool_index = 0
     for width in widths:
@@ -132,12 +153,7 @@ def build_vgg(
             x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
             # momentum 0.9 = PyTorch's default (0.1), as in the paper's code.
             x = keras.layers.BatchNormalization(momentum=0.9, name=f"{prefix}_bn")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    outputs = keras.layers.Dense(num_classes, kernel_initializer=initializer,
-                                 name="logits")(x)
-    if hah_blocks:
-        return HebbianModel(inputs, outputs, hah_alphas=hah_alphas, name=name)
-    return keras.Model(inputs, outputs, name=name)
+    return x
 
 
 def hah_vgg16(input_shape=(32, 32, 3), num_classes=10, **kwargs):
