@@ -1,4 +1,4 @@
-"""The production cascade (`suite._evaluate_norm`) with fake attacks.
+"""The production cascade (`cascade.evaluate_norm`) with fake attacks.
 
 A two-logit linear model on 1x1x2 "images" whose class is 1 iff pixel 0
 exceeds 0.5; fake attacks registered for the test break exactly the
@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_hebb.robustness import attacks, checks, registry, suite
+from keras_hebb.robustness import attacks, cascade, checks, registry, suite
 
 
 def _threshold_model():
@@ -54,8 +54,8 @@ def _run(monkeypatch, fakes, budgets=(0.1, 0.2)):
     target = suite._ModelUnderTest("toy", model)
     clean = attacks.predict(target.fn, images) == labels
     assert clean.tolist() == [True] * 6 + [False]
-    return suite._evaluate_norm(target, [], images, labels, clean, "linf", budgets, config,
-                                {}, suite._Progress(False))
+    return cascade.evaluate_norm(target, [], images, labels, clean, "linf", budgets, config,
+                                 {}, suite._Progress(False))
 
 
 def test_columns_are_separate_cascades(monkeypatch):

@@ -24,7 +24,7 @@ _EXPORTS = {
     "QUICK": "suite",
     "FULL": "suite",
     "run_suite": "suite",
-    "COLUMNS": "suite",
+    "COLUMNS": "cascade",
     "REGISTRY": "registry",
     "register": "registry",
     "noise_accuracy": "noise",
@@ -32,8 +32,8 @@ _EXPORTS = {
     "write_report": "report",
 }
 
-_MODULES = ("attacks", "autoattack", "bpda", "checks", "cw", "noise", "registry", "report",
-            "smoothing", "spsa", "square", "suite")
+_MODULES = ("attacks", "autoattack", "bpda", "cascade", "checks", "cw", "noise", "registry",
+            "report", "smoothing", "spsa", "square", "suite")
 
 __all__ = sorted(_EXPORTS) + list(_MODULES)
 

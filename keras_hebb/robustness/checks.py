@@ -55,12 +55,21 @@ def sanity_checks(target, images, labels, records, config, seed, smallest_linf=N
     Linf budget in the worst case (0: misclassified clean, NaN: never)."""
     n = min(config.check_images, len(images))
     x, y = images[:n], labels[:n]
-    checks = {}
     fns = [("plain", target.fn)]
     if target.surrogates and "bpda" in config.attacks:
         fns += [(f"bpda_{m}", target.bpda_fn(m)) for m in config.bpda_modes]
-    checks["gradients"] = _check_gradients(fns, x, y, config)
+    return {
+        "gradients": _check_gradients(fns, x, y, config),
+        "large_budget": _check_large_budget(target, fns, x, y, config, seed),
+        "more_steps": _check_more_steps(target, x, y, records, config, seed, smallest_linf),
+        "bpda_adds_little": _check_bpda_adds_little(records),
+        "black_box_not_stronger": _check_black_box_not_stronger(records),
+    }
 
+
+def _check_large_budget(target, fns, x, y, config, seed):
+    """Margin PGD through every gradient at `LARGE_BUDGET` leaves about 0."""
+    n = len(x)
     tf.random.set_seed(seed)
     correct = attacks.predict(target.fn, x) == y
     for _, fn in fns:
@@ -68,13 +77,17 @@ def sanity_checks(target, images, labels, records, config, seed, smallest_linf=N
                                   loss="margin", batch_size=config.batch_size)
         correct &= attacks.predict(target.fn, adversarial) == y
     large = float(correct.mean()) if n else 0.0
-    checks["large_budget"] = {
+    return {
         "passed": large <= LARGE_BUDGET_LIMIT, "norm": "linf", "budget": LARGE_BUDGET,
         "accuracy": large, "limit": LARGE_BUDGET_LIMIT, "images": n,
         "attacks": [f"pgd_margin ({label})" for label, _ in fns], "steps": config.steps,
         "meaning": "accuracy falls to about 0 at a large budget",
     }
 
+
+def _check_more_steps(target, x, y, records, config, seed, smallest_linf):
+    """More PGD steps neither raise accuracy nor break what the suite left."""
+    n = len(x)
     # Where it can fail: the Linf budget whose worst-case accuracy is
     # nearest 50% (at a budget where accuracy is already ~0 it cannot).
     linf = [r for r in records if r["norm"] == "linf"]
@@ -101,7 +114,7 @@ def sanity_checks(target, images, labels, records, config, seed, smallest_linf=N
     else:
         missed = None
     raises = accuracy[many] > accuracy[few] + tolerance
-    checks["more_steps"] = {
+    return {
         "passed": not raises and (missed is None or missed <= tolerance),
         "norm": "linf", "budget": eps, "attack": "pgd_margin", "steps": [few, many],
         "accuracy": [accuracy[few], accuracy[many]],
@@ -111,18 +124,23 @@ def sanity_checks(target, images, labels, records, config, seed, smallest_linf=N
                    "where the worst case is nearest 50%)",
     }
 
-    def gap(first, second):
-        worst = 0.0
-        where = None
-        for record in records:
-            diff = record["columns"][first] - record["columns"][second]
-            if diff > worst:
-                worst, where = diff, (record["norm"], record["budget"])
-        return worst, where
 
-    adaptive_gap, where = gap("plain_gradients", "white_box")
+def _largest_gap(records, first, second):
+    """`(largest column first - column second, (norm, budget) of it)`."""
+    worst = 0.0
+    where = None
+    for record in records:
+        diff = record["columns"][first] - record["columns"][second]
+        if diff > worst:
+            worst, where = diff, (record["norm"], record["budget"])
+    return worst, where
+
+
+def _check_bpda_adds_little(records):
+    """BPDA breaks few images plain gradients could not (no masking)."""
+    adaptive_gap, where = _largest_gap(records, "plain_gradients", "white_box")
     ran_bpda = any(s["kind"] == "bpda" and s["attacked"] for r in records for s in r["stages"])
-    checks["bpda_adds_little"] = {
+    return {
         "passed": adaptive_gap <= CHECK_MARGIN, "ran": ran_bpda,
         "largest_gap": adaptive_gap, "at": where, "margin": CHECK_MARGIN,
         "columns": ["plain_gradients", "white_box"],
@@ -131,7 +149,11 @@ def sanity_checks(target, images, labels, records, config, seed, smallest_linf=N
                    "plain_gradients - white_box <= margin at every budget; a "
                    "failure means the plain gradients are masked",
     }
-    black_gap, where = gap("white_box", "worst_case")
+
+
+def _check_black_box_not_stronger(records):
+    """The black-box attacks break few images the white-box ones could not."""
+    black_gap, where = _largest_gap(records, "white_box", "worst_case")
     spsa_rates = [
         (s["fooled"], s["attacked"]) for r in records for s in r["stages"]
         if s["attack"] == "spsa" and s["attacked"]
@@ -140,7 +162,7 @@ def sanity_checks(target, images, labels, records, config, seed, smallest_linf=N
     attacked = sum(a for _, a in spsa_rates)
     spsa_rate = fooled / attacked if attacked else 0.0
     spsa_ok = attacked < 4 or spsa_rate <= 0.25
-    checks["black_box_not_stronger"] = {
+    return {
         "passed": black_gap <= CHECK_MARGIN and spsa_ok,
         "largest_gap": black_gap, "at": where, "margin": CHECK_MARGIN,
         "spsa_fooled": fooled, "spsa_attacked": attacked, "spsa_rate_limit": 0.25,
@@ -149,4 +171,3 @@ def sanity_checks(target, images, labels, records, config, seed, smallest_linf=N
                    "that the white-box attacks could not: white_box - worst_case "
                    "<= margin at every budget, and SPSA fools <= 25% of its subset",
     }
-    return checks

@@ -62,10 +62,35 @@ def plot_all(results, out_dir, kernels=None):
     import matplotlib
 
     matplotlib.use("Agg")
+
+    models = results["models"]
+    written = [_plot_noise(models, out_dir)]
+    for norm, label in (("linf", "L-inf"), ("l2", "L2")):
+        if any(entry["attacks"].get(norm) for entry in models.values()):
+            written.append(_plot_robust(models, out_dir, norm, label))
+    if any(entry.get("certified") for entry in models.values()):
+        written.append(_plot_certified(models, out_dir))
+    with_stats = {n: e["sparsity"] for n, e in models.items() if e.get("sparsity")}
+    if with_stats:
+        written.append(_plot_sparsity(with_stats, out_dir))
+    for name, kernel in (kernels or {}).items():
+        if kernel is not None:
+            written.append(_plot_filters(name, kernel, out_dir))
+    return written
+
+
+def _save(fig, out_dir, file_name):
+    """Lays out, writes and closes the figure; returns `file_name`."""
     import matplotlib.pyplot as plt
 
-    written = []
-    models = results["models"]
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, file_name), dpi=120)
+    plt.close(fig)
+    return file_name
+
+
+def _plot_noise(models, out_dir):
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, entry in models.items():
@@ -76,71 +101,61 @@ def plot_all(results, out_dir, kernels=None):
            ylim=(0, 1), title="Accuracy under noise")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "noise.png"), dpi=120)
-    plt.close(fig)
-    written.append("noise.png")
+    return _save(fig, out_dir, "noise.png")
 
-    for norm, label in (("linf", "L-inf"), ("l2", "L2")):
-        if not any(entry["attacks"].get(norm) for entry in models.values()):
-            continue
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for name, entry in models.items():
-            budgets, accuracy = _robust_curve(entry, norm)
-            ax.plot(budgets, accuracy, marker="o", label=name)
-        ax.set(xlabel=f"{label} budget (pixels in [0, 1])",
-               ylabel="robust accuracy (worst case)", ylim=(0, 1),
-               title=f"Robust accuracy, {label}")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, f"robust_{norm}.png"), dpi=120)
-        plt.close(fig)
-        written.append(f"robust_{norm}.png")
 
-    if any(entry.get("certified") for entry in models.values()):
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for name, entry in models.items():
-            for c in entry.get("certified") or []:
-                ax.plot(c["radii"], c["certified_accuracy"], marker="o",
-                        label=f"{name}, sigma {c['sigma']:g}")
-        ax.set(xlabel="L2 radius (pixels in [0, 1])", ylabel="certified accuracy",
-               ylim=(0, 1), title="Randomized smoothing: certified accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, "certified_l2.png"), dpi=120)
-        plt.close(fig)
-        written.append("certified_l2.png")
+def _plot_robust(models, out_dir, norm, label):
+    import matplotlib.pyplot as plt
 
-    with_stats = {n: e["sparsity"] for n, e in models.items() if e.get("sparsity")}
-    if with_stats:
-        fig, axes = plt.subplots(1, len(with_stats), figsize=(4.5 * len(with_stats), 3.5),
-                                 squeeze=False)
-        for ax, (name, stats) in zip(axes[0], with_stats.items()):
-            layers = [s["layer"] for s in stats]
-            ax.bar(range(len(layers)), [s["nonzero_fraction"] for s in stats])
-            ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=7)
-            ax.set(ylabel="fraction of non-zero activations", ylim=(0, 1), title=name)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, "sparsity.png"), dpi=120)
-        plt.close(fig)
-        written.append("sparsity.png")
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, entry in models.items():
+        budgets, accuracy = _robust_curve(entry, norm)
+        ax.plot(budgets, accuracy, marker="o", label=name)
+    ax.set(xlabel=f"{label} budget (pixels in [0, 1])",
+           ylabel="robust accuracy (worst case)", ylim=(0, 1),
+           title=f"Robust accuracy, {label}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, out_dir, f"robust_{norm}.png")
 
-    for name, kernel in (kernels or {}).items():
-        if kernel is None:
-            continue
-        grid = filter_grid(kernel)
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, interpolation="nearest")
-        ax.set_axis_off()
-        ax.set_title(f"{name}: first-layer filters")
-        fig.tight_layout()
-        file_name = f"filters_{_safe(name)}.png"
-        fig.savefig(os.path.join(out_dir, file_name), dpi=120)
-        plt.close(fig)
-        written.append(file_name)
-    return written
+
+def _plot_certified(models, out_dir):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, entry in models.items():
+        for c in entry.get("certified") or []:
+            ax.plot(c["radii"], c["certified_accuracy"], marker="o",
+                    label=f"{name}, sigma {c['sigma']:g}")
+    ax.set(xlabel="L2 radius (pixels in [0, 1])", ylabel="certified accuracy",
+           ylim=(0, 1), title="Randomized smoothing: certified accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out_dir, "certified_l2.png")
+
+
+def _plot_sparsity(with_stats, out_dir):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(with_stats), figsize=(4.5 * len(with_stats), 3.5),
+                             squeeze=False)
+    for ax, (name, stats) in zip(axes[0], with_stats.items()):
+        layers = [s["layer"] for s in stats]
+        ax.bar(range(len(layers)), [s["nonzero_fraction"] for s in stats])
+        ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=7)
+        ax.set(ylabel="fraction of non-zero activations", ylim=(0, 1), title=name)
+    return _save(fig, out_dir, "sparsity.png")
+
+
+def _plot_filters(name, kernel, out_dir):
+    import matplotlib.pyplot as plt
+
+    grid = filter_grid(kernel)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"{name}: first-layer filters")
+    return _save(fig, out_dir, f"filters_{_safe(name)}.png")
 
 
 def _safe(name):
@@ -196,70 +211,12 @@ def markdown(results):
         "",
     ]
     names = list(models)
-    lines += ["## Clean and noise accuracy", "",
-              "| model | clean | " + " | ".join(
-                  f"noise {n['sigma']:g}" for n in models[names[0]]["noise"]) + " |",
-              "|---" * (2 + len(models[names[0]]["noise"])) + "|"]
-    for name in names:
-        entry = models[name]
-        lines.append(f"| {name} | {_percent(entry['clean_accuracy'])} | " + " | ".join(
-            _percent(n["accuracy"]) for n in entry["noise"]) + " |")
+    lines += _noise_lines(models, names)
     for norm, label in (("linf", "L-inf"), ("l2", "L2")):
-        if not models[names[0]]["attacks"].get(norm):
-            continue
-        budgets = [r["budget"] for r in models[names[0]]["attacks"][norm]]
-        lines += ["", f"## Robust accuracy, {label} (worst case over the suite)", "",
-                  "| model | " + " | ".join(f"eps {b:g}" for b in budgets) + " |",
-                  "|---" * (1 + len(budgets)) + "|"]
-        for name in names:
-            records = models[name]["attacks"].get(norm, [])
-            lines.append(f"| {name} | " + " | ".join(
-                _percent(r["robust_accuracy"]) for r in records) + " |")
-        lines += ["", f"What each kind of attack adds ({label}). Each column is its own "
-                  "per-image worst case with its own carry-over across budgets: gradient "
-                  "only = the cleverhans gradient attacks; + APGD = with AutoAttack's "
-                  "APGD-CE/APGD-T; + BPDA = with the surrogate-gradient attack; + black "
-                  "box = with Square, transfer, SPSA (the worst case). Paper protocol = "
-                  "APGD-CE + APGD-T alone; overstates = paper protocol - worst case:", "",
-                  "| model | budget | gradient only | + APGD | + BPDA | + black box "
-                  "(worst case) | paper protocol | overstates |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for name in names:
-            for r in models[name]["attacks"].get(norm, []):
-                columns = r.get("columns", {})
-                over = r.get("paper_protocol_overstates")
-                lines.append(
-                    f"| {name} | {r['budget']:g} | {_percent(columns.get('gradient_only'))} | "
-                    f"{_percent(columns.get('plain_gradients'))} | "
-                    f"{_percent(columns.get('white_box'))} | "
-                    f"{_percent(columns.get('worst_case'))} | "
-                    f"{_percent(columns.get('paper_protocol'))} | "
-                    f"{'-' if over is None else f'{100 * over:+.1f} points'} |")
-    certify = settings.get("certify")
-    if certify and any(models[n].get("certified") for n in names):
-        radii = certify["radii"]
-        lines += ["", "## Certified L2 robustness (randomized smoothing)", "",
-                  f"Cohen et al. 2019 CERTIFY on the first {certify['images']} images: "
-                  f"n0 = {certify['n0']}, n = {certify['n']} Gaussian draws, "
-                  f"Clopper-Pearson bound at alpha = {certify['alpha']:g}; certified "
-                  "accuracy = correct smoothed prediction with a certified radius >= r "
-                  "(no attack can lower it, with probability >= 1 - alpha per image):", "",
-                  "| model | sigma | abstained | " + " | ".join(f"r {r:g}" for r in radii)
-                  + " |", "|---" * (3 + len(radii)) + "|"]
-        for name in names:
-            for c in models[name].get("certified") or []:
-                lines.append(f"| {name} | {c['sigma']:g} | {_percent(c['abstained'])} | "
-                             + " | ".join(_percent(v) for v in c["certified_accuracy"]) + " |")
-    lines += ["", "## Sanity checks", "",
-              "| model | " + " | ".join(models[names[0]]["checks"]) + " |",
-              "|---" * (1 + len(models[names[0]]["checks"])) + "|"]
-    for name in names:
-        checks = models[name]["checks"]
-        lines.append(f"| {name} | " + " | ".join(
-            "pass" if c["passed"] else "**FAIL**" for c in checks.values()) + " |")
-    lines += [""]
-    for key, check in models[names[0]]["checks"].items():
-        lines.append(f"- `{key}`: {check['meaning']}.")
+        if models[names[0]]["attacks"].get(norm):
+            lines += _robust_lines(models, names, norm, label)
+    lines += _certified_lines(settings, models, names)
+    lines += _check_lines(models, names)
     if any(e.get("sparsity") for e in models.values()):
         lines += ["", "## Activations (clean images)", "",
                   "| model | layer | non-zero fraction | disparity |", "|---|---|---|---|"]
@@ -274,6 +231,86 @@ def markdown(results):
     lines += ["", "Every setting (attack, budget, steps, restarts, images, seed) and "
               "every stage's count are in `report.json`.", ""]
     return "\n".join(lines)
+
+
+def _noise_lines(models, names):
+    lines = ["## Clean and noise accuracy", "",
+             "| model | clean | " + " | ".join(
+                 f"noise {n['sigma']:g}" for n in models[names[0]]["noise"]) + " |",
+             "|---" * (2 + len(models[names[0]]["noise"])) + "|"]
+    for name in names:
+        entry = models[name]
+        lines.append(f"| {name} | {_percent(entry['clean_accuracy'])} | " + " | ".join(
+            _percent(n["accuracy"]) for n in entry["noise"]) + " |")
+    return lines
+
+
+def _robust_lines(models, names, norm, label):
+    """The worst case per budget, then what each kind of attack adds."""
+    budgets = [r["budget"] for r in models[names[0]]["attacks"][norm]]
+    lines = ["", f"## Robust accuracy, {label} (worst case over the suite)", "",
+             "| model | " + " | ".join(f"eps {b:g}" for b in budgets) + " |",
+             "|---" * (1 + len(budgets)) + "|"]
+    for name in names:
+        records = models[name]["attacks"].get(norm, [])
+        lines.append(f"| {name} | " + " | ".join(
+            _percent(r["robust_accuracy"]) for r in records) + " |")
+    lines += ["", f"What each kind of attack adds ({label}). Each column is its own "
+              "per-image worst case with its own carry-over across budgets: gradient "
+              "only = the cleverhans gradient attacks; + APGD = with AutoAttack's "
+              "APGD-CE/APGD-T; + BPDA = with the surrogate-gradient attack; + black "
+              "box = with Square, transfer, SPSA (the worst case). Paper protocol = "
+              "APGD-CE + APGD-T alone; overstates = paper protocol - worst case:", "",
+              "| model | budget | gradient only | + APGD | + BPDA | + black box "
+              "(worst case) | paper protocol | overstates |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        for r in models[name]["attacks"].get(norm, []):
+            columns = r.get("columns", {})
+            over = r.get("paper_protocol_overstates")
+            lines.append(
+                f"| {name} | {r['budget']:g} | {_percent(columns.get('gradient_only'))} | "
+                f"{_percent(columns.get('plain_gradients'))} | "
+                f"{_percent(columns.get('white_box'))} | "
+                f"{_percent(columns.get('worst_case'))} | "
+                f"{_percent(columns.get('paper_protocol'))} | "
+                f"{'-' if over is None else f'{100 * over:+.1f} points'} |")
+    return lines
+
+
+def _certified_lines(settings, models, names):
+    certify = settings.get("certify")
+    if not certify or not any(models[n].get("certified") for n in names):
+        return []
+    radii = certify["radii"]
+    lines = ["", "## Certified L2 robustness (randomized smoothing)", "",
+             f"Cohen et al. 2019 CERTIFY on the first {certify['images']} images: "
+             f"n0 = {certify['n0']}, n = {certify['n']} Gaussian draws, "
+             f"Clopper-Pearson bound at alpha = {certify['alpha']:g}; certified "
+             "accuracy = correct smoothed prediction with a certified radius >= r "
+             "(no attack can lower it, with probability >= 1 - alpha per image):", "",
+             "| model | sigma | abstained | " + " | ".join(f"r {r:g}" for r in radii)
+             + " |", "|---" * (3 + len(radii)) + "|"]
+    for name in names:
+        for c in models[name].get("certified") or []:
+            lines.append(f"| {name} | {c['sigma']:g} | {_percent(c['abstained'])} | "
+                         + " | ".join(_percent(v) for v in c["certified_accuracy"]) + " |")
+    return lines
+
+
+def _check_lines(models, names):
+    """Pass or fail per model and check, then what each check means."""
+    lines = ["", "## Sanity checks", "",
+             "| model | " + " | ".join(models[names[0]]["checks"]) + " |",
+             "|---" * (1 + len(models[names[0]]["checks"])) + "|"]
+    for name in names:
+        checks = models[name]["checks"]
+        lines.append(f"| {name} | " + " | ".join(
+            "pass" if c["passed"] else "**FAIL**" for c in checks.values()) + " |")
+    lines += [""]
+    for key, check in models[names[0]]["checks"].items():
+        lines.append(f"- `{key}`: {check['meaning']}.")
+    return lines
 
 
 def write_report(results, out_dir, kernels=None):

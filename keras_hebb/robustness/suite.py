@@ -36,7 +36,13 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from keras_hebb.robustness import attacks, bpda, checks, noise, registry
+from keras_hebb.robustness import attacks, bpda, checks, noise
+from keras_hebb.robustness.cascade import (  # noqa: F401  (part of this module's API)
+    AUTOATTACK,
+    COLUMNS,
+    PAPER_PROTOCOL,
+    evaluate_norm,
+)
 from keras_hebb.robustness.registry import ATTACK_NAMES, ATTACKS, REGISTRY  # noqa: F401
 
 
@@ -164,27 +170,6 @@ FULL = SuiteConfig(
 
 PRESETS = {"quick": QUICK, "full": FULL}
 
-#: Attacks of the paper's protocol (AutoAttack's APGD-CE + APGD-T).
-PAPER_PROTOCOL = ("apgd_ce", "apgd_t")
-#: Attacks of AutoAttack in the suite (FAB-T is not implemented).
-AUTOATTACK = ("apgd_ce", "apgd_t", "square")
-
-#: Reported columns: name -> which attacks (registry entries) its cascade
-#: uses. Each is a per-image worst case over its attacks, with its own
-#: carry-over across budgets.
-COLUMNS = {
-    "gradient_only": lambda a: a.kind == "gradient",
-    "plain_gradients": lambda a: a.kind in ("gradient", "autoattack"),
-    "white_box": lambda a: a.kind in ("gradient", "autoattack", "bpda"),
-    "worst_case": lambda a: True,
-    "paper_protocol": lambda a: a.name in PAPER_PROTOCOL,
-    "autoattack": lambda a: a.name in AUTOATTACK,
-}
-#: The monotone chain: after kind `registry.KINDS[i]` the accuracy is
-#: column `_CHAIN[i]` (`accuracy_after_<kind>` in the records).
-_CHAIN = ("gradient_only", "plain_gradients", "white_box", "worst_case")
-
-
 class _Progress:
     def __init__(self, enabled):
         self.enabled = enabled
@@ -212,94 +197,6 @@ class _ModelUnderTest:
         if mode not in self.bpda_fns:
             self.bpda_fns[mode] = attacks.make_model_fn(self.model, surrogate=mode)
         return self.bpda_fns[mode]
-
-
-def _column_attacks(config):
-    """Column name -> the attack names (of `config`) in its cascade."""
-    names = set(config.attacks)
-    return {column: frozenset(n for n in names if member(REGISTRY[n]))
-            for column, member in COLUMNS.items()}
-
-
-def _evaluate_norm(target, sources, images, labels, clean_correct, norm, budgets,
-                   config, transfer_cache, progress, seed=0):
-    """Runs every column's cascade for one norm.
-
-    Returns:
-        `(records, smallest)`: one record per budget (ascending) and each
-        image's smallest breaking budget in the worst case (NaN: never).
-    """
-    members = _column_attacks(config)
-    robust = {column: clean_correct.copy() for column in COLUMNS}
-    first_broken = np.full(len(images), np.nan)
-    records = []
-    caches = {name: {} for name in REGISTRY}
-    caches["transfer"] = caches["transfer_bpda"] = transfer_cache
-    stages = registry.stages(config, target, norm, sources)
-    bar = progress.bar(len(budgets) * max(1, len(stages)),
-                       f"[{target.name}] {norm} attacks, budgets {list(budgets)}")
-    done = 0
-    for eps in sorted(budgets):
-        worst = robust["worst_case"]
-        carried = int(np.sum(clean_correct & ~worst))
-        record = {"norm": norm, "budget": float(eps), "carried_over": carried, "stages": []}
-        for stage in stages:
-            attack = REGISTRY[stage.attack]
-            settings = stage.settings
-            columns = [c for c in COLUMNS if attack.name in members[c]]
-            standing = np.logical_or.reduce([robust[c] for c in columns])
-            idx = np.flatnonzero(standing)
-            if attack.select is not None:
-                idx = attack.select(idx, config, caches[attack.name])
-            started = time.perf_counter()
-            fooled_count = new_in_worst_case = 0
-            if len(idx) and eps > 0:
-                source = next((s for s in sources if s.name == settings.get("source")), None)
-                per_image_bar = None
-                if attack.per_image and progress.enabled:
-                    per_image_bar = progress.bar(
-                        len(idx), f"  {attack.name} eps={eps} on {len(idx)} images")
-                tick = (lambda: per_image_bar.add(1)) if per_image_bar is not None else None
-                adversarial = attack.craft(registry.StageInput(
-                    target=target, source=source, images=images[idx], labels=labels[idx],
-                    idx=idx, norm=norm, eps=eps, config=config, settings=settings,
-                    cache=caches[attack.name], progress=tick, seed=seed))
-                attacks.check_budget(images[idx], adversarial, norm, eps)
-                broken = idx[attacks.predict(target.fn, adversarial) != labels[idx]]
-                new = broken[worst[broken]]
-                first_broken[new] = eps
-                for column in columns:
-                    robust[column][broken] = False
-                fooled_count, new_in_worst_case = int(len(broken)), int(len(new))
-            record["stages"].append({
-                "stage": stage.name,
-                "attack": attack.name,
-                "kind": attack.kind,
-                **settings,
-                "attacked": int(len(idx)),
-                "fooled": fooled_count,
-                "fooled_new_worst_case": new_in_worst_case,
-                "accuracy_after": float(worst.mean()),
-                "seconds": round(time.perf_counter() - started, 3),
-            })
-            done += 1
-            if bar is not None:
-                bar.update(done, values=[("robust", float(worst.mean()))])
-        record["robust_accuracy"] = float(worst.mean())
-        record["columns"] = {
-            column: float(robust[column].mean()) if members[column] or column in _CHAIN
-            else None
-            for column in COLUMNS}
-        record["column_attacks"] = {c: sorted(members[c]) for c in COLUMNS}
-        # The chain, under the names the results report reads.
-        for kind, column in zip(registry.KINDS, _CHAIN):
-            record[f"accuracy_after_{kind}"] = record["columns"][column]
-        paper = record["columns"]["paper_protocol"]
-        record["paper_protocol_overstates"] = (
-            None if paper is None else paper - record["robust_accuracy"])
-        records.append(record)
-    smallest = np.where(clean_correct, first_broken, 0.0)
-    return records, smallest
 
 
 def run_suite(models, images, labels, config=QUICK, seed=0, transfer_sources=None,
@@ -338,46 +235,53 @@ def run_suite(models, images, labels, config=QUICK, seed=0, transfer_sources=Non
         "models": {},
     }
     for name in evaluate:
-        target = under_test[name]
-        started = time.perf_counter()
         sources = [under_test[s] for s in transfer_sources.get(name, [])]
-        predicted = attacks.predict(target.fn, images)
-        clean_correct = predicted == labels
-        noise_started = time.perf_counter()
-        noise_accuracy = noise.noise_accuracy(target.fn, images, labels, config.noise_sigmas,
-                                              config.noise_draws, seed)
-        entry = {
-            "clean_accuracy": float(clean_correct.mean()),
-            "surrogate_gradients": target.surrogates,
-            "transfer_sources": [s.name for s in sources],
-            "noise": noise_accuracy,
-            "timing": {"noise": round(time.perf_counter() - noise_started, 3)},
-            "attacks": {},
-            "smallest_breaking_budget": {},
-        }
-        for norm, budgets in (("linf", config.linf_budgets), ("l2", config.l2_budgets)):
-            if not budgets:
-                continue
-            tf.random.set_seed(seed)
-            records, smallest = _evaluate_norm(
-                target, sources, images, labels, clean_correct, norm, budgets, config,
-                transfer_cache, progress, seed=seed)
-            entry["attacks"][norm] = records
-            # 0 = misclassified clean, null = never broken.
-            entry["smallest_breaking_budget"][norm] = [
-                None if np.isnan(v) else float(v) for v in smallest
-            ]
-        all_records = [r for norm in entry["attacks"].values() for r in norm]
-        smallest_linf = entry["smallest_breaking_budget"].get("linf")
-        checks_started = time.perf_counter()
-        entry["checks"] = checks.sanity_checks(
-            target, images, labels, all_records, config, seed,
-            None if smallest_linf is None else
-            np.array([np.nan if v is None else v for v in smallest_linf], np.float64))
-        entry["timing"]["checks"] = round(time.perf_counter() - checks_started, 3)
-        entry["checks_passed"] = all(c["passed"] for c in entry["checks"].values())
-        seconds = time.perf_counter() - started
-        entry["seconds"] = round(seconds, 2)
-        entry["seconds_per_image"] = round(seconds / max(len(images), 1), 4)
-        results["models"][name] = entry
+        results["models"][name] = _evaluate_model(under_test[name], sources, images, labels,
+                                                  config, seed, transfer_cache, progress)
     return results
+
+
+def _evaluate_model(target, sources, images, labels, config, seed, transfer_cache,
+                    progress):
+    """One model's entry: clean and noise accuracy, both norms' cascades,
+    the sanity checks and timing."""
+    started = time.perf_counter()
+    predicted = attacks.predict(target.fn, images)
+    clean_correct = predicted == labels
+    noise_started = time.perf_counter()
+    noise_accuracy = noise.noise_accuracy(target.fn, images, labels, config.noise_sigmas,
+                                          config.noise_draws, seed)
+    entry = {
+        "clean_accuracy": float(clean_correct.mean()),
+        "surrogate_gradients": target.surrogates,
+        "transfer_sources": [s.name for s in sources],
+        "noise": noise_accuracy,
+        "timing": {"noise": round(time.perf_counter() - noise_started, 3)},
+        "attacks": {},
+        "smallest_breaking_budget": {},
+    }
+    for norm, budgets in (("linf", config.linf_budgets), ("l2", config.l2_budgets)):
+        if not budgets:
+            continue
+        tf.random.set_seed(seed)
+        records, smallest = evaluate_norm(
+            target, sources, images, labels, clean_correct, norm, budgets, config,
+            transfer_cache, progress, seed=seed)
+        entry["attacks"][norm] = records
+        # 0 = misclassified clean, null = never broken.
+        entry["smallest_breaking_budget"][norm] = [
+            None if np.isnan(v) else float(v) for v in smallest
+        ]
+    all_records = [r for norm in entry["attacks"].values() for r in norm]
+    smallest_linf = entry["smallest_breaking_budget"].get("linf")
+    checks_started = time.perf_counter()
+    entry["checks"] = checks.sanity_checks(
+        target, images, labels, all_records, config, seed,
+        None if smallest_linf is None else
+        np.array([np.nan if v is None else v for v in smallest_linf], np.float64))
+    entry["timing"]["checks"] = round(time.perf_counter() - checks_started, 3)
+    entry["checks_passed"] = all(c["passed"] for c in entry["checks"].values())
+    seconds = time.perf_counter() - started
+    entry["seconds"] = round(seconds, 2)
+    entry["seconds_per_image"] = round(seconds / max(len(images), 1), 4)
+    return entry
