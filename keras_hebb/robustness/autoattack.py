@@ -264,14 +264,7 @@ def apgd(model_fn, x, y, eps, norm="linf", steps=100, loss="ce", targets=None,
         `(adversarial, fooled)`: numpy examples in budget and [0, 1], and
         whether the attack saw the model misclassify each one.
     """
-    if norm not in attacks.NORMS:
-        raise ValueError(f"Invalid value for `norm`: expected 'linf' or 'l2'. Received: norm={norm!r}")
-    if loss not in ("ce", "dlr", "dlr_targeted"):
-        raise ValueError(f"Invalid value for `loss`: expected 'ce', 'dlr' or 'dlr_targeted'. Received: loss={loss!r}")
-    if loss == "dlr_targeted" and targets is None:
-        raise ValueError("`loss='dlr_targeted'` needs `targets`.")
-    if steps < 1 or restarts < 1:
-        raise ValueError(f"`steps` and `restarts` must be >= 1. Received: steps={steps}, restarts={restarts}")
+    _check_apgd_arguments(norm, loss, targets, steps, restarts)
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int64)
     targets = np.zeros_like(y) if targets is None else np.asarray(targets, np.int64)
@@ -294,6 +287,17 @@ def apgd(model_fn, x, y, eps, norm="linf", steps=100, loss="ce", targets=None,
             out[part[keep]] = adversarial[keep]
             fooled[part] |= success
     return _project(x, out, norm, eps), fooled
+
+
+def _check_apgd_arguments(norm, loss, targets, steps, restarts):
+    if norm not in attacks.NORMS:
+        raise ValueError(f"Invalid value for `norm`: expected 'linf' or 'l2'. Received: norm={norm!r}")
+    if loss not in ("ce", "dlr", "dlr_targeted"):
+        raise ValueError(f"Invalid value for `loss`: expected 'ce', 'dlr' or 'dlr_targeted'. Received: loss={loss!r}")
+    if loss == "dlr_targeted" and targets is None:
+        raise ValueError("`loss='dlr_targeted'` needs `targets`.")
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"`steps` and `restarts` must be >= 1. Received: steps={steps}, restarts={restarts}")
 
 
 def top_targets(model_fn, x, y, count, batch_size=512):

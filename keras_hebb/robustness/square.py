@@ -109,10 +109,7 @@ def square(model_fn, x, y, eps, norm="linf", queries=1000, p_init=None, seed=0,
     Returns:
         `(adversarial, fooled)` as `apgd`.
     """
-    if norm not in attacks.NORMS:
-        raise ValueError(f"Invalid value for `norm`: expected 'linf' or 'l2'. Received: norm={norm!r}")
-    if queries < 1:
-        raise ValueError(f"`queries` must be >= 1. Received: queries={queries}")
+    _check_square_arguments(norm, queries)
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int64)
     n = len(x)
@@ -123,20 +120,9 @@ def square(model_fn, x, y, eps, norm="linf", queries=1000, p_init=None, seed=0,
         raise ValueError(f"Square needs NHWC images. Received: shape={x.shape}")
     p_init = 0.8 if p_init is None else float(p_init)
     rng = np.random.default_rng(seed)
-    _, height, width, channels = x.shape
-
-    def margins(points, labels):
-        logits = np.concatenate([model_fn(tf.constant(points[s:s + batch_size])).numpy()
-                                 for s in range(0, len(points), batch_size)])
-        return _margin(logits.astype(np.float64), labels)
-
-    if norm == "linf":
-        stripes = rng.choice([-1.0, 1.0], size=(n, 1, width, channels)) * _per_image(eps, 4)
-        current = np.clip(x + stripes, 0.0, 1.0).astype(np.float32)
-    else:
-        current = x + _l2_init(n, height, width, channels, eps, rng)
-        current = _project(x, current, "l2", eps)
-    best = margins(current, y)
+    _, height, width, _ = x.shape
+    current = _initial_point(x, eps, norm, rng)
+    best = _margins(model_fn, current, y, batch_size)
     for query in range(queries):
         active = np.flatnonzero(best > 0)
         if not len(active):
@@ -145,24 +131,54 @@ def square(model_fn, x, y, eps, norm="linf", queries=1000, p_init=None, seed=0,
         xa, ca, ea = x[active], current[active], eps[active]
         if norm == "linf":
             side = int(np.clip(round(math.sqrt(p * height * width)), 1, height - 1))
-            mask, _, _ = _windows(len(active), height, width, side, rng)
-            signs = rng.choice([-1.0, 1.0], size=(len(active), 1, 1, channels)) * \
-                _per_image(ea, 4)
-            proposal = np.where(mask[..., None], np.clip(xa + signs, 0.0, 1.0), ca)
-            # A proposal equal to the current point in its whole window
-            # wastes a query: flip its signs (as the paper's code resamples).
-            same = np.all((proposal == ca) | ~mask[..., None], axis=(1, 2))
-            signs = np.where(same[:, None, None, :], -signs, signs)
-            proposal = np.where(mask[..., None], np.clip(xa + signs, 0.0, 1.0), ca)
+            proposal = _linf_proposal(xa, ca, ea, side, rng)
         else:
             side = int(np.clip(round(math.sqrt(p * height * width)), 3, height - 1))
             proposal = _l2_proposal(xa, ca, ea, side, rng)
         proposal = _project(xa, proposal.astype(np.float32), norm, ea)
-        value = margins(proposal, y[active])
+        value = _margins(model_fn, proposal, y[active], batch_size)
         better = value < best[active]
         current[active[better]] = proposal[better]
         best[active[better]] = value[better]
     return _project(x, current, norm, eps), best <= 0
+
+
+def _check_square_arguments(norm, queries):
+    if norm not in attacks.NORMS:
+        raise ValueError(f"Invalid value for `norm`: expected 'linf' or 'l2'. Received: norm={norm!r}")
+    if queries < 1:
+        raise ValueError(f"`queries` must be >= 1. Received: queries={queries}")
+
+
+def _margins(model_fn, points, labels, batch_size):
+    """The margin loss of each point, in batches of `batch_size`."""
+    logits = np.concatenate([model_fn(tf.constant(points[s:s + batch_size])).numpy()
+                             for s in range(0, len(points), batch_size)])
+    return _margin(logits.astype(np.float64), labels)
+
+
+def _initial_point(x, eps, norm, rng):
+    """Linf: vertical stripes of +/-eps; L2: a grid of pseudo-Gaussian squares."""
+    n, height, width, channels = x.shape
+    if norm == "linf":
+        stripes = rng.choice([-1.0, 1.0], size=(n, 1, width, channels)) * _per_image(eps, 4)
+        return np.clip(x + stripes, 0.0, 1.0).astype(np.float32)
+    current = x + _l2_init(n, height, width, channels, eps, rng)
+    return _project(x, current, "l2", eps)
+
+
+def _linf_proposal(xa, ca, ea, side, rng):
+    """Each current point with one random square window set to +/-eps per
+    channel (signs flipped where that would not change the point)."""
+    n, height, width, channels = xa.shape
+    mask, _, _ = _windows(n, height, width, side, rng)
+    signs = rng.choice([-1.0, 1.0], size=(n, 1, 1, channels)) * _per_image(ea, 4)
+    proposal = np.where(mask[..., None], np.clip(xa + signs, 0.0, 1.0), ca)
+    # A proposal equal to the current point in its whole window
+    # wastes a query: flip its signs (as the paper's code resamples).
+    same = np.all((proposal == ca) | ~mask[..., None], axis=(1, 2))
+    signs = np.where(same[:, None, None, :], -signs, signs)
+    return np.where(mask[..., None], np.clip(xa + signs, 0.0, 1.0), ca)
 
 
 def _l2_init(n, height, width, channels, eps, rng):
