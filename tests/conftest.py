@@ -47,6 +47,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _small_cnn(seed=0, before=None, after_first=None):
+    """The attack tests' small CNN on 28x28x1 images, compiled: conv 16 and
+    conv 32 (3x3, stride 2, ReLU each), Dense 10 logits. `before`: a
+    function of the input tensor applied first; `after_first`: one applied
+    after the first conv's ReLU (each builds its layers after the seed)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((28, 28, 1))
+    x = before(inputs) if before is not None else inputs
+    x = keras.layers.ReLU()(keras.layers.Conv2D(16, 3, strides=2)(x))
+    if after_first is not None:
+        x = after_first(x)
+    x = keras.layers.ReLU()(keras.layers.Conv2D(32, 3, strides=2)(x))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+@pytest.fixture(scope="session")
+def small_cnn():
+    """`small_cnn(seed=0, before=None, after_first=None)`: a new compiled
+    small CNN (see `_small_cnn`), the same one in every attack test."""
+    return _small_cnn
+
+
 @pytest.fixture
 def summary_line():
     """`summary_line(text)`: prints `text` in the run's closing summary

@@ -42,19 +42,6 @@ class InputQuantization(keras.layers.Layer):
         return {**super().get_config(), "levels": self.levels}
 
 
-def _small_cnn(quantize=False, seed=0):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((28, 28, 1))
-    x = InputQuantization(16)(inputs) if quantize else inputs
-    x = keras.layers.ReLU()(keras.layers.Conv2D(16, 3, strides=2)(x))
-    x = keras.layers.ReLU()(keras.layers.Conv2D(32, 3, strides=2)(x))
-    x = keras.layers.Flatten()(x)
-    model = keras.Model(inputs, keras.layers.Dense(10)(x))
-    model.compile(keras.optimizers.Adam(3e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
-
-
 @pytest.fixture(scope="module")
 def fashion():
     train = data.load_arrays("fashion_mnist", "train", 3000)
@@ -63,17 +50,17 @@ def fashion():
 
 
 @pytest.fixture(scope="module")
-def standard_model(fashion):
+def standard_model(fashion, small_cnn):
     (x, y), _ = fashion
-    model = _small_cnn()
+    model = small_cnn()
     model.fit(x, y, batch_size=100, epochs=3, verbose=0)
     return model
 
 
 @pytest.fixture(scope="module")
-def masked_model(fashion):
+def masked_model(fashion, small_cnn):
     (x, y), _ = fashion
-    model = _small_cnn(quantize=True, seed=1)
+    model = small_cnn(1, before=lambda x: InputQuantization(16)(x))
     model.fit(x, y, batch_size=100, epochs=3, verbose=0)
     return model
 

@@ -12,21 +12,10 @@ from keras_hebb import data
 from keras_hebb.robustness import attacks
 
 
-def _cnn(seed):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((28, 28, 1))
-    x = keras.layers.ReLU()(keras.layers.Conv2D(16, 3, strides=2)(inputs))
-    x = keras.layers.ReLU()(keras.layers.Conv2D(32, 3, strides=2)(x))
-    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
-    model.compile(keras.optimizers.Adam(3e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
-
-
 @pytest.fixture(scope="module")
-def setup():
+def setup(small_cnn):
     x, y = data.load_arrays("fashion_mnist", "train", 2000)
-    target, source = _cnn(0), _cnn(1)
+    target, source = small_cnn(0), small_cnn(1)
     target.fit(x, y, batch_size=100, epochs=2, verbose=0)
     # The transfer source: same architecture, other seed, other images.
     xs, ys = data.load_arrays("fashion_mnist", "train", 4000)
@@ -117,7 +106,7 @@ def test_early_stop_with_per_image_starts_breaks_a_superset(setup):
     assert np.all(broken[True] >= broken[False])
 
 
-def test_attack_graphs_are_freed_with_the_model():
+def test_attack_graphs_are_freed_with_the_model(small_cnn):
     # The suite's graph caches live on the model function: after an
     # evaluation nothing keeps the model alive (make results evaluates
     # many models in one process).
@@ -126,7 +115,7 @@ def test_attack_graphs_are_freed_with_the_model():
 
     from keras_hebb.robustness import autoattack, spsa
 
-    model = _cnn(0)
+    model = small_cnn(0)
     model_fn = attacks.make_model_fn(model)
     x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
     y = np.zeros(4, np.int64)

@@ -139,18 +139,6 @@ def test_checkpoints_and_losses():
         square.square(fn, np.zeros((1, 8, 8, 1), "float32"), [0], -0.1)
 
 
-def _small_cnn(seed=0, binarize=False):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((28, 28, 1))
-    x = Binarize()(inputs) if binarize else inputs
-    x = keras.layers.ReLU()(keras.layers.Conv2D(16, 3, strides=2)(x))
-    x = keras.layers.ReLU()(keras.layers.Conv2D(32, 3, strides=2)(x))
-    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
-    model.compile(keras.optimizers.Adam(3e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
-
-
 class Binarize(keras.layers.Layer):
     """`x > 0.5` as 0/1: a hard threshold with zero gradient everywhere and
     no declared surrogate, so only gradient-free attacks see through it."""
@@ -166,17 +154,17 @@ def fashion():
 
 
 @pytest.fixture(scope="module")
-def trained(fashion):
+def trained(fashion, small_cnn):
     (x, y), _ = fashion
-    model = _small_cnn()
+    model = small_cnn()
     model.fit(x, y, batch_size=100, epochs=2, verbose=0)
     return model
 
 
 @pytest.fixture(scope="module")
-def masked(fashion):
+def masked(fashion, small_cnn):
     (x, y), _ = fashion
-    model = _small_cnn(seed=1, binarize=True)
+    model = small_cnn(1, before=lambda x: Binarize()(x))
     model.fit(x, y, batch_size=100, epochs=2, verbose=0)
     return model
 

@@ -1,4 +1,4 @@
-"""Transfer attacks in the production cascade (`suite._evaluate_norm`).
+"""Transfer attacks in the production cascade (`cascade.evaluate_norm`).
 
 A source that shares the target's weights is the strongest possible
 transfer source: its adversarial examples are the target's own. So
@@ -16,21 +16,14 @@ import tensorflow as tf
 
 from keras_hebb import data
 from keras_hebb.layers import FractionalThreshold
-from keras_hebb.robustness import attacks, registry, suite
+from keras_hebb.robustness import attacks, cascade, registry, suite
 
 
-def _cnn(threshold, seed=0):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((28, 28, 1))
-    x = keras.layers.ReLU()(keras.layers.Conv2D(16, 3, strides=2)(inputs))
-    if threshold:
-        # Keeps the top 30% per channel: hard masks, declared surrogates.
-        x = FractionalThreshold(0.3)(x)
-    x = keras.layers.ReLU()(keras.layers.Conv2D(32, 3, strides=2)(x))
-    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
-    model.compile(keras.optimizers.Adam(3e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
+def _cnn(small_cnn, threshold):
+    # The threshold keeps the top 30% per channel: hard masks, declared
+    # surrogates.
+    return small_cnn(after_first=(lambda x: FractionalThreshold(0.3)(x)) if threshold
+                     else None)
 
 
 def _twin(model):
@@ -55,7 +48,7 @@ def _smallest(model, source, fashion, attack_names, budgets=(0.02, 0.05, 0.1, 0.
     sources = [suite._ModelUnderTest("twin", source)]
     clean = attacks.predict(target.fn, x) == y
     tf.random.set_seed(0)
-    records, smallest = suite._evaluate_norm(
+    records, smallest = cascade.evaluate_norm(
         target, sources, x, y, clean, "linf", budgets, config, {}, suite._Progress(False))
     return records, smallest
 
@@ -65,9 +58,9 @@ def _smallest(model, source, fashion, attack_names, budgets=(0.02, 0.05, 0.1, 0.
     (True, "transfer_bpda", "bpda"),
 ])
 def test_transfer_from_a_twin_breaks_what_the_white_box_attack_breaks(
-        threshold, transfer, white_box, fashion, monkeypatch):
+        threshold, transfer, white_box, fashion, monkeypatch, small_cnn):
     (x, y), _ = fashion
-    model = _cnn(threshold)
+    model = _cnn(small_cnn, threshold)
     model.fit(x, y, batch_size=100, epochs=2, verbose=0)
     if white_box == "bpda":
         # The suite's BPDA uses the margin loss; the transfer stage uses
