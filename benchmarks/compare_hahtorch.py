@@ -69,13 +69,10 @@ def _interleaved(functions, steps, warmup):
     return {name: float(np.median(t)) * 1e3 for name, t in times.items()}
 
 
-def torch_worker(batch, steps, warmup):
-    """Times hahtorch's HaH-VGG16 and a VGG16-BN of its blocks; JSON line."""
-    import hahtorch
+def _torch_matmul_gflops():
+    """PyTorch's float32 matmul speed (2048 x 2048), GFLOP/s: the machine's."""
     import torch
-    from hahtorch._models import VGGBlock
 
-    torch.manual_seed(2022)
     a = torch.randn(2048, 2048)
     b = torch.randn(2048, 2048)
     torch.mm(a, b)
@@ -84,20 +81,34 @@ def torch_worker(batch, steps, warmup):
         start = time.perf_counter()
         torch.mm(a, b)
         samples.append(time.perf_counter() - start)
-    matmul = 2 * 2048**3 / float(np.median(samples)) / 1e9
+    return 2 * 2048**3 / float(np.median(samples)) / 1e9
 
-    def vgg16_bn():
-        layers, channels = [hahtorch.Normalize((0.4914, 0.4822, 0.4465),
-                                               (0.2471, 0.2435, 0.2616))], 3
-        for width in VGG16_WIDTHS:
-            if width == "M":
-                layers.append(torch.nn.MaxPool2d(2, 2))
-            else:
-                layers.append(VGGBlock(channels, width, kernel_size=3, padding=1))
-                channels = width
-        layers += [torch.nn.Flatten(), torch.nn.Linear(512, 10)]
-        return torch.nn.Sequential(*layers)
 
+def _torch_vgg16_bn():
+    """VGG16-BN of hahtorch's conv blocks (CIFAR-10 input normalization)."""
+    import hahtorch
+    import torch
+    from hahtorch._models import VGGBlock
+
+    layers, channels = [hahtorch.Normalize((0.4914, 0.4822, 0.4465),
+                                           (0.2471, 0.2435, 0.2616))], 3
+    for width in VGG16_WIDTHS:
+        if width == "M":
+            layers.append(torch.nn.MaxPool2d(2, 2))
+        else:
+            layers.append(VGGBlock(channels, width, kernel_size=3, padding=1))
+            channels = width
+    layers += [torch.nn.Flatten(), torch.nn.Linear(512, 10)]
+    return torch.nn.Sequential(*layers)
+
+
+def torch_worker(batch, steps, warmup):
+    """Times hahtorch's HaH-VGG16 and a VGG16-BN of its blocks; JSON line."""
+    import hahtorch
+    import torch
+
+    torch.manual_seed(2022)
+    matmul = _torch_matmul_gflops()
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.random((batch, 3, 32, 32), dtype=np.float32))
     y = torch.from_numpy(rng.integers(0, 10, batch))
@@ -122,7 +133,7 @@ def torch_worker(batch, steps, warmup):
         loss.backward()
         hah_optimizer.step()
 
-    standard = vgg16_bn()
+    standard = _torch_vgg16_bn()
     standard_optimizer = torch.optim.Adam(standard.parameters(), lr=1e-3)
 
     def standard_step():

@@ -37,7 +37,7 @@ def _projected(attacked, measured_images, images, cap):
     return cap if attacked >= cap else min(cap, scaled)
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(prog="python -m benchmarks.robustness_suite",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--suite", choices=("quick", "full"), default="full")
@@ -51,17 +51,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", default=None, metavar="REPORT.json",
                         help="also write the suite's results (as report.json) there")
-    args = parser.parse_args(argv)
-    machine = common.machine_description()
-    common.set_onednn(True)
+    return parser
 
+
+def _config(args):
+    """The suite preset with `--attacks` and `--restarts` applied."""
     import dataclasses
 
-    import keras
-    import numpy as np
-
-    import keras_hebb  # noqa: F401  (registers the layers)
-    from keras_hebb import data
     from keras_hebb.robustness import suite
 
     config = suite.PRESETS[args.suite]
@@ -69,12 +65,69 @@ def main(argv=None):
         config = dataclasses.replace(config, attacks=tuple(args.attacks.split(",")))
     if args.restarts:
         config = dataclasses.replace(config, restarts=args.restarts)
-    common.print_header(machine, "benchmarks.robustness_suite", argv, "oneDNN on")
+    return config
+
+
+def _load_models(args):
+    """`(target name, {name: model})`: the model under test and its sources."""
+    import keras
+
+    import keras_hebb  # noqa: F401  (registers the layers)
+
     target = os.path.splitext(os.path.basename(os.path.dirname(args.model)))[0] or "target"
     models = {target: keras.saving.load_model(args.model)}
     for path in args.transfer_from:
         models["source_" + os.path.basename(os.path.dirname(path))] = \
             keras.saving.load_model(path)
+    return target, models
+
+
+def _cost_rows(entry, config, images):
+    """Per attack and part: seconds, images attacked, seconds per 100
+    images and the projection to `PROJECTED_IMAGES`; then the total."""
+    caps = {"spsa": config.spsa_images, "cw_l2": config.cw_images}
+    seconds, attacked = collections.Counter(), collections.Counter()
+    projected = collections.Counter()
+    for norm_records in entry["attacks"].values():
+        for record in norm_records:
+            for stage in record["stages"]:
+                name = stage["attack"]
+                seconds[name] += stage["seconds"]
+                attacked[name] += stage["attacked"]
+                if stage["attacked"]:
+                    images_then = _projected(stage["attacked"], images,
+                                             PROJECTED_IMAGES, caps.get(name))
+                    projected[name] += stage["seconds"] * images_then / stage["attacked"]
+    timing = entry.get("timing", {})
+    for part, cap in (("noise", None), ("checks", config.check_images)):
+        if part in timing:
+            seconds[part] = timing[part]
+            n = min(images, cap) if cap else images
+            projected[part] = timing[part] * _projected(n, images, PROJECTED_IMAGES,
+                                                        cap) / n
+    rows = []
+    for name, value in sorted(seconds.items(), key=lambda item: -item[1]):
+        rows.append([name, f"{value:.1f}", str(attacked.get(name, "-")),
+                     f"{100 * value / images:.1f}", f"{projected[name] / 60:.1f}"])
+    total = sum(projected.values())
+    rows.append(["total (suite)", f"{entry['seconds']:.1f}", "",
+                 f"{100 * entry['seconds'] / images:.1f}", f"{total / 60:.1f}"])
+    return rows
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    machine = common.machine_description()
+    common.set_onednn(True)
+
+    import numpy as np
+
+    from keras_hebb import data
+    from keras_hebb.robustness import suite
+
+    config = _config(args)
+    common.print_header(machine, "benchmarks.robustness_suite", argv, "oneDNN on")
+    target, models = _load_models(args)
     images, labels = data.load_arrays("fashion_mnist", "test", args.images)
     images = np.asarray(images, np.float32)
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -89,34 +142,7 @@ def main(argv=None):
 
         with open(args.report, "w") as f:
             json.dump(results, f, indent=1)
-
-    caps = {"spsa": config.spsa_images, "cw_l2": config.cw_images}
-    seconds, attacked = collections.Counter(), collections.Counter()
-    projected = collections.Counter()
-    for norm_records in entry["attacks"].values():
-        for record in norm_records:
-            for stage in record["stages"]:
-                name = stage["attack"]
-                seconds[name] += stage["seconds"]
-                attacked[name] += stage["attacked"]
-                if stage["attacked"]:
-                    images_then = _projected(stage["attacked"], args.images,
-                                             PROJECTED_IMAGES, caps.get(name))
-                    projected[name] += stage["seconds"] * images_then / stage["attacked"]
-    timing = entry.get("timing", {})
-    for part, cap in (("noise", None), ("checks", config.check_images)):
-        if part in timing:
-            seconds[part] = timing[part]
-            n = min(args.images, cap) if cap else args.images
-            projected[part] = timing[part] * _projected(n, args.images, PROJECTED_IMAGES,
-                                                        cap) / n
-    rows = []
-    for name, value in sorted(seconds.items(), key=lambda item: -item[1]):
-        rows.append([name, f"{value:.1f}", str(attacked.get(name, "-")),
-                     f"{100 * value / args.images:.1f}", f"{projected[name] / 60:.1f}"])
-    total = sum(projected.values())
-    rows.append(["total (suite)", f"{entry['seconds']:.1f}", "",
-                 f"{100 * entry['seconds'] / args.images:.1f}", f"{total / 60:.1f}"])
+    rows = _cost_rows(entry, config, args.images)
     print(f"Suite {config.name}, model {args.model}, {args.images} images "
           f"(clean accuracy {entry['clean_accuracy']:.3f}): wall {wall:.0f} s, process CPU "
           f"{cpu:.0f} s, load average {os.getloadavg()[0]:.1f} at the end")
