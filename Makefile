@@ -52,7 +52,7 @@ demo: setup
 # (RESULTS_ARGS=--train-only trains everything first).
 HEADLINE_ALPHAS := [0.135,0.075]
 results: setup
-	$(PY) -m training results --out results/fashion_mnist_regime --images 500 --seeded hah_alpha0 \
+	$(PY) -m training results --out results/fashion_mnist_regime --images 500 --seeded hah_alpha0,hah_no_threshold,hah_no_threshold_alpha0 \
 		--hah-set 'hah_alphas=$(HEADLINE_ALPHAS)' --certify \
 		--docs docs/RESULTS.md README.md $(RESULTS_ARGS)
 

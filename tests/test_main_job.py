@@ -50,6 +50,9 @@ def test_every_ablation_is_a_valid_config():
             assert config["block_options"] == {"normalization_field": None}
         elif name == "hah_no_threshold":
             assert config["block_options"] == {"threshold": None}
+        elif name == "hah_no_threshold_alpha0":
+            assert config["block_options"] == {"threshold": None}
+            assert config["hah_alphas"] == 0.0
         elif name == "standard_pruned90":
             assert config["prune_to"] == 0.9 and config["architecture"] == "vgg_small_bn"
         elif name == "standard_noise":

@@ -10,6 +10,8 @@ that take one part away at a time:
 - `hah_alpha0`: the HaH network without the HaH cost (alpha = 0);
 - `hah_no_dn`: without divisive normalization;
 - `hah_no_threshold`: without the top-fraction threshold;
+- `hah_no_threshold_alpha0`: without the threshold and without the HaH cost
+  (the twin that shows what the cost adds when there is no threshold);
 - `standard_pruned90`: the standard network with 90% of its weights
   removed by gradual magnitude pruning (does weight sparsity alone buy
   noise robustness?).
@@ -51,6 +53,9 @@ ABLATIONS = {
                   "HaH network without divisive normalization"),
     "hah_no_threshold": ("hah", ["block_options.threshold=null"],
                          "HaH network without the threshold"),
+    "hah_no_threshold_alpha0": ("hah", ["block_options.threshold=null", "hah_alphas=0.0"],
+                                "HaH network without the threshold and without the HaH "
+                                "cost (divisive normalization only)"),
     "standard_pruned90": ("standard", ["prune_to=0.9"],
                           "standard network, 90% of weights pruned by magnitude"),
     "standard_noise": ("standard", ["noise_sigma=0.25"],
