@@ -82,6 +82,29 @@ def test_what_hah_adds_is_paired_by_seed(regime):
     assert "**-20.0 ± 0.0**" in section
 
 
+def test_what_the_cost_adds_to_a_variant_is_paired_with_its_alpha0_twin(tmp_path):
+    # Worst case at Linf 0.02, seeds 1/2: no-threshold 0.60/0.50, its alpha0
+    # twin 0.50/0.45 -> +10 and +5 points.
+    numbers = {"standard_s1": 0.5, "hah_s1": 0.3, "hah_no_threshold_s1": 0.6,
+               "hah_no_threshold_alpha0_s1": 0.5, "standard_s2": 0.4, "hah_s2": 0.2,
+               "hah_no_threshold_s2": 0.5, "hah_no_threshold_alpha0_s2": 0.45}
+    for name, worst in numbers.items():
+        _write_model(tmp_path, name, worst, worst + 0.05)
+    seeded = ["hah_no_threshold", "hah_no_threshold_alpha0"]
+    summary = results_report.collect(str(tmp_path), results.plan([1, 2], [], seeded=seeded))
+    assert list(summary["cost_twins"]) == ["hah_no_threshold"]
+    linf = summary["cost_twins"]["hah_no_threshold"]["measures"]["L∞ 0.02"]
+    assert linf["values"] == pytest.approx([0.10, 0.05])
+    text = open(results_report.write(str(tmp_path), summary, {}, results.GOALS,
+                                     command="test")).read()
+    section = text.split("## What HaH adds, seed by seed")[1].split("\n## ")[0]
+    assert "| hah_no_threshold - hah_no_threshold_alpha0 | 1, 2 | " in section
+    assert "+7.5 ± 3.5" in section
+    # Without twins the key is absent, so older results.json files stay as they were.
+    assert "cost_twins" not in results_report.collect(
+        str(tmp_path), results.plan([1, 2], [], seeded=["hah_no_threshold"]))
+
+
 def test_certified_accuracy_is_the_best_sigma_per_radius(regime):
     _, summary, text = regime
     hah = summary["models"]["hah_s1"]

@@ -159,6 +159,9 @@ def collect(out, runs):
             group["nonzero_first_layers"] = _stats(
                 [models[r[0]].get("nonzero_first_layers") for r in mains if family(r) == name])
     summary["paired"] = paired(summary)
+    twins = cost_twins(summary)
+    if twins:
+        summary["cost_twins"] = twins
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
     return summary
@@ -176,28 +179,49 @@ def _measures(model):
     return values
 
 
+def _seed_differences(models, first, second):
+    """`first` minus `second` (family names), seed by seed: `{"seeds": [...],
+    "measures": {measure: stats}}`, or None when no seed has both."""
+    def by_seed(name):
+        return {m["seed"]: m for m in models
+                if m["name"] == f"{name}_s{m['seed']}" and "clean" in m}
+    mine, theirs = by_seed(first), by_seed(second)
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return None
+    mine = {s: _measures(mine[s]) for s in seeds}
+    theirs = {s: _measures(theirs[s]) for s in seeds}
+    return {"seeds": seeds, "measures": {
+        key: _stats([mine[s][key] - theirs[s][key] for s in seeds
+                     if mine[s].get(key) is not None and theirs[s].get(key) is not None])
+        for key in mine[seeds[0]]}}
+
+
 def paired(summary):
     """HaH minus each other seeded network, seed by seed: `{other: {measure:
     stats}}` (fractions). Same seed, same images, same noise and attack
     draws, so the spread is that of the differences, not of the networks."""
     models = list(summary["models"].values())
-    hah = {m["seed"]: m for m in models
-           if m["name"] == f"hah_s{m['seed']}" and "clean" in m}
     result = {}
     for name in summary["groups"]:
-        if name == "hah":
-            continue
-        others = {m["seed"]: m for m in models
-                  if m["name"] == f"{name}_s{m['seed']}" and "clean" in m}
-        seeds = sorted(set(hah) & set(others))
-        if not seeds:
-            continue
-        mine = {s: _measures(hah[s]) for s in seeds}
-        theirs = {s: _measures(others[s]) for s in seeds}
-        result[name] = {"seeds": seeds, "measures": {
-            key: _stats([mine[s][key] - theirs[s][key] for s in seeds
-                         if mine[s].get(key) is not None and theirs[s].get(key) is not None])
-            for key in mine[seeds[0]]}}
+        if name != "hah":
+            entry = _seed_differences(models, "hah", name)
+            if entry:
+                result[name] = entry
+    return result
+
+
+def cost_twins(summary):
+    """What the HaH cost adds to a seeded HaH variant: each family `X` other
+    than `hah` with an `X_alpha0` family beside it (the same network, seeds
+    and batches with the cost's weights at 0), as `X` minus `X_alpha0`."""
+    models = list(summary["models"].values())
+    result = {}
+    for name in summary["groups"]:
+        if name != "hah" and f"{name}_alpha0" in summary["groups"]:
+            entry = _seed_differences(models, name, f"{name}_alpha0")
+            if entry:
+                result[name] = entry
     return result
 
 
@@ -351,8 +375,24 @@ def _paper_tables(rows, robust):
 _COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
 
 
+def _difference_rows(pairs, keys, label):
+    """Table rows of seed-by-seed differences; bold when clear (> 2 sd)."""
+    lines = []
+    for name, entry in pairs.items():
+        cells = []
+        for key in keys:
+            stat = entry["measures"].get(key)
+            text = _points(stat)
+            clear = stat is not None and stat["n"] > 1 and abs(stat["mean"]) > 2 * stat["std"]
+            cells.append(f"**{text}**" if clear else text)
+        lines.append(f"| {label(name)} | {', '.join(map(str, entry['seeds']))} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
 def _paired_lines(summary):
-    """What HaH adds: HaH minus each other seeded network, seed by seed."""
+    """What HaH adds: HaH minus each other seeded network, seed by seed; and
+    what the cost adds to each seeded variant with an alpha = 0 twin."""
     pairs = summary.get("paired") or {}
     if not pairs:
         return []
@@ -364,15 +404,15 @@ def _paired_lines(summary):
              "(with 2 or more seeds).", "",
              "| HaH minus | seeds | " + " | ".join(keys) + " |",
              "|" + "---|" * (len(keys) + 2)]
-    for other, entry in pairs.items():
-        cells = []
-        for key in keys:
-            stat = entry["measures"].get(key)
-            text = _points(stat)
-            clear = stat is not None and stat["n"] > 1 and abs(stat["mean"]) > 2 * stat["std"]
-            cells.append(f"**{text}**" if clear else text)
-        lines.append(f"| {other} | {', '.join(map(str, entry['seeds']))} | "
-                     + " | ".join(cells) + " |")
+    lines += _difference_rows(pairs, keys, lambda name: name)
+    twins = summary.get("cost_twins") or {}
+    if twins:
+        lines += ["", "What the HaH cost adds to the other variants: each one minus its "
+                  "twin with the cost's weights at 0 (same seeds and batches), in the "
+                  "same units.", "",
+                  "| variant minus its alpha = 0 twin | seeds | " + " | ".join(keys) + " |",
+                  "|" + "---|" * (len(keys) + 2)]
+        lines += _difference_rows(twins, keys, lambda name: f"{name} - {name}_alpha0")
     return lines
 
 
