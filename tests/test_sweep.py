@@ -107,3 +107,7 @@ def test_sweep_runs_on_the_hah_vgg16_shaped_preset(tmp_path):
     probe = json.loads((tmp_path / "probe" / "x1_s1.json").read_text())
     assert [layer["layer"] for layer in probe["layers"]] == [
         "block1_hah", "block2_hah", "block3_hah", "block4_hah", "block5_relu", "block6_relu"]
+    # One seed: no spread, so the report calls nothing clear or not clear.
+    report = (tmp_path / "sweep.md").read_text()
+    assert "One seed: there is no seed spread" in report
+    assert "has a clear effect" not in report and "is clear from" not in report

@@ -320,6 +320,10 @@ def _effect_lines(table, effect_keys):
             cells.append(f"**{text}**" if stat["clear"] else text)
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     lines.append("")
+    if all(len(entry["seeds"]) < 2 for entry in table):
+        # No seed spread, so no effect can be called clear (or not clear).
+        return lines + ["- One seed: there is no seed spread to judge the effects "
+                        "against; they are single differences, not findings."]
     for key in effect_keys:
         scale = first_clear(table, key)
         lines.append(f"- {key}: " + (f"the effect is clear from x{scale:g} on."
