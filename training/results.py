@@ -41,10 +41,18 @@ from training import results_report, steps
 set_tf_environment_defaults()  # before the steps import TensorFlow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {
-    "standard": "training/configs/fashion_mnist_vgg_small.yaml",
-    "hah": "training/configs/fashion_mnist_hah_small.yaml",
+#: network -> base name -> training config.
+NETWORKS = {
+    "small": {
+        "standard": "training/configs/fashion_mnist_vgg_small.yaml",
+        "hah": "training/configs/fashion_mnist_hah_small.yaml",
+    },
+    "medium": {
+        "standard": "training/configs/fashion_mnist_vgg_medium.yaml",
+        "hah": "training/configs/fashion_mnist_hah_medium.yaml",
+    },
 }
+CONFIGS = NETWORKS["small"]
 #: name -> (base network, `--set` overrides, what it tests).
 ABLATIONS = {
     "hah_alpha0": ("hah", ["hah_alphas=0.0"],
@@ -129,10 +137,13 @@ def plan(seeds, ablations, seeded=(), hah_overrides=()):
     return runs
 
 
-def run_all(out, runs, budget, images, record, certify=False, train_only=False):
+def run_all(out, runs, budget, images, record, certify=False, train_only=False,
+            configs=None):
     """Trains and evaluates (or only trains) every run that has no output
     yet; `record(step, seconds)` after each step, so an interrupted call
-    keeps the times of the steps it finished."""
+    keeps the times of the steps it finished. `configs` maps the base names
+    to training configs (default: the small network's)."""
+    configs = configs or CONFIGS
     by_name = {run[0]: run for run in runs}
     # Train a run and its transfer source before evaluating it.
     for name, _, _, _, source, _ in runs:
@@ -142,7 +153,7 @@ def run_all(out, runs, budget, images, record, certify=False, train_only=False):
                 sets = [a for o in overrides for a in ("--set", o)]
                 record("train " + run_name, steps.run(
                     f"train {run_name}", "train",
-                    ["--config", os.path.join(ROOT, CONFIGS[base]),
+                    ["--config", os.path.join(ROOT, configs[base]),
                      "--out", os.path.join(out, "runs", run_name), "--skip-finished",
                      *budget["train"], *sets]))
         report = results_report.load_json(os.path.join(out, "eval", name, "report.json"))
@@ -160,6 +171,9 @@ def _parser():
     parser = argparse.ArgumentParser(prog="python -m training results",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="results/fashion_mnist", help="output directory")
+    parser.add_argument("--network", default="small", choices=sorted(NETWORKS),
+                        help="the standard and HaH networks: small (hah_vgg_small, 3 "
+                        "epochs) or medium (hah_vgg_medium, 15 epochs) (default: small)")
     parser.add_argument("--seeds", default="2022,2023,2024",
                         help="comma-separated seeds of the standard and HaH networks "
                         "(default: 2022,2023,2024)")
@@ -241,7 +255,8 @@ def _run_steps(out, runs, budget, images, args, timings):
             json.dump(timings, f, indent=1)
 
     started = time.time()
-    run_all(out, runs, budget, images, record, args.certify, args.train_only)
+    run_all(out, runs, budget, images, record, args.certify, args.train_only,
+            NETWORKS[args.network])
     record_call = {"seconds": round(time.time() - started, 1),
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     timings.setdefault("calls", []).append(record_call)
