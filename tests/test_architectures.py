@@ -130,3 +130,33 @@ def test_one_epoch_on_fashion_mnist_learns_and_hah_layers_are_sparser():
     # The two HaH blocks against the same two layers of the standard network.
     for hah, std in zip(hah_nonzero[:2], std_nonzero[:2]):
         assert hah < 0.5 * std
+
+
+@pytest.mark.parametrize("preset,twin,blocks", [
+    (architectures.robust_hah_vgg_small, architectures.hah_vgg_small, 2),
+    (architectures.robust_hah_vgg_medium, architectures.hah_vgg_medium, 4),
+    (architectures.robust_hah_vgg16, architectures.hah_vgg16, 6),
+])
+def test_robust_recipe_is_the_hah_network_without_threshold_at_30x_alphas(preset, twin, blocks):
+    model = preset()
+    assert isinstance(model, HebbianModel)
+    blocks_found = [l for l in model.layers if isinstance(l, HaHBlock)]
+    assert len(blocks_found) == blocks
+    assert all(b.threshold is None for b in blocks_found)
+    assert all(b.normalization_field == "linf" for b in blocks_found)
+    np.testing.assert_allclose(model.hah_alphas,
+                               [30 * a for a in keras_hebb.PAPER_ALPHAS[:blocks]], rtol=1e-9)
+    # The same layers and weight shapes as the paper's design of that size.
+    reference = twin()
+    assert [w.shape for w in model.weights] == [w.shape for w in reference.weights]
+    assert [l.name for l in model.layers] == [l.name for l in reference.layers]
+
+
+def test_robust_recipe_takes_other_alphas_and_block_options():
+    model = architectures.robust_hah_vgg_small(hah_alphas=0.0, block_options={"sigma": 0.2})
+    assert model.hah_alphas == [0.0, 0.0]
+    assert all(b.threshold is None and b.sigma == 0.2
+               for b in model.layers if isinstance(b, HaHBlock))
+    # An explicit threshold overrides the recipe's none (it is then the paper's design).
+    thresholded = architectures.robust_hah_vgg_small(block_options={"threshold": "fractional"})
+    assert all(b.threshold == "fractional" for b in thresholded.layers if isinstance(b, HaHBlock))

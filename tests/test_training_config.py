@@ -38,6 +38,17 @@ def test_shipped_configs_are_valid_and_the_paper_ones_match_the_paper():
         round(0.6 * hah["epochs"]), round(0.8 * hah["epochs"])]
     assert {k: v for k, v in hah.items() if k not in ("architecture", "description")} == {
         k: v for k, v in standard.items() if k not in ("architecture", "description")}
+    # The robust recipe's configs: the HaH network of that size with the
+    # recipe preset (no threshold, 30x alphas) and otherwise the same training.
+    for recipe, paper in (("fashion_mnist_robust_hah_small", "fashion_mnist_hah_small"),
+                          ("fashion_mnist_robust_hah_medium", "fashion_mnist_hah_medium"),
+                          ("cifar10_robust_hah_vgg16", "cifar10_hah_vgg16"),
+                          ("fashion_mnist_hah_small_x30", "fashion_mnist_hah_small")):
+        different = {k for k in configs[recipe]
+                     if configs[recipe][k] != configs[paper][k]}
+        assert different <= {"architecture", "description", "hah_alphas"}, (recipe, different)
+    assert configs["fashion_mnist_robust_hah_small"]["architecture"] == "robust_hah_vgg_small"
+    assert configs["fashion_mnist_hah_small_x30"]["hah_alphas"] == [0.135, 0.075]
 
 
 def test_learning_rate_drops_tenfold_at_each_milestone():
