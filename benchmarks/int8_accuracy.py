@@ -3,6 +3,7 @@
     python -m benchmarks.int8_accuracy [--hah-blocks 2] [--train-images 8000]
         [--epochs 2] [--test-images 4000] [--calibration-images 300]
         [--seed 0] [--denylist normalization,...] [--legacy-normalization]
+    python -m benchmarks.int8_accuracy --models NAME=MODEL.keras ... [--test-images 4000]
 
 Trains a two-block network (16, 32 filters) on real Fashion-MNIST, converts
 it with the export program's own `export.tflite.convert` (int8, uint8
@@ -13,6 +14,9 @@ images flipping between right and wrong over the number of images: its
 sampling error is about sqrt((1 - agreement) / images).
 
 `--hah-blocks 0` gives the standard counterpart (conv, ReLU, batch norm).
+`--models NAME=PATH ...` converts trained Fashion-MNIST models instead
+(calibrated on the first `--calibration-images` training images), one row
+each: how trained networks of each design quantize (docs/EXPORT.md).
 `--legacy-normalization` traces the conversion with the divisive
 normalization's reciprocal written as before (`1 / (sigma * peak +
 (1 - sigma) * field + eps)`: 5 requantized intermediates instead of 3).
@@ -50,6 +54,8 @@ def _arguments(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--denylist", default="",
                         help="comma-separated node-name words kept in float (second file)")
+    parser.add_argument("--models", nargs="+", default=[], metavar="NAME=MODEL.keras",
+                        help="trained models to convert instead of training one")
     parser.add_argument("--legacy-normalization", action="store_true",
                         help="the divisive normalization's reciprocal as before (5 intermediates)")
     return parser.parse_args(argv)
@@ -131,6 +137,27 @@ def _denylisted_logits(model, calibration, images, words):
                            for i in range(0, len(images), 100)]), len(nodes)
 
 
+def _trained_models_rows(args, pixels, images, labels):
+    """One row per `NAME=PATH` of `--models`: the int8 file of that model."""
+    import keras
+
+    import keras_hebb  # noqa: F401  (registers the layers for load_model)
+    from export import tflite
+    from keras_hebb import data
+
+    calibration, _ = data.load_arrays("fashion_mnist", "train", args.calibration_images)
+    rows = []
+    for item in args.models:
+        name, _, path = item.partition("=")
+        if not path:
+            raise SystemExit(f"error: --models takes NAME=MODEL.keras. Received: {item!r}")
+        model = keras.models.load_model(path)
+        reference = model.predict(images, batch_size=250, verbose=0)
+        content = tflite.convert(model, "int8", representative_images=calibration)
+        rows.append(_row(name, tflite.TFLiteRunner(content).logits(pixels), reference, labels))
+    return rows
+
+
 def _row(name, logits, reference, labels):
     keras_accuracy = np.mean(reference.argmax(-1) == labels)
     accuracy = np.mean(logits.argmax(-1) == labels)
@@ -157,6 +184,12 @@ def main(argv=None):
     test_images, labels = data.load_arrays("fashion_mnist", "test", args.test_images)
     pixels = np.round(test_images * 255.0).astype(np.uint8)
     images = pixels.astype(np.float32) / 255.0
+    if args.models:
+        rows = _trained_models_rows(args, pixels, images, labels)
+        print(common.markdown_table(
+            ["model", "Keras accuracy", "int8 accuracy", "drop (points)", "argmax agreement",
+             "sampling error of the drop (points)"], rows))
+        return 0
     model, calibration = _train(args)
     reference = model.predict(images, batch_size=250, verbose=0)
     with _normalization_formula(args.legacy_normalization):
