@@ -41,7 +41,7 @@ test-numerics: setup
 
 # Train standard + HaH on Fashion-MNIST, evaluate, export, report (runs/demo).
 demo: setup
-	$(PY) -m training demo --out runs/demo
+	$(PY) -m experiments demo --out runs/demo
 
 # The headline experiment of docs/RESULTS.md, at the regime where the HaH
 # cost acts (alphas x30 of the paper's, chosen by `make sweep`): 3 seeds of
@@ -52,7 +52,7 @@ demo: setup
 # (RESULTS_ARGS=--train-only trains everything first).
 HEADLINE_ALPHAS := [0.135,0.075]
 results: setup
-	$(PY) -m training results --out results/fashion_mnist_regime --images 500 --seeded hah_alpha0,hah_no_threshold,hah_no_threshold_alpha0 \
+	$(PY) -m experiments results --out results/fashion_mnist_regime --images 500 --seeded hah_alpha0,hah_no_threshold,hah_no_threshold_alpha0 \
 		--hah-set 'hah_alphas=$(HEADLINE_ALPHAS)' --certify \
 		--docs docs/RESULTS.md README.md $(RESULTS_ARGS)
 
@@ -60,8 +60,8 @@ results: setup
 # 2 seeds, 3 epochs (docs/RESULTS.md); then HaH-VGG16's shape with the
 # paper's schedule shape (15 epochs), one seed. Resumable, like results.
 sweep: setup
-	$(PY) -m training sweep --out results/fashion_mnist_sweep --docs docs/RESULTS.md $(SWEEP_ARGS)
-	$(PY) -m training sweep --out results/fashion_mnist_medium_sweep \
+	$(PY) -m experiments sweep --out results/fashion_mnist_sweep --docs docs/RESULTS.md $(SWEEP_ARGS)
+	$(PY) -m experiments sweep --out results/fashion_mnist_medium_sweep \
 		--config training/configs/fashion_mnist_hah_medium.yaml --scales 0,1,30 --seeds 2022 \
 		--section medium --docs docs/RESULTS.md $(SWEEP_ARGS)
 

@@ -9,14 +9,14 @@ import sys
 import pytest
 
 from training import config as run_config
-from training import results
+from experiments import results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _program(*arguments, timeout=900):
     result = subprocess.run(
-        [sys.executable, "-m", "training", *arguments], cwd=ROOT,
+        [sys.executable, "-m", "experiments", *arguments], cwd=ROOT,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
@@ -136,7 +136,7 @@ def test_results_rerun_reuses_finished_steps_and_fills_the_docs(tiny_results, tm
 ])
 def test_results_usage_mistakes_give_one_line(arguments, message, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "training", "results", "--out", str(tmp_path), *arguments],
+        [sys.executable, "-m", "experiments", "results", "--out", str(tmp_path), *arguments],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

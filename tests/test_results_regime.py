@@ -9,7 +9,7 @@ import pytest
 from test_results_report import _write_model
 
 from training import config as run_config
-from training import results, results_report
+from experiments import results, results_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""The results report (`training.results_report`) from synthetic files.
+"""The results report (`experiments.results_report`) from synthetic files.
 
 Each model gets a `metrics.json` and a `report.json` with chosen numbers;
 the test reads the Markdown the report writes.
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from training import results, results_report
+from experiments import results, results_report
 
 
 def _record(norm, eps, worst, gradient, paper):

@@ -1,4 +1,4 @@
-"""The alpha sweep (`python -m training sweep`) end to end at a tiny budget,
+"""The alpha sweep (`python -m experiments sweep`) end to end at a tiny budget,
 on the small HaH network and on the HaH-VGG16-shaped `hah_vgg_medium`:
 its tables are computed from the run files, and it resumes."""
 
@@ -10,14 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-from training import sweep
+from experiments import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _sweep(*arguments, check=True):
     result = subprocess.run(
-        [sys.executable, "-m", "training", "sweep", *arguments], cwd=ROOT,
+        [sys.executable, "-m", "experiments", "sweep", *arguments], cwd=ROOT,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         capture_output=True, text=True, timeout=900)
     if check:

@@ -7,18 +7,17 @@ from export._cli import set_tf_environment_defaults
 # Before anything imports TensorFlow (a user's choice wins).
 set_tf_environment_defaults()
 
-USAGE = """usage: python -m training {train,evaluate,demo,results,sweep} [options]
+USAGE = """usage: python -m training {train,evaluate} [options]
 
   train     train a model from a YAML config into a run directory
             (python -m training train --help)
   evaluate  robustness report of trained models
             (python -m training evaluate --help)
-  demo      train, evaluate and export standard + HaH networks on
-            Fashion-MNIST, with a report (make demo)
-  results   the full experiment: seeds, ablations, full robustness
-            suite, docs/RESULTS.md's tables (make results)
-  sweep     HaH cost weights scaled x0..x300: where the cost changes
-            the network (python -m training sweep --help)"""
+
+The demo, results and sweep programs are `python -m experiments ...`."""
+
+#: Subcommands that moved to `python -m experiments`; still forwarded.
+MOVED = ("demo", "results", "sweep")
 
 
 def main(argv=None):
@@ -38,20 +37,13 @@ def main(argv=None):
         from training import evaluate
 
         return evaluate.main(rest)
-    if command == "demo":
-        from training import demo
+    if command in MOVED:
+        from experiments.__main__ import main as experiments_main
 
-        return demo.main(rest)
-    if command == "results":
-        from training import results
-
-        return results.main(rest)
-    if command == "sweep":
-        from training import sweep
-
-        return sweep.main(rest)
-    print(f"error: unknown command {command!r}: expected 'train', 'evaluate', 'demo', 'results' "
-          "or 'sweep' "
+        print(f"note: `python -m training {command}` is now `python -m experiments {command}`.",
+              file=sys.stderr)
+        return experiments_main([command, *rest])
+    print(f"error: unknown command {command!r}: expected 'train' or 'evaluate' "
           "(python -m training --help).", file=sys.stderr)
     return 2
 

@@ -1,7 +1,7 @@
-"""`python -m training sweep`: where does the HaH cost change the network?
+"""`python -m experiments sweep`: where does the HaH cost change the network?
 
-    python -m training sweep --out results/fashion_mnist_sweep     # 12 runs, ~80 min
-    python -m training sweep --out /tmp/s --tiny                    # the test's budget
+    python -m experiments sweep --out results/fashion_mnist_sweep     # 12 runs, ~80 min
+    python -m experiments sweep --out /tmp/s --tiny                    # the test's budget
 
 Trains the HaH network of a config (default: `hah_vgg_small`, 3 epochs)
 with its HaH cost weights scaled by each factor of `--scales` (x0 is the
@@ -35,7 +35,7 @@ import sys
 import time
 
 from export._cli import UsageError, set_tf_environment_defaults
-from training import results_report, steps
+from experiments import results_report, steps
 
 set_tf_environment_defaults()  # before the steps import TensorFlow
 
@@ -443,7 +443,7 @@ def _parse_list(text, kind, what, low):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="python -m training sweep",
+    parser = argparse.ArgumentParser(prog="python -m experiments sweep",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="results/fashion_mnist_sweep",
                         help="output directory (default: results/fashion_mnist_sweep)")

@@ -1,7 +1,7 @@
-"""`python -m training results`: the experiment behind docs/RESULTS.md.
+"""`python -m experiments results`: the experiment behind docs/RESULTS.md.
 
-    python -m training results --out results/fashion_mnist        # make results
-    python -m training results --out /tmp/r --tiny                 # the test's budget
+    python -m experiments results --out results/fashion_mnist        # make results
+    python -m experiments results --out /tmp/r --tiny                 # the test's budget
 
 Fashion-MNIST, the CPU-sized standard and HaH networks of `make demo`
 trained with the same budget for several seeds, plus one-seed ablations
@@ -36,7 +36,7 @@ import sys
 import time
 
 from export._cli import UsageError, set_tf_environment_defaults
-from training import results_report, steps
+from experiments import results_report, steps
 
 set_tf_environment_defaults()  # before the steps import TensorFlow
 
@@ -168,7 +168,7 @@ def run_all(out, runs, budget, images, record, certify=False, train_only=False,
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="python -m training results",
+    parser = argparse.ArgumentParser(prog="python -m experiments results",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="results/fashion_mnist", help="output directory")
     parser.add_argument("--network", default="small", choices=sorted(NETWORKS),

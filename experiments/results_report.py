@@ -1,4 +1,4 @@
-"""The report of `python -m training results`: tables, goals and plots.
+"""The report of `python -m experiments results`: tables, goals and plots.
 
 Reads only the files the steps wrote (`OUT/runs/NAME/metrics.json`,
 `OUT/eval/NAME/report.json`); writes `OUT/results.json`, `OUT/results.md`
@@ -137,7 +137,7 @@ def _overstates(model, norm, eps):
 
 def collect(out, runs):
     """`results.json` content from the finished steps of `runs`
-    (`training.results.plan`)."""
+    (`experiments.results.plan`)."""
     models = {name: _model_summary(out, name, base, seed, description)
               for name, base, _, seed, _, description in runs}
     mains = [r for r in runs if family(r)]

@@ -1,7 +1,7 @@
-"""`python -m training demo`: the main job, end to end, on Fashion-MNIST.
+"""`python -m experiments demo`: the main job, end to end, on Fashion-MNIST.
 
-    python -m training demo --out runs/demo            # make demo
-    python -m training demo --out /tmp/demo --tiny     # the test's budget
+    python -m experiments demo --out runs/demo            # make demo
+    python -m experiments demo --out /tmp/demo --tiny     # the test's budget
 
 Each step is the program a user would run, called in this process (one
 TensorFlow start instead of four) with the same arguments:
@@ -28,7 +28,7 @@ import sys
 import time
 
 from export._cli import set_tf_environment_defaults
-from training import steps
+from experiments import steps
 
 set_tf_environment_defaults()  # before the steps import TensorFlow
 
@@ -77,7 +77,7 @@ def _latest_version(export_dir):
 def write_report(out, timings):
     """`out/report.md` from the outputs the steps left in `out`."""
     lines = ["# keras-hebb demo: standard vs HaH network on Fashion-MNIST", "",
-             "Made by `make demo` (`python -m training demo`). Every number "
+             "Made by `make demo` (`python -m experiments demo`). Every number "
              "below comes from the files next to this report.", "",
              "## Training", "",
              "| model | config | epochs | train accuracy | test accuracy | wall time |",
@@ -114,7 +114,7 @@ def write_report(out, timings):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m training demo",
+    parser = argparse.ArgumentParser(prog="python -m experiments demo",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/demo", help="output directory")
     parser.add_argument("--tiny", action="store_true",
