@@ -23,13 +23,26 @@ def _program(*arguments, timeout=900):
     return result
 
 
-def test_demo_pipeline_writes_report_with_both_models_plots_and_export(tmp_path):
+def test_demo_pipeline_writes_report_with_three_models_plots_and_export(tmp_path):
     out = tmp_path / "demo"
     _program("demo", "--tiny", "--out", str(out))
     report = (out / "report.md").read_text()
-    for model in ("standard", "hah"):
+    for model in ("standard", "hah", "recipe"):
         assert (out / model / "model.keras").is_file()
         assert f"| {model} |" in report
+    # The opening lines: one per network, its numbers from the run's files.
+    opening = report.split("## What each network shows")[1].split("\n## ")[0]
+    bullets = [line for line in opening.splitlines() if line.startswith("- **")]
+    assert [line[4:].split("**")[0] for line in bullets] == ["standard", "hah", "recipe"]
+    evaluation = json.loads((out / "robustness" / "report.json").read_text())
+    for line, model in zip(bullets, ("standard", "hah", "recipe")):
+        test = json.loads((out / model / "metrics.json").read_text())["final"]["val_accuracy"]
+        assert f"test accuracy {100 * test:.1f}%" in line
+        linf = {r["budget"]: r["robust_accuracy"]
+                for r in evaluation["models"][model]["attacks"]["linf"]}
+        assert f"L∞ 0.05 {100 * linf[0.05]:.1f}%" in line
+        assert ("points)" in line) == (model != "standard")
+    assert "## Export of the recipe model" in report
     for plot in ("noise.png", "robust_linf.png", "robust_l2.png", "sparsity.png"):
         assert (out / "robustness" / plot).stat().st_size > 1000
         assert f"(robustness/{plot})" in report
