@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from experiments import certified
+
 
 def load_json(path):
     """The JSON document at `path`, or None when missing or unreadable."""
@@ -673,6 +675,7 @@ def write(out, summary, timings, targets, command):
     lines += _ablation_lines(summary, group_rows, noise, robust, radii)
     lines += _paper_protocol_lines(summary, group_rows, robust)
     lines += _certified_lines(summary)
+    lines += certified.fixed_sigma_lines(summary)
     lines += _masking_lines(summary, robust)
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plot(out, summary)]
     lines += _wall_time_lines(timings)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from training import config as run_config
@@ -123,6 +124,30 @@ def test_results_pipeline_reports_seeds_goals_and_ablations(tiny_results):
     for plot in ("noise.png", "robust_linf.png", "robust_l2.png", "sparsity.png",
                  "certified.png"):
         assert (tiny_results / plot).stat().st_size > 1000
+
+
+def test_fixed_sigma_certified_summary_is_computed_from_the_report_files(tiny_results):
+    def certified(name):
+        report = json.loads((tiny_results / "eval" / name / "report.json").read_text())
+        (entry,) = report["models"].values()
+        return {c["sigma"]: dict(zip(c["radii"], c["certified_accuracy"]))
+                for c in entry["certified"]}
+
+    markdown = (tiny_results / "results.md").read_text()
+    section = markdown.split("### Certified accuracy at each fixed σ")[1].split("\n## ")[0]
+    assert "best σ" in section  # the selection of the other tables is stated
+    for first, second in (("hah", "standard"), ("hah", "hah_alpha0"),
+                          ("hah_alpha0", "standard")):
+        differences = [100 * (certified(f"{first}_s{s}")[0.25].get(0.25, 0.0)
+                              - certified(f"{second}_s{s}")[0.25].get(0.25, 0.0))
+                       for s in (2022, 2023)]
+        mean, sd = np.mean(differences), np.std(differences, ddof=1)
+        row = next(line for line in section.splitlines()
+                   if line.startswith(f"| {first} - {second} | 0.25 | 2022, 2023 |"))
+        assert f"{mean:+.1f} ± {sd:.1f}" in row.split("|")[4]
+    group = [100 * certified(f"hah_s{s}")[0.25].get(0.25, 0.0) for s in (2022, 2023)]
+    assert (f"| hah | 0.25 | {np.mean(group):.1f} ± {np.std(group, ddof=1):.1f} |"
+            in section)
 
 
 def test_results_rerun_reuses_finished_steps_and_fills_the_docs(tiny_results, tmp_path):
