@@ -27,10 +27,10 @@ import os
 import sys
 import time
 
-from export._cli import set_tf_environment_defaults
+from export.cli import prepare_tensorflow
 from experiments import steps
 
-set_tf_environment_defaults()  # before the steps import TensorFlow
+prepare_tensorflow()  # before the steps import TensorFlow
 
 CONFIGS = {
     "standard": "training/configs/fashion_mnist_vgg_small.yaml",

@@ -35,10 +35,10 @@ import os
 import sys
 import time
 
-from export._cli import UsageError, set_tf_environment_defaults
+from export.cli import UsageError, prepare_tensorflow
 from experiments import results_report, steps
 
-set_tf_environment_defaults()  # before the steps import TensorFlow
+prepare_tensorflow()  # before the steps import TensorFlow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: network -> base name -> training config.

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from export import ExportError, VerificationError, _cli
+from export import ExportError, VerificationError, cli
 from export import tflite as tflite_lib
 from export.savedmodel import (
     FLOAT_SIGNATURE,
@@ -79,7 +79,7 @@ def remove_stale_temporaries(export_dir):
 
 def load_model(model_path):
     """Loads a `.keras` file (keras_hebb layers registered); ExportError if bad."""
-    return _cli.load_model(model_path, error=ExportError)
+    return cli.load_model(model_path, error=ExportError)
 
 
 def default_dataset(shape, dataset=None):
