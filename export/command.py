@@ -111,8 +111,8 @@ def main(argv=None):
     except VerificationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    from export import verify
+    from export.verification_report import markdown_table
 
-    print(verify.markdown_table(report))
+    print(markdown_table(report))
     print(f"{'verified' if args.verify else 'exported'}: {version_dir}")
     return 0
