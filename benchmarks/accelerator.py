@@ -249,7 +249,7 @@ def main(argv=None):
     if problem:
         print(f"accelerator: {problem}", file=sys.stderr)
         return 2
-    from export._cli import set_tf_environment_defaults
+    from export.cli import set_tf_environment_defaults
 
     set_tf_environment_defaults()  # before TensorFlow is imported
     machine = common.machine_description()

@@ -151,7 +151,7 @@ def torch_worker(batch, steps, warmup):
 
 
 def keras_side(batch, steps, warmup):
-    from export._cli import set_tf_environment_defaults
+    from export.cli import set_tf_environment_defaults
 
     set_tf_environment_defaults()  # before TensorFlow is imported
     import keras

@@ -164,7 +164,7 @@ def main(argv=None):
               f"received {' '.join(argv if argv is not None else sys.argv[1:])}",
               file=sys.stderr)
         return 2
-    from export._cli import set_tf_environment_defaults
+    from export.cli import set_tf_environment_defaults
 
     set_tf_environment_defaults()  # before TensorFlow is imported
     machine = common.machine_description()

@@ -170,7 +170,7 @@ def _row(name, logits, reference, labels):
 def main(argv=None):
     machine = common.machine_description()
     args = _arguments(argv)
-    from export._cli import set_tf_environment_defaults
+    from export.cli import set_tf_environment_defaults
 
     set_tf_environment_defaults()  # before TensorFlow is imported
     conditions = (f"oneDNN {'on' if common.onednn_enabled() else 'off'}"

@@ -125,7 +125,7 @@ def main(argv=None):
               f"received {args.batch}, {args.steps}, {args.warmup}", file=sys.stderr)
         return 2
     if "tensorflow" not in sys.modules:
-        from export._cli import set_tf_environment_defaults
+        from export.cli import set_tf_environment_defaults
 
         set_tf_environment_defaults()  # before TensorFlow is imported
     machine = common.machine_description()

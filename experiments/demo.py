@@ -24,19 +24,20 @@ evaluation or export), so an interrupted demo continues where it stopped;
 an interrupted training run resumes from its last checkpoint.
 """
 
-import argparse
 import json
 import os
 import sys
 import time
 
-from export._cli import set_tf_environment_defaults
+from export.cli import Parser, UsageError, prepare_tensorflow, usage_failure
 from experiments import steps
+from experiments.networks import NETWORKS, ROOT, TINY_TRAINING, config_path
 
-set_tf_environment_defaults()  # before the steps import TensorFlow
+prepare_tensorflow()  # before the steps import TensorFlow
 
+#: The three networks the demo trains, side by side.
 CONFIGS = {
-    "standard": "training/configs/fashion_mnist_vgg_small.yaml",
+    "standard": NETWORKS["small"]["standard"],
     "hah": "training/configs/fashion_mnist_hah_small_x30.yaml",
     "recipe": "training/configs/fashion_mnist_robust_hah_small.yaml",
 }
@@ -53,7 +54,6 @@ EXPORTED = "recipe"
 #: Budgets and noise level quoted in the opening lines.
 HEADLINE_BUDGETS = (("linf", 0.05), ("l2", 0.5))
 HEADLINE_SIGMA = 0.3
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Budgets: `--set` overrides of the training configs and the arguments of
 #: the evaluation and export programs.
@@ -64,9 +64,7 @@ BUDGETS = {
         "export": ["--tflite", "float32,int8"],
     },
     "tiny": {
-        "train": ["--set", "epochs=1", "--set", "train_limit=512",
-                  "--set", "validation_limit=128", "--set", "sparsity_images=32",
-                  "--set", "lr_milestones=[]"],
+        "train": TINY_TRAINING,
         "evaluate": ["--suite", "quick", "--images", "24",
                      "--attacks", "fgsm,pgd_ce,bpda,transfer",
                      "--linf-budgets", "0.05,0.3", "--l2-budgets", "0.5",
@@ -207,23 +205,15 @@ def write_report(out, timings):
     return path
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m experiments demo",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="runs/demo", help="output directory")
-    parser.add_argument("--tiny", action="store_true",
-                        help="a tiny budget (seconds, for tests)")
-    args = parser.parse_args(argv)
-    budget = BUDGETS["tiny" if args.tiny else "demo"]
-    out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
+def _run_steps(out, budget):
+    """Trains, evaluates and exports what has no output yet; returns the
+    training steps' seconds."""
     timings = {}
-    start = time.time()
     for name, config in CONFIGS.items():
         timings["train " + name] = steps.run(
-            f"train {name}",
-            "train", ["--config", os.path.join(ROOT, config),
-             "--out", os.path.join(out, name), "--skip-finished", *budget["train"]])
+            f"train {name}", "train",
+            ["--config", config_path(config), "--out", os.path.join(out, name),
+             "--skip-finished", *budget["train"]])
     robustness = os.path.join(out, "robustness")
     if not os.path.exists(os.path.join(robustness, "report.md")):
         steps.run("evaluate", "evaluate", [
@@ -232,6 +222,22 @@ def main(argv=None):
     if _latest_version(os.path.join(out, "export")) is None:
         steps.run("export", "export", [os.path.join(out, EXPORTED, "model.keras"),
                         "--out", os.path.join(out, "export"), *budget["export"]])
+    return timings
+
+
+def main(argv=None):
+    parser = Parser(prog="python -m experiments demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="runs/demo", help="output directory")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a tiny budget (seconds, for tests)")
+    start = time.time()
+    try:
+        args = parser.parse_args(argv)
+        out = os.path.abspath(args.out)
+        os.makedirs(out, exist_ok=True)
+        timings = _run_steps(out, BUDGETS["tiny" if args.tiny else "demo"])
+    except UsageError as error:
+        return usage_failure(error)
     report = write_report(out, timings)
     print(f"\nDemo finished in {time.time() - start:.0f} s. Report: {report}")
     return 0

@@ -29,30 +29,18 @@ resumes from its last epoch). `OUT/results.md` (tables, goals, plots) and
 `OUT/results.json` are written from the files of the finished steps.
 """
 
-import argparse
 import json
 import os
 import sys
 import time
+from typing import NamedTuple
 
-from export._cli import UsageError, set_tf_environment_defaults
-from experiments import results_report, steps
+from export.cli import Parser, UsageError, prepare_tensorflow, usage_failure
+from experiments import docs, results_summary, results_tables, steps
+from experiments.networks import NETWORKS, TINY_TRAINING, config_path
 
-set_tf_environment_defaults()  # before the steps import TensorFlow
+prepare_tensorflow()  # before the steps import TensorFlow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: network -> base name -> training config.
-NETWORKS = {
-    "small": {
-        "standard": "training/configs/fashion_mnist_vgg_small.yaml",
-        "hah": "training/configs/fashion_mnist_hah_small.yaml",
-    },
-    "medium": {
-        "standard": "training/configs/fashion_mnist_vgg_medium.yaml",
-        "hah": "training/configs/fashion_mnist_hah_medium.yaml",
-    },
-}
-CONFIGS = NETWORKS["small"]
 #: name -> (base network, `--set` overrides, what it tests).
 ABLATIONS = {
     "hah_alpha0": ("hah", ["hah_alphas=0.0"],
@@ -76,16 +64,11 @@ ABLATIONS = {
                        "HaH network from PyTorch's default weight initialization (the "
                        "authors' code)"),
 }
-#: The ablations of `make results` before the regime study (3 epochs at the
-#: paper's alphas), kept so its report regenerates as committed.
-PAPER_ALPHAS_ABLATIONS = ("hah_alpha0", "hah_no_dn", "hah_no_threshold", "standard_pruned90")
 BUDGETS = {
     "full": {"train": [], "evaluate": ["--suite", "full"], "images": 1000,
              "certify": ["--certify-sigmas", "0.12,0.25,0.5", "--certify-images", "100"]},
     "tiny": {
-        "train": ["--set", "epochs=1", "--set", "train_limit=512",
-                  "--set", "validation_limit=128", "--set", "sparsity_images=32",
-                  "--set", "lr_milestones=[]"],
+        "train": TINY_TRAINING,
         "evaluate": ["--suite", "quick", "--attacks", "fgsm,pgd_ce,bpda,transfer",
                      "--linf-budgets", "0.02,0.1", "--l2-budgets", "0.5,2",
                      "--noise-sigmas", "0.1,0.3"],
@@ -100,9 +83,24 @@ GOALS = {"clean_drop_max": 2.0, "noise_gain_min": 20.0,
          "nonzero_ratio_max": 0.25}
 
 
+class Run(NamedTuple):
+    """One trained and evaluated network of the experiment."""
+
+    #: Its folder under `OUT/runs/` and `OUT/eval/` (`hah_s2022`).
+    name: str
+    #: The network it is built from: a key of a `NETWORKS` entry.
+    base: str
+    #: `python -m training train --set` overrides (`KEY=VALUE`).
+    overrides: list
+    seed: int
+    #: The run whose model is the source of its transfer attack.
+    transfer_source: str
+    #: What it tests, for the report.
+    description: str
+
+
 def plan(seeds, ablations, seeded=(), hah_overrides=()):
-    """The runs in the order they are made: `(name, base, overrides, seed,
-    transfer source, description)`.
+    """The `Run`s in the order they are made.
 
     The ablations in `seeded` run for every seed (`hah_alpha0_s2022`, ...),
     the others once, with the first seed. `hah_overrides` (`KEY=VALUE`)
@@ -117,23 +115,23 @@ def plan(seeds, ablations, seeded=(), hah_overrides=()):
     runs = []
     for i, seed in enumerate(seeds):
         other = seeds[(i + 1) % len(seeds)]
-        runs.append((f"standard_s{seed}", "standard", [f"seed={seed}"], seed,
-                     f"standard_s{other}" if other != seed else f"hah_s{seed}",
-                     "standard network"))
-        runs.append((f"hah_s{seed}", "hah", [f"seed={seed}", *hah_overrides], seed,
-                     f"standard_s{seed}", "HaH network"))
+        runs.append(Run(f"standard_s{seed}", "standard", [f"seed={seed}"], seed,
+                        f"standard_s{other}" if other != seed else f"hah_s{seed}",
+                        "standard network"))
+        runs.append(Run(f"hah_s{seed}", "hah", [f"seed={seed}", *hah_overrides], seed,
+                        f"standard_s{seed}", "HaH network"))
         for name in seeded:
             base, overrides, description = ABLATIONS[name]
             extra = list(hah_overrides) if base == "hah" else []
-            runs.append((f"{name}_s{seed}", base, [f"seed={seed}", *extra, *overrides], seed,
-                         f"standard_s{seed}", description))
+            runs.append(Run(f"{name}_s{seed}", base, [f"seed={seed}", *extra, *overrides],
+                            seed, f"standard_s{seed}", description))
     for name in ablations:
         if name in seeded:
             continue
         base, overrides, description = ABLATIONS[name]
         extra = list(hah_overrides) if base == "hah" else []
-        runs.append((name, base, [f"seed={seeds[0]}", *extra, *overrides], seeds[0],
-                     f"standard_s{seeds[0]}", description))
+        runs.append(Run(name, base, [f"seed={seeds[0]}", *extra, *overrides], seeds[0],
+                        f"standard_s{seeds[0]}", description))
     return runs
 
 
@@ -143,33 +141,32 @@ def run_all(out, runs, budget, images, record, certify=False, train_only=False,
     yet; `record(step, seconds)` after each step, so an interrupted call
     keeps the times of the steps it finished. `configs` maps the base names
     to training configs (default: the small network's)."""
-    configs = configs or CONFIGS
-    by_name = {run[0]: run for run in runs}
+    configs = configs or NETWORKS["small"]
+    by_name = {run.name: run for run in runs}
     # Train a run and its transfer source before evaluating it.
-    for name, _, _, _, source, _ in runs:
-        for run_name in (name, source):
-            _, base, overrides, _, _, _ = by_name[run_name]
-            if not os.path.exists(os.path.join(out, "runs", run_name, "model.keras")):
-                sets = [a for o in overrides for a in ("--set", o)]
-                record("train " + run_name, steps.run(
-                    f"train {run_name}", "train",
-                    ["--config", os.path.join(ROOT, configs[base]),
-                     "--out", os.path.join(out, "runs", run_name), "--skip-finished",
+    for run in runs:
+        for trained in (run, by_name[run.transfer_source]):
+            if not os.path.exists(os.path.join(out, "runs", trained.name, "model.keras")):
+                sets = [a for o in trained.overrides for a in ("--set", o)]
+                record("train " + trained.name, steps.run(
+                    f"train {trained.name}", "train",
+                    ["--config", config_path(configs[trained.base]),
+                     "--out", os.path.join(out, "runs", trained.name), "--skip-finished",
                      *budget["train"], *sets]))
-        report = results_report.load_json(os.path.join(out, "eval", name, "report.json"))
+        report = steps.load_json(os.path.join(out, "eval", run.name, "report.json"))
         if not train_only and not (report or {}).get("models"):
-            record("evaluate " + name, steps.run(
-                f"evaluate {name}", "evaluate",
-                ["--model", os.path.join(out, "runs", name, "model.keras"),
-                 "--transfer-from", os.path.join(out, "runs", source, "model.keras"),
+            record("evaluate " + run.name, steps.run(
+                f"evaluate {run.name}", "evaluate",
+                ["--model", os.path.join(out, "runs", run.name, "model.keras"),
+                 "--transfer-from",
+                 os.path.join(out, "runs", run.transfer_source, "model.keras"),
                  "--dataset", "fashion_mnist", "--images", str(images),
-                 "--out", os.path.join(out, "eval", name), *budget["evaluate"],
+                 "--out", os.path.join(out, "eval", run.name), *budget["evaluate"],
                  *(budget["certify"] if certify else [])]))
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="python -m experiments results",
-                                     description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m experiments results", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="results/fashion_mnist", help="output directory")
     parser.add_argument("--network", default="small", choices=sorted(NETWORKS),
                         help="the standard and HaH networks: small (hah_vgg_small, 3 "
@@ -215,24 +212,23 @@ def _comma_list(text):
 
 def _settings(args):
     """The checked `(out, runs, budget, images)` of the arguments, the
-    output directory made; `UsageError` (its message the line to print) if
-    wrong."""
+    output directory made; `UsageError` if wrong."""
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         if not seeds or any(s < 0 for s in seeds):
             raise ValueError
     except ValueError:
-        raise UsageError(f"results: error: --seeds must be integers >= 0, received "
+        raise UsageError(f"--seeds must be integers >= 0, received "
                          f"{args.seeds!r}") from None
     ablations, seeded = _comma_list(args.ablations), _comma_list(args.seeded)
     unknown = [a for a in ablations + seeded if a not in ABLATIONS]
     if unknown:
-        raise UsageError(f"results: error: unknown ablation {unknown[0]!r}; expected some of "
+        raise UsageError(f"unknown ablation {unknown[0]!r}; expected some of "
                          f"{', '.join(ABLATIONS)} or 'none'")
     budget = BUDGETS["tiny" if args.tiny else "full"]
     images = args.images if args.images is not None else budget["images"]
     if images < 1:
-        raise UsageError(f"results: error: --images must be >= 1, received {images}")
+        raise UsageError(f"--images must be >= 1, received {images}")
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     from training import config as training_config
@@ -240,7 +236,7 @@ def _settings(args):
     try:
         training_config.apply_overrides({}, args.hah_set)
     except training_config.ConfigError as error:
-        raise UsageError(f"results: error: --hah-set: {error}") from None
+        raise UsageError(f"--hah-set: {error}") from None
     return out, plan(seeds, ablations, seeded, args.hah_set), budget, images
 
 
@@ -264,38 +260,35 @@ def _run_steps(out, runs, budget, images, args, timings):
         json.dump(timings, f, indent=1)
 
 
-def _copy_into_docs(docs, path, section):
-    """The report's tables into each doc; `UsageError` if one lacks the markers."""
-    for doc in docs:
-        if not results_report.embed(doc, path, section):
-            markers = ([results_report.section_markers(section)[0]] if section else
-                       [results_report.BEGIN, results_report.SUMMARY_BEGIN])
-            raise UsageError(f"results: error: {doc} has no "
-                             f"{' or '.join(repr(m) for m in markers)} line and its end")
-        print(f"Tables copied into {doc}")
+def _check_docs(paths, section):
+    """`UsageError` if a document lacks the markers its tables go between."""
+    pairs = [docs.section_markers(section)] if section else [
+        (docs.BEGIN, docs.END), (docs.SUMMARY_BEGIN, docs.SUMMARY_END)]
+    for path in paths:
+        if not any(docs.has_markers(path, *pair) for pair in pairs):
+            raise UsageError(f"{path} has no "
+                             f"{' or '.join(repr(begin) for begin, _ in pairs)} line "
+                             "and its end")
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        args = _parser().parse_args(argv)
+        _check_docs(args.docs, args.section)
         out, runs, budget, images = _settings(args)
+        timings = steps.load_json(os.path.join(out, "timings.json")) or {}
+        if not args.report_only:
+            _run_steps(out, runs, budget, images, args, timings)
     except UsageError as error:
-        print(error, file=sys.stderr)
-        return 2
-    timings = results_report.load_json(os.path.join(out, "timings.json")) or {}
-    if not args.report_only:
-        _run_steps(out, runs, budget, images, args, timings)
-    summary = results_report.collect(out, runs)
-    path = results_report.write(out, summary, timings, GOALS,
-                                command=" ".join(["python -m training results",
-                                                  *(argv if argv is not None
-                                                    else sys.argv[1:])]))
+        return usage_failure(error)
+    summary = results_summary.collect(out, runs)
+    path = results_tables.write(out, summary, timings, GOALS, steps.made_by(
+        "results", argv, os.path.join(out, "results.md")))
     print(f"\nResults: {path}")
-    try:
-        _copy_into_docs(args.docs, path, args.section)
-    except UsageError as error:
-        print(error, file=sys.stderr)
-        return 2
+    for doc in args.docs:
+        docs.embed(doc, path, args.section)
+        print(f"Tables copied into {doc}")
     return 0
 
 

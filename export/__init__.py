@@ -13,12 +13,12 @@ metadata (`export.json`) and the verification report (`verification.json`,
 `verification.md`). See docs/EXPORT.md.
 
 This package file imports nothing heavy, so that argument mistakes are
-reported before TensorFlow loads (`command` is the program, `_cli` the
+reported before TensorFlow loads (`command` is the program, `cli` the
 command-line kit the `training` programs share); the modules
 `savedmodel`, `tflite`, `verify` and `pipeline` import TensorFlow.
 """
 
-from export._cli import UsageError
+from export.cli import UsageError
 
 #: TFLite variants, in the order they are written and reported.
 VARIANTS = ("float32", "float16", "dynamic", "int8")

@@ -8,11 +8,11 @@ stderr, nothing written).
 import os
 import sys
 
-from export import VARIANTS, ExportError, VerificationError, _cli
+from export import VARIANTS, ExportError, VerificationError, cli
 
 
 def build_parser():
-    parser = _cli.Parser(
+    parser = cli.Parser(
         prog="python -m export",
         description="Export a trained keras_hebb model for TF Serving (SavedModel) "
                     "and devices (TFLite), and verify the artifacts against it.",
@@ -92,7 +92,7 @@ def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
         variants = check_arguments(args)
-        _cli.set_tf_environment_defaults()
+        cli.prepare_tensorflow()
         from export import pipeline
 
         if args.verify:
@@ -106,13 +106,13 @@ def main(argv=None):
                 args.verify_images, args.max_accuracy_drop, args.threads,
                 log=lambda line: print(line, flush=True),
                 integer_threshold=not args.topk_thresholds)
-    except _cli.UsageError as error:  # ExportError included
-        return _cli.usage_failure(error)
+    except cli.UsageError as error:  # ExportError included
+        return cli.usage_failure(error)
     except VerificationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    from export import verify
+    from export.verification_report import markdown_table
 
-    print(verify.markdown_table(report))
+    print(markdown_table(report))
     print(f"{'verified' if args.verify else 'exported'}: {version_dir}")
     return 0

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from export import ExportError, VerificationError, _cli
+from export import ExportError, VerificationError, cli
 from export import tflite as tflite_lib
 from export.savedmodel import (
     FLOAT_SIGNATURE,
@@ -79,7 +79,7 @@ def remove_stale_temporaries(export_dir):
 
 def load_model(model_path):
     """Loads a `.keras` file (keras_hebb layers registered); ExportError if bad."""
-    return _cli.load_model(model_path, error=ExportError)
+    return cli.load_model(model_path, error=ExportError)
 
 
 def default_dataset(shape, dataset=None):
@@ -245,7 +245,7 @@ def _write_artifacts(model, staging, conversion_source, variants,
 def _publish(staging, export_dir, version, report):
     """Renames the verified `staging` to `export_dir/<version>` (atomic);
     returns `(version_dir, report)`."""
-    from export import verify
+    from export.verification_report import write_report
 
     final = os.path.join(export_dir, str(version))
     if os.path.exists(final):
@@ -253,7 +253,7 @@ def _publish(staging, export_dir, version, report):
     # The one step that publishes the version: an atomic rename.
     os.rename(staging, final)
     report["version_dir"] = os.path.abspath(final)
-    verify.write_report(final, report)
+    write_report(final, report)
     return final, report
 
 

@@ -121,20 +121,30 @@ def test_fit_and_evaluate_log_total_and_per_layer_hah_costs():
     assert result["loss"] == pytest.approx(ce - total, rel=1e-4, abs=1e-5)
 
 
-def test_sample_weights_weight_the_cross_entropy():
-    model = tiny_hah_model()
+def test_sample_weights_weight_the_cross_entropy_as_keras_defines_it():
+    # Three HaH blocks and no batch norm: the training forward pass is the
+    # inference one, so the first training batch's loss can be computed by hand.
+    model = tiny_hah_model(hah_blocks=3)
     x, y = tiny_data(16)
+    weights = np.random.default_rng(3).uniform(0.0, 2.0, 16).astype("float32")
+    weights[:5] = 0.0
     model.compile("adam", LOSS)
-    weights = np.array([1.0] * 8 + [0.0] * 8, "float32")
+    per_image = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    cross_entropy = keras.ops.convert_to_numpy(per_image(y, model.predict(x, verbose=0)))
+    hah = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)["hah_cost"]
+    # Keras's "sum_over_batch_size": sum of w * loss over the batch, divided
+    # by the batch size (not by the sum of the weights); the HaH term is not
+    # weighted.
+    expected = float(np.sum(weights * cross_entropy) / 16 - hah)
+    unweighted = float(np.mean(cross_entropy) - hah)
+    assert abs(expected - unweighted) > 0.05  # the weights matter here
     weighted = model.evaluate(x, y, sample_weight=weights, batch_size=16,
                               verbose=0, return_dict=True)
-    half = model.evaluate(x[:8], y[:8], batch_size=16, verbose=0, return_dict=True)
-    # Keras averages weighted losses over the whole batch (sum of w * l / n).
-    hah = weighted["hah_cost"]
-    assert weighted["loss"] + hah == pytest.approx((half["loss"] + half["hah_cost"]) / 2,
-                                                   rel=1e-4)
-    history = model.fit(x, y, sample_weight=weights, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    assert weighted["loss"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    # The training step's loss (computed before its update) is the same.
+    history = model.fit(x, y, sample_weight=weights, batch_size=16, epochs=1,
+                        shuffle=False, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
 @pytest.mark.float16_conv

@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from training import config as run_config
 from experiments import results
+from experiments.networks import NETWORKS
+from training import config as run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,7 +57,7 @@ def test_demo_pipeline_writes_report_with_three_models_plots_and_export(tmp_path
 
 def test_every_ablation_is_a_valid_config():
     for name, (base, overrides, _) in results.ABLATIONS.items():
-        config = run_config.load_config(os.path.join(ROOT, results.CONFIGS[base]),
+        config = run_config.load_config(os.path.join(ROOT, NETWORKS["small"][base]),
                                         overrides)
         if name == "hah_alpha0":
             assert config["hah_alphas"] == 0.0
@@ -90,7 +91,11 @@ def test_results_pipeline_reports_seeds_goals_and_ablations(tiny_results):
     for base in ("standard", "hah"):
         group = summary["groups"][base]
         assert group["seeds"] == [2022, 2023]
-        assert group["clean"]["n"] == 2 and group["clean"]["std"] >= 0
+        # Mean and sample standard deviation of the two seeds' own numbers.
+        clean = [summary["models"][f"{base}_s{seed}"]["clean"] for seed in (2022, 2023)]
+        assert group["clean"]["values"] == clean
+        assert group["clean"]["mean"] == pytest.approx(np.mean(clean))
+        assert group["clean"]["std"] == pytest.approx(np.std(clean, ddof=1))
         # Robust accuracy is a worst case: never above clean accuracy.
         for norm in ("linf", "l2"):
             for stats in group["robust"][norm].values():
@@ -176,5 +181,6 @@ def test_results_usage_mistakes_give_one_line(arguments, message, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "experiments", "results", "--out", str(tmp_path), *arguments],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and message in lines[0]

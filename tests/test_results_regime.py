@@ -8,8 +8,9 @@ import os
 import pytest
 from test_results_report import _write_model
 
+from experiments import docs, results, results_summary, results_tables
+from experiments.networks import NETWORKS
 from training import config as run_config
-from experiments import results, results_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,14 +23,14 @@ def test_plan_runs_seeded_ablations_per_seed_and_hah_overrides_on_hah_runs():
                                "standard_noise", "standard_s1", "standard_s2"]
     # The HaH override reaches every HaH run; alpha 0 still wins for the ablation.
     assert by_name["hah_s2"][2] == ["seed=2", "hah_alphas=[0.45,0.25]"]
-    config = run_config.load_config(os.path.join(ROOT, results.CONFIGS["hah"]),
+    config = run_config.load_config(os.path.join(ROOT, NETWORKS["small"]["hah"]),
                                     by_name["hah_alpha0_s2"][2])
     assert config["hah_alphas"] == 0.0 and config["seed"] == 2
     assert by_name["standard_noise"][2] == ["seed=1", "noise_sigma=0.25"]
     assert by_name["hah_alpha0_s2"][4] == "standard_s2"  # transfer source
     for name in ("standard_noise", "hah_demote01", "hah_torch_init"):
         base, overrides, _ = results.ABLATIONS[name]
-        run_config.load_config(os.path.join(ROOT, results.CONFIGS[base]), overrides)
+        run_config.load_config(os.path.join(ROOT, NETWORKS["small"][base]), overrides)
 
 
 def _certified(tmp_path, name, at_025, at_05):
@@ -55,8 +56,8 @@ def regime(tmp_path):
         _write_model(tmp_path, name, worst, worst + 0.05)
         _certified(tmp_path, name, cert, cert - 0.2)
     runs = results.plan([1, 2], ["hah_alpha0"], seeded=["hah_alpha0"])
-    summary = results_report.collect(str(tmp_path), runs)
-    path = results_report.write(str(tmp_path), summary, {}, results.GOALS, command="test")
+    summary = results_summary.collect(str(tmp_path), runs)
+    path = results_tables.write(str(tmp_path), summary, {}, results.GOALS, command="test")
     with open(path) as f:
         return tmp_path, summary, f.read()
 
@@ -91,17 +92,17 @@ def test_what_the_cost_adds_to_a_variant_is_paired_with_its_alpha0_twin(tmp_path
     for name, worst in numbers.items():
         _write_model(tmp_path, name, worst, worst + 0.05)
     seeded = ["hah_no_threshold", "hah_no_threshold_alpha0"]
-    summary = results_report.collect(str(tmp_path), results.plan([1, 2], [], seeded=seeded))
+    summary = results_summary.collect(str(tmp_path), results.plan([1, 2], [], seeded=seeded))
     assert list(summary["cost_twins"]) == ["hah_no_threshold"]
     linf = summary["cost_twins"]["hah_no_threshold"]["measures"]["L∞ 0.02"]
     assert linf["values"] == pytest.approx([0.10, 0.05])
-    text = open(results_report.write(str(tmp_path), summary, {}, results.GOALS,
+    text = open(results_tables.write(str(tmp_path), summary, {}, results.GOALS,
                                      command="test")).read()
     section = text.split("## What HaH adds, seed by seed")[1].split("\n## ")[0]
     assert "| hah_no_threshold - hah_no_threshold_alpha0 | 1, 2 | " in section
     assert "+7.5 ± 3.5" in section
     # Without twins the key is absent, so older results.json files stay as they were.
-    assert "cost_twins" not in results_report.collect(
+    assert "cost_twins" not in results_summary.collect(
         str(tmp_path), results.plan([1, 2], [], seeded=["hah_no_threshold"]))
 
 
@@ -119,10 +120,10 @@ def test_certified_accuracy_is_the_best_sigma_per_radius(regime):
 def test_a_named_section_of_a_document(regime, tmp_path_factory):
     out, _, _ = regime
     doc = tmp_path_factory.mktemp("doc") / "DOC.md"
-    begin, end = results_report.section_markers("paper-alphas")
-    doc.write_text(f"# Doc\n{results_report.BEGIN}\nkeep\n{results_report.END}\n"
+    begin, end = docs.section_markers("paper-alphas")
+    doc.write_text(f"# Doc\n{docs.BEGIN}\nkeep\n{docs.END}\n"
                    f"{begin}\nOLD-TEXT\n{end}\n")
-    assert results_report.embed(str(doc), str(out / "results.md"), "paper-alphas")
+    assert docs.embed(str(doc), str(out / "results.md"), "paper-alphas")
     text = doc.read_text()
     assert "keep" in text and "OLD-TEXT" not in text and "### Standard vs HaH" in text
-    assert not results_report.embed(str(doc), str(out / "results.md"), "other")
+    assert not docs.embed(str(doc), str(out / "results.md"), "other")

@@ -1,4 +1,4 @@
-"""The results report (`experiments.results_report`) from synthetic files.
+"""The results report (`experiments.results_summary`, `results_tables`) from synthetic files.
 
 Each model gets a `metrics.json` and a `report.json` with chosen numbers;
 the test reads the Markdown the report writes.
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from experiments import results, results_report
+from experiments import results, results_summary, results_tables
 
 
 def _record(norm, eps, worst, gradient, paper):
@@ -56,8 +56,8 @@ def report(tmp_path):
                                ("hah_alpha0", 0.25, None)):
         _write_model(tmp_path, name, worst, paper)
     runs = results.plan([1, 2], ["hah_alpha0"])
-    summary = results_report.collect(str(tmp_path), runs)
-    path = results_report.write(str(tmp_path), summary, {}, results.GOALS, command="test")
+    summary = results_summary.collect(str(tmp_path), runs)
+    path = results_tables.write(str(tmp_path), summary, {}, results.GOALS, command="test")
     with open(path) as f:
         return summary, f.read()
 

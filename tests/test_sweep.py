@@ -1,6 +1,7 @@
 """The alpha sweep (`python -m experiments sweep`) end to end at a tiny budget,
 on the small HaH network and on the HaH-VGG16-shaped `hah_vgg_medium`:
-its tables are computed from the run files, and it resumes."""
+its tables are computed from the run files, and it resumes: a finished
+run is not trained again."""
 
 import json
 import os
@@ -10,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import sweep
+from experiments import docs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,10 +72,10 @@ def test_sweep_report_is_computed_from_the_run_files(tiny_sweep):
     assert {"train x0_s1", "probe x30_s2"} <= set(timings)
 
 
-def test_sweep_resumes_and_rewrites_the_same_report(tiny_sweep, tmp_path):
+def test_sweep_report_only_rewrites_the_same_report_into_a_doc(tiny_sweep, tmp_path):
     before = (tiny_sweep / "sweep.md").read_text()
     doc = tmp_path / "DOC.md"
-    doc.write_text(f"# Doc\n\n{sweep.BEGIN}\nOLD-TEXT\n{sweep.END}\ntail\n")
+    doc.write_text(f"# Doc\n\n{docs.SWEEP_BEGIN}\nOLD-TEXT\n{docs.SWEEP_END}\ntail\n")
     result = _sweep("--tiny", "--out", str(tiny_sweep), "--scales", "0,30", "--seeds", "1,2",
                     "--report-only", "--docs", str(doc))
     assert "=== train" not in result.stdout and "=== probe" not in result.stdout
@@ -84,14 +85,41 @@ def test_sweep_resumes_and_rewrites_the_same_report(tiny_sweep, tmp_path):
     assert "OLD-TEXT" not in text and "tail" in text and "### Measures per scale" in text
 
 
-def test_sweep_errors_are_one_line(tmp_path):
-    result = _sweep("--out", str(tmp_path), "--scales", "1,10", check=False)
-    assert result.returncode == 2 and "must include 0" in result.stderr
-    result = _sweep("--out", str(tmp_path), "--scales", "a", check=False)
-    assert result.returncode != 0 and "--scales must be" in result.stderr
-    result = _sweep("--out", str(tmp_path), "--config",
-                    "training/configs/fashion_mnist_vgg_small.yaml", check=False)
-    assert result.returncode == 2 and "HaH blocks" in result.stderr
+def _started(stdout, step):
+    """The runs whose `step` (train, probe) this sweep's output shows starting."""
+    return sorted(line.split()[2].rstrip(":") for line in stdout.splitlines()
+                  if line.startswith(f"=== {step} "))
+
+
+def test_sweep_resumes_without_training_a_finished_run_again(tiny_sweep):
+    # An interrupted sweep: one run lost its model and its probe.
+    (tiny_sweep / "runs" / "x30_s2" / "model.keras").unlink()
+    (tiny_sweep / "probe" / "x30_s2.json").unlink()
+    kept = {name: (tiny_sweep / "runs" / name / "model.keras").stat().st_mtime_ns
+            for name in ("x0_s1", "x30_s1", "x0_s2")}
+    result = _sweep("--tiny", "--out", str(tiny_sweep), "--scales", "0,30", "--seeds", "1,2")
+    assert _started(result.stdout, "train") == ["x30_s2"]
+    assert _started(result.stdout, "probe") == ["x30_s2"]
+    assert {name: (tiny_sweep / "runs" / name / "model.keras").stat().st_mtime_ns
+            for name in kept} == kept
+    assert (tiny_sweep / "probe" / "x30_s2.json").is_file()
+    # Once everything is finished, a new call trains and probes nothing.
+    again = _sweep("--tiny", "--out", str(tiny_sweep), "--scales", "0,30", "--seeds", "1,2")
+    assert _started(again.stdout, "train") == [] and _started(again.stdout, "probe") == []
+    assert len(json.loads((tiny_sweep / "timings.json").read_text())["calls"]) == 3
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--scales", "1,10"], "--scales must include 0"),
+    (["--scales", "a"], "--scales must be a comma-separated list"),
+    (["--config", "training/configs/fashion_mnist_vgg_small.yaml"], "HaH blocks"),
+    (["--config", "training/configs/no_such.yaml"], "no config file"),
+])
+def test_sweep_errors_are_one_line_with_status_2(arguments, message, tmp_path):
+    result = _sweep("--out", str(tmp_path), *arguments, check=False)
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and message in lines[0]
 
 
 def test_sweep_runs_on_the_hah_vgg16_shaped_preset(tmp_path):

@@ -2,10 +2,10 @@
 
 import sys
 
-from export._cli import set_tf_environment_defaults
+from export.cli import prepare_tensorflow
 
 # Before anything imports TensorFlow (a user's choice wins).
-set_tf_environment_defaults()
+prepare_tensorflow()
 
 USAGE = """usage: python -m training {train,evaluate} [options]
 

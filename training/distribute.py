@@ -104,7 +104,7 @@ def make_strategy(name):
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, RuntimeError, tf.errors.OpError) as error:
-            from export._cli import first_line
+            from export.cli import first_line
 
             raise StrategyError(
                 f"strategy tpu: no TPU could be initialized ({first_line(error)})."

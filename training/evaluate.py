@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from export._cli import (
+from export.cli import (
     Parser,
     UsageError,
     first_line,

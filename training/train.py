@@ -22,15 +22,15 @@ import tempfile
 
 import yaml
 
-from export._cli import (
+from export.cli import (
     Parser,
     UsageError,
     first_line,
-    set_tf_environment_defaults,
+    prepare_tensorflow,
     usage_failure,
 )
 
-set_tf_environment_defaults()  # before TensorFlow is imported
+prepare_tensorflow()  # before TensorFlow is imported
 
 from training.config import (  # noqa: E402
     DEFAULTS,

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from keras_hebb import plots
+
 
 def first_layer_kernel(model):
     """The first convolution's kernel `(kh, kw, in, out)` as numpy, or None.
@@ -59,10 +61,6 @@ def _robust_curve(entry, norm):
 
 def plot_all(results, out_dir, kernels=None):
     """Writes the PNG plots; returns their file names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-
     models = results["models"]
     written = [_plot_noise(models, out_dir)]
     for norm, label in (("linf", "L-inf"), ("l2", "L2")):
@@ -81,18 +79,12 @@ def plot_all(results, out_dir, kernels=None):
 
 def _save(fig, out_dir, file_name):
     """Lays out, writes and closes the figure; returns `file_name`."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, file_name), dpi=120)
-    plt.close(fig)
+    plots.save(fig, os.path.join(out_dir, file_name), dpi=120)
     return file_name
 
 
 def _plot_noise(models, out_dir):
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plots.figure(size=(5, 3.5))
     for name, entry in models.items():
         sigmas = [0.0] + [n["sigma"] for n in entry["noise"]]
         accuracy = [entry["clean_accuracy"]] + [n["accuracy"] for n in entry["noise"]]
@@ -105,9 +97,7 @@ def _plot_noise(models, out_dir):
 
 
 def _plot_robust(models, out_dir, norm, label):
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plots.figure(size=(5, 3.5))
     for name, entry in models.items():
         budgets, accuracy = _robust_curve(entry, norm)
         ax.plot(budgets, accuracy, marker="o", label=name)
@@ -120,9 +110,7 @@ def _plot_robust(models, out_dir, norm, label):
 
 
 def _plot_certified(models, out_dir):
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plots.figure(size=(5, 3.5))
     for name, entry in models.items():
         for c in entry.get("certified") or []:
             ax.plot(c["radii"], c["certified_accuracy"], marker="o",
@@ -135,9 +123,7 @@ def _plot_certified(models, out_dir):
 
 
 def _plot_sparsity(with_stats, out_dir):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(with_stats), figsize=(4.5 * len(with_stats), 3.5),
+    fig, axes = plots.figure(1, len(with_stats), size=(4.5 * len(with_stats), 3.5),
                              squeeze=False)
     for ax, (name, stats) in zip(axes[0], with_stats.items()):
         layers = [s["layer"] for s in stats]
@@ -148,10 +134,8 @@ def _plot_sparsity(with_stats, out_dir):
 
 
 def _plot_filters(name, kernel, out_dir):
-    import matplotlib.pyplot as plt
-
     grid = filter_grid(kernel)
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = plots.figure(size=(4, 4))
     ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"{name}: first-layer filters")

@@ -1,0 +1,281 @@
+"""The numbers of `python -m experiments results`: every run's, each
+network's over its seeds, the seed-by-seed differences and the goals.
+
+Reads only the files the steps wrote (`OUT/runs/NAME/metrics.json`,
+`OUT/eval/NAME/report.json`); `collect` writes `OUT/results.json`.
+Accuracies are fractions; a spread is the sample standard deviation over
+seeds.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from experiments.steps import load_json
+
+
+#: Suite settings the report states next to its numbers (every cap).
+_SUITE_KEYS = ("attacks", "steps", "restarts", "mim_steps", "transfer_steps", "bpda_modes",
+               "cw_steps", "cw_binary_steps", "cw_images", "spsa_steps", "spsa_samples",
+               "spsa_images", "apgd_steps", "apgd_restarts", "apgd_targets",
+               "square_queries")
+
+
+def _model_summary(out, run):
+    """One run's numbers from its files (only the run's own when it is not
+    evaluated yet)."""
+    name = run.name
+    summary = {"name": name, "base": run.base, "seed": run.seed,
+               "description": run.description}
+    metrics = load_json(os.path.join(out, "runs", name, "metrics.json"))
+    if metrics and metrics.get("final"):
+        final = metrics["final"]
+        summary["test_accuracy"] = final.get("val_accuracy")
+        summary["test_images"] = metrics.get("run", {}).get("validation_examples")
+        if "weight_sparsity" in final:
+            summary["weight_sparsity"] = final["weight_sparsity"]
+    report = load_json(os.path.join(out, "eval", name, "report.json"))
+    # The evaluated model is the one whose file is this run's model.
+    files = (report or {}).get("settings", {}).get("model_files", {})
+    label = next((k for k, v in files.items()
+                  if os.path.basename(os.path.dirname(os.path.abspath(v))) == name), None)
+    entry = (report or {}).get("models", {}).get(label)
+    if entry is None:
+        return summary
+    summary["images"] = report["settings"]["images"]
+    summary["suite"] = {k: report["settings"].get(k) for k in _SUITE_KEYS}
+    summary["clean"] = entry["clean_accuracy"]
+    summary["noise"] = {float(n["sigma"]): n["accuracy"] for n in entry["noise"]}
+    summary["robust"], summary["gradient_only"], summary["paper_protocol"] = {}, {}, {}
+    for norm, records in entry["attacks"].items():
+        summary["robust"][norm] = {float(r["budget"]): r["robust_accuracy"] for r in records}
+        summary["gradient_only"][norm] = {
+            float(r["budget"]): r["accuracy_after_gradient"] for r in records}
+        # None for reports made before the suite had the paper's protocol.
+        summary["paper_protocol"][norm] = {
+            float(r["budget"]): (r.get("columns") or {}).get("paper_protocol")
+            for r in records}
+    summary["checks_failed"] = sorted(k for k, c in entry["checks"].items() if not c["passed"])
+    summary["nonzero"] = {s["layer"]: s["nonzero_fraction"]
+                          for s in entry.get("sparsity") or []}
+    summary["evaluation_seconds"] = entry["seconds"]
+    if entry.get("certified"):
+        # Per sigma, and the envelope over sigmas (the best sigma at each
+        # radius, as randomized smoothing is usually reported).
+        summary["certified_per_sigma"] = {
+            float(c["sigma"]): dict(zip(map(float, c["radii"]), c["certified_accuracy"]))
+            for c in entry["certified"]}
+        radii = sorted({r for c in summary["certified_per_sigma"].values() for r in c})
+        summary["certified"] = {r: max(c.get(r, 0.0)
+                                       for c in summary["certified_per_sigma"].values())
+                                for r in radii}
+        summary["certify"] = report["settings"].get("certify")
+    return summary
+
+
+def _stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "n": len(values), "values": values}
+
+
+def _hah_layers(summary):
+    """Names of the HaH blocks' activations and of the same standard layers."""
+    hah = [layer for layer in summary.get("nonzero", {}) if layer.endswith("_hah")]
+    return hah, [layer[: -len("_hah")] + "_relu" for layer in hah]
+
+
+def _group(models):
+    """Mean and spread of every number over the models of one network."""
+    done = [m for m in models if "clean" in m]
+    group = {"seeds": [m["seed"] for m in done],
+             "test_accuracy": _stats([m.get("test_accuracy") for m in done]),
+             "clean": _stats([m["clean"] for m in done])}
+    if not done:
+        return group
+    group["noise"] = {s: _stats([m["noise"].get(s) for m in done]) for s in done[0]["noise"]}
+    group["robust"] = {norm: {e: _stats([m["robust"][norm].get(e) for m in done])
+                              for e in budgets}
+                       for norm, budgets in done[0]["robust"].items()}
+    group["nonzero"] = {layer: _stats([m["nonzero"].get(layer) for m in done])
+                        for layer in done[0]["nonzero"]}
+    group["paper_protocol"] = {
+        norm: {e: _stats([_paper(m, norm, e) for m in done]) for e in budgets}
+        for norm, budgets in done[0]["robust"].items()}
+    group["overstates"] = {
+        norm: {e: _stats([overstates(m, norm, e) for m in done]) for e in budgets}
+        for norm, budgets in done[0]["robust"].items()}
+    if all(m.get("certified") for m in done):
+        group["certified"] = {r: _stats([m["certified"].get(r) for m in done])
+                              for r in done[0]["certified"]}
+    return group
+
+
+def family(run):
+    """The network a run is a seed of (`hah` for `hah_s2022`, `hah_alpha0`
+    for `hah_alpha0_s2022`), or None for a one-seed ablation."""
+    suffix = f"_s{run.seed}"
+    return run.name[: -len(suffix)] if run.name.endswith(suffix) else None
+
+
+def _paper(model, norm, eps):
+    return model.get("paper_protocol", {}).get(norm, {}).get(eps)
+
+
+def overstates(model, norm, eps):
+    """Paper protocol minus worst case (a fraction), or None without it."""
+    paper, worst = _paper(model, norm, eps), model["robust"][norm].get(eps)
+    return None if paper is None or worst is None else paper - worst
+
+
+def collect(out, runs):
+    """`results.json` content from the finished steps of `runs`
+    (`experiments.results.Run`s, as `experiments.results.plan` makes them)."""
+    models = {run.name: _model_summary(out, run) for run in runs}
+    mains = [r for r in runs if family(r)]
+    names = list(dict.fromkeys(["standard", "hah"] + [family(r) for r in mains]))
+    groups = {name: _group([models[r.name] for r in mains if family(r) == name])
+              for name in names}
+    summary = {"models": models, "groups": groups,
+               "ablations": [r.name for r in runs if r not in mains]}
+    hah_examples = [m for m in models.values() if m["base"] == "hah" and m.get("nonzero")]
+    if hah_examples:
+        hah_names, std_names = _hah_layers(hah_examples[0])
+        summary["hah_layers"], summary["standard_layers"] = hah_names, std_names
+        for model in models.values():
+            names = hah_names if model["base"] == "hah" else std_names
+            values = [model.get("nonzero", {}).get(layer) for layer in names]
+            if values and all(v is not None for v in values):
+                model["nonzero_first_layers"] = float(np.mean(values))
+        for name, group in groups.items():
+            group["nonzero_first_layers"] = _stats(
+                [models[r.name].get("nonzero_first_layers") for r in mains if family(r) == name])
+    summary["paired"] = paired(summary)
+    twins = cost_twins(summary)
+    if twins:
+        summary["cost_twins"] = twins
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1, default=float)
+    return summary
+
+
+def _measures(model):
+    """A model's numbers by label, fractions: clean, noise, robust, certified."""
+    values = {"clean": model.get("clean")}
+    values.update({f"noise σ={s:g}": v for s, v in model.get("noise", {}).items()})
+    for norm, budgets in model.get("robust", {}).items():
+        symbol = "L∞" if norm == "linf" else "L2"
+        values.update({f"{symbol} {e:g}": v for e, v in budgets.items()})
+    values.update({f"certified L2 {r:g}": v for r, v in model.get("certified", {}).items()
+                   if r > 0})
+    return values
+
+
+def _seed_differences(models, first, second):
+    """`first` minus `second` (family names), seed by seed: `{"seeds": [...],
+    "measures": {measure: stats}}`, or None when no seed has both."""
+    def by_seed(name):
+        return {m["seed"]: m for m in models
+                if m["name"] == f"{name}_s{m['seed']}" and "clean" in m}
+    mine, theirs = by_seed(first), by_seed(second)
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return None
+    mine = {s: _measures(mine[s]) for s in seeds}
+    theirs = {s: _measures(theirs[s]) for s in seeds}
+    return {"seeds": seeds, "measures": {
+        key: _stats([mine[s][key] - theirs[s][key] for s in seeds
+                     if mine[s].get(key) is not None and theirs[s].get(key) is not None])
+        for key in mine[seeds[0]]}}
+
+
+def paired(summary):
+    """HaH minus each other seeded network, seed by seed: `{other: {measure:
+    stats}}` (fractions). Same seed, same images, same noise and attack
+    draws, so the spread is that of the differences, not of the networks."""
+    models = list(summary["models"].values())
+    result = {}
+    for name in summary["groups"]:
+        if name != "hah":
+            entry = _seed_differences(models, "hah", name)
+            if entry:
+                result[name] = entry
+    return result
+
+
+def cost_twins(summary):
+    """What the HaH cost adds to a seeded HaH variant: each family `X` other
+    than `hah` with an `X_alpha0` family beside it (the same network, seeds
+    and batches with the cost's weights at 0), as `X` minus `X_alpha0`."""
+    models = list(summary["models"].values())
+    result = {}
+    for name in summary["groups"]:
+        if name != "hah" and f"{name}_alpha0" in summary["groups"]:
+            entry = _seed_differences(models, name, f"{name}_alpha0")
+            if entry:
+                result[name] = entry
+    return result
+
+
+def _mean(stat):
+    return None if stat is None else stat["mean"]
+
+
+def goals(summary, targets):
+    """Each goal of the HaH network against the standard one: rows of
+    `(goal, where, standard, hah, difference, target, met)`; numbers in
+    percent (points), `met` None when it cannot be decided."""
+    std, hah = summary["groups"]["standard"], summary["groups"]["hah"]
+    rows = []
+    if not std.get("clean") or not hah.get("clean"):
+        return rows
+
+    def row(goal, where, a, b, target, met):
+        rows.append({"goal": goal, "where": where, "standard": a, "hah": b,
+                     "difference": None if a is None or b is None else b - a,
+                     "target": target, "met": met})
+
+    a, b = 100 * _mean(std["test_accuracy"]), 100 * _mean(hah["test_accuracy"])
+    row("clean accuracy", "test set, mean over seeds", a, b,
+        f">= -{targets['clean_drop_max']:g}", b - a >= -targets["clean_drop_max"])
+    below = [s for s in sorted(std["noise"]) if _mean(std["noise"][s]) < 0.5]
+    if below:
+        sigma = below[0]
+        a, b = 100 * _mean(std["noise"][sigma]), 100 * _mean(hah["noise"][sigma])
+        row("Gaussian noise", f"sigma {sigma:g} (standard falls below 50%)", a, b,
+            f">= +{targets['noise_gain_min']:g}", b - a >= targets["noise_gain_min"])
+    else:
+        row("Gaussian noise", "no sigma takes the standard network below 50%",
+            None, None, f">= +{targets['noise_gain_min']:g}", None)
+    low, high = targets["robust_band"]
+    for norm, budgets in std["robust"].items():
+        inside = [e for e in sorted(budgets) if low <= _mean(budgets[e]) <= high]
+        where = "eps {:g} (worst case over the suite)"
+        if not inside:
+            # No budget in the band: the one nearest to it.
+            distance = {e: max(low - _mean(budgets[e]), _mean(budgets[e]) - high)
+                        for e in budgets}
+            inside = [min(sorted(budgets), key=distance.get)]
+            where = (f"eps {{:g}} (no budget takes the standard network to "
+                     f"{low:.0%}-{high:.0%}; the nearest)")
+        for eps in inside:
+            a = 100 * _mean(budgets[eps])
+            b = 100 * _mean(hah["robust"][norm][eps])
+            row(f"robust accuracy ({norm})", where.format(eps),
+                a, b, f">= +{targets['robust_gain_min']:g}",
+                b - a >= targets["robust_gain_min"])
+    a, b = std.get("nonzero_first_layers"), hah.get("nonzero_first_layers")
+    if a and b:
+        ratio = b["mean"] / a["mean"]
+        rows.append({"goal": "non-zero activations", "where":
+                     f"layers {', '.join(summary['hah_layers'])} (ratio HaH / standard)",
+                     "standard": 100 * a["mean"], "hah": 100 * b["mean"],
+                     "difference": ratio, "target": f"ratio <= {targets['nonzero_ratio_max']:g}",
+                     "met": ratio <= targets["nonzero_ratio_max"]})
+    return rows
+
+

@@ -1,0 +1,320 @@
+"""The Markdown of `python -m experiments results`: `OUT/results.md` (every
+table) and `OUT/summary.md` (the main table and the goals), from the
+numbers of `results_summary.collect`; percentages in the tables.
+"""
+
+import os
+
+from experiments import certified, results_plots, results_summary
+
+
+def _pct(stat):
+    if stat is None:
+        return "-"
+    if isinstance(stat, dict):
+        if stat["n"] > 1:
+            return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
+        return f"{100 * stat['mean']:.1f}"
+    return f"{100 * stat:.1f}"
+
+
+#: Radii of the certified accuracy in the main tables (all in the
+#: certification section).
+TABLE_RADII = (0.25, 0.5)
+
+
+def _columns(summary):
+    reference = next((m for m in summary["models"].values() if "clean" in m), None)
+    if reference is None:
+        return [], []
+    noise = sorted(reference["noise"])
+    robust = [(norm, eps) for norm in reference["robust"] for eps in sorted(reference["robust"][norm])]
+    return noise, robust
+
+
+def _certified_radii(summary):
+    if not any(m.get("certified") for m in summary["models"].values()):
+        return []
+    return list(TABLE_RADII)
+
+
+def _table(rows, noise, robust, radii=()):
+    header = (["model", "seeds", "test acc.", "clean (eval images)"]
+              + [f"noise σ={s:g}" for s in noise]
+              + [f"{'L∞' if n == 'linf' else 'L2'} {e:g}" for n, e in robust]
+              + [f"certified L2 {r:g}" for r in radii]
+              + ["non-zero (HaH layers)"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, seeds, item in rows:
+        def get(key, *path):
+            value = item.get(key)
+            for p in path:
+                value = None if value is None else value.get(p)
+            return value
+        cells = [label, seeds, _pct(get("test_accuracy")), _pct(get("clean"))]
+        cells += [_pct(get("noise", s)) for s in noise]
+        cells += [_pct(get("robust", n, e)) for n, e in robust]
+        cells += [_pct(get("certified", r)) for r in radii]
+        cells += [_pct(get("nonzero_first_layers"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _points(stat):
+    """A difference of fractions in signed points (mean ± spread), or n/a."""
+    if stat is None:
+        return "n/a"
+    if stat["n"] > 1:
+        return f"{100 * stat['mean']:+.1f} ± {100 * stat['std']:.1f}"
+    return f"{100 * stat['mean']:+.1f}"
+
+
+def _paper_tables(rows, robust):
+    """Per norm: worst case / paper protocol (overstatement) at each budget.
+
+    `rows` are `(label, seeds, item)` with `item` a group (statistics) or a
+    model (fractions); a report without the paper's column shows n/a.
+    """
+    lines = []
+    for norm in dict.fromkeys(n for n, _ in robust):
+        budgets = [e for n, e in robust if n == norm]
+        symbol = "L∞" if norm == "linf" else "L2"
+        header = ["model", "seeds"] + [f"{symbol} {e:g}" for e in budgets]
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for label, seeds, item in rows:
+            cells = [label, seeds]
+            for eps in budgets:
+                worst = item.get("robust", {}).get(norm, {}).get(eps)
+                paper = item.get("paper_protocol", {}).get(norm, {}).get(eps)
+                if "overstates" in item:  # a group
+                    over = item["overstates"][norm].get(eps)
+                else:
+                    over = results_summary.overstates(item, norm, eps) if worst is not None else None
+                    over = None if over is None else {"mean": over, "std": 0.0, "n": 1}
+                paper_text = "n/a" if paper is None else _pct(paper)
+                cells.append(f"{_pct(worst)} / {paper_text} ({_points(over)})")
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _difference_rows(pairs, keys, label):
+    """Table rows of seed-by-seed differences; bold when clear (> 2 sd)."""
+    lines = []
+    for name, entry in pairs.items():
+        cells = []
+        for key in keys:
+            stat = entry["measures"].get(key)
+            text = _points(stat)
+            clear = stat is not None and stat["n"] > 1 and abs(stat["mean"]) > 2 * stat["std"]
+            cells.append(f"**{text}**" if clear else text)
+        lines.append(f"| {label(name)} | {', '.join(map(str, entry['seeds']))} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
+def _paired_lines(summary):
+    """What HaH adds: HaH minus each other seeded network, seed by seed; and
+    what the cost adds to each seeded variant with an alpha = 0 twin."""
+    pairs = summary.get("paired") or {}
+    if not pairs:
+        return []
+    keys = list(next(iter(pairs.values()))["measures"])
+    lines = ["", "## What HaH adds, seed by seed", "",
+             "HaH minus the other network of the same seed, on the same images, noise "
+             "draws and attacks, in points: mean ± sample standard deviation over the "
+             "seeds. A difference is **bold** when it is larger than twice its spread "
+             "(with 2 or more seeds).", "",
+             "| HaH minus | seeds | " + " | ".join(keys) + " |",
+             "|" + "---|" * (len(keys) + 2)]
+    lines += _difference_rows(pairs, keys, lambda name: name)
+    twins = summary.get("cost_twins") or {}
+    if twins:
+        lines += ["", "What the HaH cost adds to the other variants: each one minus its "
+                  "twin with the cost's weights at 0 (same seeds and batches), in the "
+                  "same units.", "",
+                  "| variant minus its alpha = 0 twin | seeds | " + " | ".join(keys) + " |",
+                  "|" + "---|" * (len(keys) + 2)]
+        lines += _difference_rows(twins, keys, lambda name: f"{name} - {name}_alpha0")
+    return lines
+
+
+def _certified_lines(summary):
+    """Certified accuracy per model and sigma (randomized smoothing)."""
+    certified = [m for m in summary["models"].values() if m.get("certified_per_sigma")]
+    if not certified:
+        return []
+    radii = sorted(certified[0]["certified"])
+    lines = ["", "## Certified robustness (randomized smoothing)", "",
+             "Certified L2 accuracy at each radius: the share of images the smoothed "
+             "classifier gets right with a certificate at least that large. Per noise level "
+             "σ of the smoothing; no attack can lower these numbers (up to the stated "
+             "failure probability per image).", "",
+             "| model | σ | " + " | ".join(f"r={r:g}" for r in radii) + " |",
+             "|" + "---|" * (len(radii) + 2)]
+    for model in certified:
+        for sigma, row in sorted(model["certified_per_sigma"].items()):
+            lines.append(f"| {model['name']} | {sigma:g} | "
+                         + " | ".join(_pct(row.get(r)) for r in radii) + " |")
+    return lines
+
+
+def _suite_caps(suite):
+    from keras_hebb.robustness.report import caps
+
+    return caps(suite)
+
+
+def _intro_lines(summary, command, missing):
+    """The title, where the numbers come from, and what was measured how."""
+    models = summary["models"]
+    lines = ["# Results: standard vs HaH network on Fashion-MNIST", "",
+             f"Made by `{command}`; every number comes from the files in this folder "
+             "(`runs/NAME/metrics.json`, `eval/NAME/report.json`).", ""]
+    if missing:
+        lines += [f"**Incomplete**: not evaluated yet: {', '.join(missing)}.", ""]
+    reference = next((m for m in models.values() if "clean" in m), None)
+    if reference is not None:
+        lines += [f"Test accuracy on the whole test set (from training); everything else "
+                  f"on the first {reference['images']} test images, the same for every "
+                  f"model. Robust accuracy: per-image worst case over the suite "
+                  f"(attacks {', '.join(reference['suite']['attacks'] or [])}; "
+                  f"caps: {_suite_caps(reference['suite'])}). Mean ± sample standard "
+                  "deviation over seeds.", ""]
+    if _certified_radii(summary):
+        certify = next(m["certify"] for m in models.values() if m.get("certified"))
+        lines += [f"Certified L2 accuracy: randomized smoothing (CERTIFY, Clopper-Pearson, "
+                  f"n0 = {certify['n0']}, n = {certify['n']}, failure probability "
+                  f"{certify['alpha']:g} per image) on the first {certify['images']} "
+                  f"images, the best of σ = {', '.join(f'{x:g}' for x in certify['sigmas'])} "
+                  "at each radius; it holds against every attack.", ""]
+    return lines
+
+
+def _goal_lines(summary, targets):
+    """The goals table (HaH against standard), or nothing without goals."""
+    rows = results_summary.goals(summary, targets)
+    if not rows:
+        return []
+    lines = ["", "## Goals (HaH against standard)", "",
+             "| goal | where | standard | HaH | difference | target | met |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fmt = (lambda v: "-" if v is None else f"{v:.1f}")
+        difference = "-" if r["difference"] is None else (
+            f"{r['difference']:.2f}" if r["goal"] == "non-zero activations"
+            else f"{r['difference']:+.1f}")
+        met = {True: "yes", False: "**no**", None: "undecided"}[r["met"]]
+        lines.append(f"| {r['goal']} | {r['where']} | {fmt(r['standard'])} | "
+                     f"{fmt(r['hah'])} | {difference} | {r['target']} | {met} |")
+    return lines
+
+
+def _ablation_lines(summary, group_rows, noise, robust, radii):
+    """Each ablation described, then tabled next to the groups."""
+    models = summary["models"]
+    if not summary["ablations"]:
+        return []
+    lines = ["", "## Ablations (one seed)", ""]
+    lines += [f"- `{n}`: {models[n]['description']}"
+              + (f" (weights pruned: {100 * models[n]['weight_sparsity']:.1f}%)"
+                 if "weight_sparsity" in models[n] else "") for n in summary["ablations"]]
+    return lines + [""] + _table(
+        group_rows + [(n, str(models[n]["seed"]), models[n]) for n in summary["ablations"]],
+        noise, robust, radii)
+
+
+def _paper_protocol_lines(summary, group_rows, robust):
+    """Worst case against the paper's protocol: per group, then per model."""
+    lines = ["", "## The paper's protocol against the worst case", "",
+             "Each cell: worst case / the paper's protocol (APGD-CE + APGD-T, 1 "
+             "restart, at the suite's caps above; its own per-image cascade) and, in "
+             "brackets, how much the paper's protocol overstates robustness (paper "
+             "minus worst case, in points). n/a: the report predates the "
+             "paper-protocol column (or the suite ran without APGD).", ""]
+    lines += ["Mean ± sample standard deviation over seeds (the overstatement's spread "
+              "is that of the per-seed differences):"]
+    lines += _paper_tables(group_rows, robust)
+    lines += ["", "Each model:"]
+    return lines + _paper_tables([(m["name"], str(m["seed"]), m)
+                                  for m in summary["models"].values() if "clean" in m], robust)
+
+
+def _masking_lines(summary, robust):
+    """Gradient attacks alone against the whole suite, where they differ."""
+    lines = ["", "## Gradient masking check", "",
+             "Robust accuracy after the plain gradient attacks only, and the worst case "
+             "over the whole suite (APGD, BPDA and the black-box attacks added). A large "
+             "gap means plain gradients alone would have overstated robustness.", "",
+             "| model | budget | gradient attacks only | worst case | failed sanity checks |",
+             "|---|---|---|---|---|"]
+    for model in summary["models"].values():
+        if "clean" not in model:
+            continue
+        for norm, eps in robust:
+            worst = model["robust"][norm].get(eps)
+            plain = model["gradient_only"][norm].get(eps)
+            if worst is None or plain is None or plain - worst < 0.01:
+                continue
+            lines.append(f"| {model['name']} | {norm} {eps:g} | {_pct(plain)} | {_pct(worst)} "
+                         f"| {', '.join(model['checks_failed']) or 'none'} |")
+        if not any(model["gradient_only"][n].get(e, 0) - model["robust"][n].get(e, 0) >= 0.01
+                   for n, e in robust):
+            lines.append(f"| {model['name']} | every budget | within 1 point | | "
+                         f"{', '.join(model['checks_failed']) or 'none'} |")
+    return lines
+
+
+def _wall_time_lines(timings):
+    """Total, training and evaluation minutes over the recorded steps."""
+    steps = {k: v for k, v in timings.items() if k != "calls"}
+    if not steps:
+        return []
+    return ["", "## Wall time", "",
+            f"{sum(steps.values()) / 60:.1f} min over all steps "
+            f"(training {sum(v for k, v in steps.items() if k.startswith('train')) / 60:.1f} "
+            f"min, evaluation "
+            f"{sum(v for k, v in steps.items() if k.startswith('evaluate')) / 60:.1f} min), "
+            "2 CPU cores; `timings.json` has each step.", ""]
+
+
+def _write_summary(out, command, missing, main_table, goal_lines):
+    """`summary.md`, the short version (a README): the main table and the goals."""
+    short = ([f"Made by `{command}`; mean ± spread over seeds; robust accuracy is "
+              "the per-image worst case over the attack suite."] if not missing else
+             [f"**Incomplete**: not evaluated yet: {', '.join(missing)}."])
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write("\n".join(["# Summary", ""] + short + [""] + main_table + goal_lines) + "\n")
+
+
+def write(out, summary, timings, targets, command):
+    """Writes `results.md` and the plots; returns the Markdown's path."""
+    noise, robust = _columns(summary)
+    groups, models = summary["groups"], summary["models"]
+    missing = [n for n, m in models.items() if "clean" not in m]
+    radii = _certified_radii(summary)
+    group_rows = [(base, ", ".join(str(s) for s in groups[base]["seeds"]), groups[base])
+                  for base in groups]
+    main_table = _table(group_rows, noise, robust, radii)
+    goal_lines = _goal_lines(summary, targets)
+    lines = _intro_lines(summary, command, missing)
+    lines += ["## Standard vs HaH", ""] + main_table
+    lines += ["", "### Each seed", ""]
+    lines += _table([(m["name"], str(m["seed"]), m) for m in models.values()
+                     if m["name"] not in summary["ablations"] and "clean" in m],
+                    noise, robust, radii)
+    lines += goal_lines
+    lines += _paired_lines(summary)
+    lines += _ablation_lines(summary, group_rows, noise, robust, radii)
+    lines += _paper_protocol_lines(summary, group_rows, robust)
+    lines += _certified_lines(summary)
+    lines += certified.fixed_sigma_lines(summary)
+    lines += _masking_lines(summary, robust)
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in results_plots.plot(out, summary)]
+    lines += _wall_time_lines(timings)
+    path = os.path.join(out, "results.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    _write_summary(out, command, missing, main_table, goal_lines)
+    return path
+
+

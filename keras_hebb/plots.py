@@ -1,0 +1,42 @@
+"""The plot helper of every report (robustness, results, sweep): a figure
+drawn without a display, then laid out, written and closed.
+
+Example:
+
+```python
+from keras_hebb import plots
+
+fig, ax = plots.figure(size=(5, 3.5))
+ax.plot([0.0, 0.1, 0.2], [0.9, 0.7, 0.4], marker="o")
+plots.save(fig, "noise.png", dpi=120)
+```
+"""
+
+
+def figure(rows=1, columns=1, size=(5, 3.5), **kwargs):
+    """A new matplotlib `(figure, axes)` on the Agg backend (no display
+    needed); `kwargs` go to `matplotlib.pyplot.subplots`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(rows, columns, figsize=size, **kwargs)
+
+
+def save(fig, path, dpi=120, tight_box=False):
+    """Writes `fig` to `path` and closes it; returns `path`.
+
+    The layout is `fig.tight_layout()`, or with `tight_box` the saved area
+    shrunk to the drawing (`bbox_inches="tight"`, for figures with a
+    suptitle over many small axes).
+    """
+    import matplotlib.pyplot as plt
+
+    if tight_box:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    else:
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
