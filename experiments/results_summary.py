@@ -225,11 +225,12 @@ def _mean(stat):
     return None if stat is None else stat["mean"]
 
 
-def goals(summary, targets):
-    """Each goal of the HaH network against the standard one: rows of
-    `(goal, where, standard, hah, difference, target, met)`; numbers in
-    percent (points), `met` None when it cannot be decided."""
-    std, hah = summary["groups"]["standard"], summary["groups"]["hah"]
+def goals(summary, targets, candidate="hah"):
+    """Each goal of a seeded network (`candidate`, default the HaH network)
+    against the standard one: rows of `(goal, where, standard, hah,
+    difference, target, met)` (`hah` holds the candidate's number); numbers
+    in percent (points), `met` None when it cannot be decided."""
+    std, hah = summary["groups"]["standard"], summary["groups"].get(candidate, {})
     rows = []
     if not std.get("clean") or not hah.get("clean"):
         return rows
@@ -272,7 +273,8 @@ def goals(summary, targets):
     if a and b:
         ratio = b["mean"] / a["mean"]
         rows.append({"goal": "non-zero activations", "where":
-                     f"layers {', '.join(summary['hah_layers'])} (ratio HaH / standard)",
+                     f"layers {', '.join(summary['hah_layers'])} (ratio "
+                     f"{'HaH' if candidate == 'hah' else candidate} / standard)",
                      "standard": 100 * a["mean"], "hah": 100 * b["mean"],
                      "difference": ratio, "target": f"ratio <= {targets['nonzero_ratio_max']:g}",
                      "met": ratio <= targets["nonzero_ratio_max"]})
