@@ -8,6 +8,11 @@ from keras import ops
 from keras_hebb import _checks, _context, _selection, surrogates
 
 
+#: What the threshold does to the values it keeps: keeps them (`"hard"`) or
+#: shrinks them by the threshold (`"soft"`).
+MODES = ("hard", "soft")
+
+
 @keras.saving.register_keras_serializable(package="keras_hebb")
 class FractionalThreshold(keras.layers.Layer):
     """Keeps, per image and channel, the top `ratio` of the spatial values.
@@ -18,6 +23,14 @@ class FractionalThreshold(keras.layers.Layer):
     at `t`. The same rule applies in training and inference. Height and
     width must be known when the layer is built (the number of kept values
     is static, as TFLite, XLA and TPUs need).
+
+    With `mode="soft"` the same values survive, shrunk by `t`:
+    `max(x - t, 0)` (soft-thresholding, as in sparse coding). That output is
+    a continuous function of the input (`t`, an order statistic, is one
+    too), where the hard cut jumps from 0 to `t`: gradient attacks see the
+    function as it is, so no surrogate gradient is needed. Its gradient
+    flows through `t` as well (to the value at rank `k`, split between tied
+    values).
 
     Example:
 
@@ -33,6 +46,8 @@ class FractionalThreshold(keras.layers.Layer):
             counting inside `keras_hebb._context.integer_threshold()` (the
             graphs the TFLite export converts): the same kept values.
             Defaults to `False`.
+        mode: `"hard"` (`x * [x > t]`, the paper's) or `"soft"`
+            (`max(x - t, 0)`). Defaults to `"hard"`.
         **kwargs: Base layer keyword arguments.
 
     Attributes:
@@ -45,11 +60,12 @@ class FractionalThreshold(keras.layers.Layer):
         Sparse, Strong Activations", arXiv:2202.13074, 2022.
     """
 
-    def __init__(self, ratio=0.2, nonnegative_inputs=False, **kwargs):
+    def __init__(self, ratio=0.2, nonnegative_inputs=False, mode="hard", **kwargs):
         super().__init__(**kwargs)
         self.ratio = _checks.check_fraction("ratio", ratio)
         self.nonnegative_inputs = _checks.check_bool(
             "nonnegative_inputs", nonnegative_inputs)
+        self.mode = _checks.check_choice("mode", mode, MODES)
         self.threshold_rank = None
 
     def build(self, input_shape):
@@ -75,14 +91,21 @@ class FractionalThreshold(keras.layers.Layer):
                 and _context.integer_threshold_active()):
             # The TFLite export's graphs: the same kept values by
             # integer counting (keras_hebb._selection).
-            return ops.cast(ops.where(
-                _selection.above_kth_largest_by_bits(x, rank), x, 0.0), self.compute_dtype)
+            kept = _selection.above_kth_largest_by_bits(x, rank)
+            if self.mode == "soft":
+                # For x >= 0 the values not kept are <= t, and t is one of them.
+                t = ops.max(ops.where(kept, 0.0, x), axis=(1, 2), keepdims=True)
+                return ops.cast(ops.where(kept, x - t, 0.0), self.compute_dtype)
+            return ops.cast(ops.where(kept, x, 0.0), self.compute_dtype)
         # A selection, not a sort. In training on TensorFlow/CPU a linear-time
         # selection finds the same value (keras_hebb._selection); elsewhere
         # (inference, export) top_k, a TFLite builtin. No gradient flows
         # through the threshold itself (it only selects).
         kth = _selection.kth_largest_spatial(x, rank, fast=training is True)
         threshold = ops.stop_gradient(kth[:, None, None, :])
+        if self.mode == "soft":
+            return ops.cast(ops.relu(x - _differentiable_value(x, threshold)),
+                            self.compute_dtype)
         # Inside `surrogates.surrogate_gradients()` (BPDA) only: the same
         # value with a smooth gradient.
         return ops.cast(surrogates.keep_above(x, threshold), self.compute_dtype)
@@ -92,4 +115,14 @@ class FractionalThreshold(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "ratio": self.ratio,
-                "nonnegative_inputs": self.nonnegative_inputs}
+                "nonnegative_inputs": self.nonnegative_inputs, "mode": self.mode}
+
+
+def _differentiable_value(x, value):
+    """`value` (per image and channel, found by a selection that has no
+    gradient) as a function of `x`: the mean of the positions of `x` that
+    hold it. Same number; its gradient goes to those positions, as the
+    derivative of an order statistic does."""
+    at_value = ops.cast(ops.equal(x, value), x.dtype)
+    count = ops.maximum(ops.sum(at_value, axis=(1, 2), keepdims=True), 1.0)
+    return ops.sum(x * at_value, axis=(1, 2), keepdims=True) / count

@@ -7,7 +7,7 @@ from keras_hebb import _checks, _context
 from keras_hebb.hah_cost import hah_cost, winner_count
 from keras_hebb.layers.adaptive_threshold import AdaptiveThreshold
 from keras_hebb.layers.divisive_normalization import FIELDS, DivisiveNormalization
-from keras_hebb.layers.fractional_threshold import FractionalThreshold
+from keras_hebb.layers.fractional_threshold import MODES, FractionalThreshold
 from keras_hebb.layers.unit_norm_conv2d import UnitNormConv2D
 
 THRESHOLDS = ("fractional", "adaptive", None)
@@ -47,6 +47,10 @@ class HaHBlock(keras.layers.Layer):
             Defaults to `0.2`.
         threshold_scale: multiple of the mean used by the adaptive
             threshold. Defaults to `1.0`.
+        threshold_mode: what the fractional threshold does to the values it
+            keeps: `"hard"` keeps them (the paper's), `"soft"` shrinks them
+            by the threshold, `max(x - t, 0)`, a continuous function (see
+            `FractionalThreshold`). Defaults to `"hard"`.
         cost_ratio: fraction of winning channels in the HaH cost.
             Defaults to `0.1`.
         cost_demote: weight of the losing channels in the HaH cost.
@@ -80,6 +84,7 @@ class HaHBlock(keras.layers.Layer):
         threshold="fractional",
         threshold_ratio=0.2,
         threshold_scale=1.0,
+        threshold_mode="hard",
         cost_ratio=0.1,
         cost_demote=1.0,
         kernel_initializer="glorot_uniform",
@@ -103,6 +108,7 @@ class HaHBlock(keras.layers.Layer):
         self.threshold = _checks.check_choice("threshold", threshold, THRESHOLDS)
         self.threshold_ratio = _checks.check_fraction("threshold_ratio", threshold_ratio)
         self.threshold_scale = _checks.check_non_negative("threshold_scale", threshold_scale)
+        self.threshold_mode = _checks.check_choice("threshold_mode", threshold_mode, MODES)
         self.cost_ratio = _checks.check_fraction("cost_ratio", cost_ratio)
         self.cost_demote = _checks.check_non_negative("cost_demote", cost_demote)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -121,7 +127,7 @@ class HaHBlock(keras.layers.Layer):
         self.normalization = self._normalization_part(
             normalization_field, normalization_size, sigma)
         self.threshold_layer = self._threshold_part(
-            threshold, threshold_ratio, threshold_scale)
+            threshold, threshold_ratio, threshold_scale, threshold_mode)
 
     def _normalization_part(self, field, size, sigma):
         if field is None:
@@ -135,11 +141,12 @@ class HaHBlock(keras.layers.Layer):
             name="normalization",
         )
 
-    def _threshold_part(self, threshold, ratio, scale):
+    def _threshold_part(self, threshold, ratio, scale, mode):
         if threshold == "fractional":
             return FractionalThreshold(
                 ratio,
                 nonnegative_inputs=True,  # ReLU (and normalization) first
+                mode=mode,
                 dtype=self.dtype_policy,
                 name="threshold",
             )
@@ -185,7 +192,7 @@ class HaHBlock(keras.layers.Layer):
         threshold = self.threshold_layer
         if (fused and self.normalization is not None and self.normalization.field == "linf"
                 and isinstance(threshold, FractionalThreshold)
-                and threshold.threshold_rank is not None):
+                and threshold.mode == "hard" and threshold.threshold_rank is not None):
             x = _fused.relu_normalize_threshold(
                 ops.cast(z, "float32"), self.normalization.size, self.normalization.sigma,
                 threshold.threshold_rank)
@@ -213,6 +220,7 @@ class HaHBlock(keras.layers.Layer):
             "threshold": self.threshold,
             "threshold_ratio": self.threshold_ratio,
             "threshold_scale": self.threshold_scale,
+            "threshold_mode": self.threshold_mode,
             "cost_ratio": self.cost_ratio,
             "cost_demote": self.cost_demote,
             "kernel_initializer": keras.initializers.serialize(
