@@ -14,13 +14,17 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 setup: $(STAMP)
 
-$(STAMP): setup.py setup.cfg scripts/install_system_packages.sh keras_hebb/_native/hah_ops.cc
+# The exact tested versions (constraints.txt) of keras_hebb's ranges
+# (setup.cfg), with the CPU TensorFlow wheel and JAX's CPU wheels (the
+# tests also run Keras's JAX backend).
+SETUP_EXTRAS ?= dev,tensorflow-cpu,jax
+$(STAMP): setup.py setup.cfg pyproject.toml constraints.txt scripts/install_system_packages.sh keras_hebb/_native/hah_ops.cc
 	bash scripts/install_system_packages.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(SETUP_EXTRAS)]"
 	# tensorflow-serving-api pins the full tensorflow package: protos only.
-	$(PY) -m pip install --quiet --no-deps tensorflow-serving-api==2.21.0
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt tensorflow-serving-api
 	# keras_hebb's native training ops, compiled against the installed TensorFlow.
 	$(PY) -m keras_hebb._native
 	touch $(STAMP)

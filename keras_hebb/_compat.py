@@ -21,7 +21,7 @@ training program's checkpoints, `tf.distribute` for loss scaling).
 | `patch_keras_multi_worker_fit`  | `keras.src.backend.tensorflow.trainer`    | `training.distribute` (multi-worker fit)       |
 
 `check_versions()` compares the installed versions with `TESTED_VERSIONS`
-(the pins of `setup.cfg`, which a test keeps equal) and warns, naming the
+(the pins of `constraints.txt`, which a test keeps equal) and warns, naming the
 shims at risk, when they differ; it runs once, on first import.
 """
 
@@ -29,7 +29,7 @@ import functools
 import importlib.metadata
 import warnings
 
-#: The versions every shim was tested with (setup.cfg's install_requires).
+#: The versions every shim was tested with (constraints.txt's pins).
 TESTED_VERSIONS = {
     "keras": "3.15.1",
     "tensorflow-cpu": "2.21.0",

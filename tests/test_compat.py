@@ -5,7 +5,6 @@ behaviour the shim relies on changes (a rename, a new signature, other
 values), so an upgrade shows which shim to update.
 """
 
-import configparser
 import inspect
 import os
 import re
@@ -21,23 +20,23 @@ from keras_hebb import _compat
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _setup_cfg_pins():
-    config = configparser.ConfigParser()
-    config.read(os.path.join(ROOT, "setup.cfg"))
+def _constraints_pins():
+    """`{name: version}` of constraints.txt, the versions CI tests."""
     pins = {}
-    for line in config["options"]["install_requires"].splitlines():
-        match = re.match(r"^\s*([A-Za-z0-9_.-]+)==(\S+)", line)
-        if match:
-            pins[match.group(1).lower()] = match.group(2)
+    with open(os.path.join(ROOT, "constraints.txt")) as f:
+        for line in f:
+            match = re.match(r"^\s*([A-Za-z0-9_.-]+)==(\S+)", line)
+            if match:
+                pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(2)
     return pins
 
 
-def test_tested_versions_are_setup_cfg_pins():
-    pins = _setup_cfg_pins()
+def test_tested_versions_are_the_constraints_pins():
+    pins = _constraints_pins()
     for package, version in _compat.TESTED_VERSIONS.items():
         assert pins.get(package) == version, (
-            f"_compat.TESTED_VERSIONS[{package!r}] = {version}, setup.cfg pins "
-            f"{pins.get(package)}: keep them equal")
+            f"_compat.TESTED_VERSIONS[{package!r}] = {version}, constraints.txt "
+            f"pins {pins.get(package)}: keep them equal")
 
 
 def test_version_check_warns_naming_the_shims_at_risk(monkeypatch):
