@@ -103,6 +103,14 @@ class HebbianModel(keras.Model):
             )
         super().compile(*args, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras skips `compile` on load when a model overrides it; this
+        # override only adds the block check above, so load compiles as
+        # `keras.Model.compile_from_config` does.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     @property
     def hah_layers(self):
         """The `HaHBlock` layers, in model order."""
