@@ -14,6 +14,11 @@ from keras_hebb._context import collect_hah_costs
 def loss_and_predictions(model, x, y, sample_weight, training):
     """One forward pass: the total loss (compiled loss minus the HaH term)
     and the predictions; updates the `loss` and HaH trackers."""
+    if not model.built:
+        # A subclassed model builds by calling itself once more, symbolically,
+        # on its first call: that call must not record costs (first trace
+        # only; functional models are built when constructed).
+        model(x, training=training)
     with collect_hah_costs() as scope:
         y_pred = model(x, training=training)
     loss = model.compute_loss(
