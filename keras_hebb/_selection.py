@@ -10,7 +10,8 @@ does. Either is used only where it is safe: the TensorFlow backend,
 outside XLA (no XLA kernel), on a machine without GPUs (no GPU kernel),
 and only when the caller allows it (training and costs; graphs that are
 exported keep `top_k`, a TFLite builtin, so the exported model needs no
-Flex ops). For the TFLite files, `keras_hebb._context.integer_threshold()`
+Flex ops). On the other Keras backends (JAX) every path is `ops.top_k`
+(`jax.lax.top_k`, which XLA compiles). For the TFLite files, `keras_hebb._context.integer_threshold()`
 swaps `top_k` for counting on int32 bit patterns, in builtin ops: the same
 kept values, faster in TFLite.
 """
