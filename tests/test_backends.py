@@ -96,6 +96,13 @@ def test_hah_cost_on_jax_reaches_only_its_own_kernel(runs):
 
 
 @needs_jax
+def test_bit_counting_selection_on_jax_equals_top_k(runs):
+    jax_run = runs["jax"]
+    for k in (1, 29, 144):
+        np.testing.assert_array_equal(jax_run[f"kth:{k}:True"], jax_run[f"kth:{k}:False"])
+
+
+@needs_jax
 def test_model_trained_on_jax_loads_and_exports_on_tensorflow(runs, tmp_path):
     import keras
 
@@ -188,6 +195,23 @@ def _local_gradients(model, images):
             "local:block2_on_block2": np.asarray(gradients[index[id(block2.conv.kernel)]])}
 
 
+def _selections(rng):
+    """On JAX: the k-th largest of nonnegative rows by bit counting and by
+    `top_k`, with zeros, ties and -0.0 among the values."""
+    from keras_hebb import _selection
+
+    x = np.maximum(rng.normal(size=(3, 12, 12, 8)), 0).astype("float32")
+    x[0, :6] = 0.0
+    x[1, :, :, 0] = -0.0
+    x[2, 3:5] = x[2, 5:7]
+    arrays = {}
+    for k in (1, 29, 144):
+        for nonnegative in (True, False):
+            arrays[f"kth:{k}:{nonnegative}"] = np.asarray(
+                _selection.kth_largest_spatial(x, k, nonnegative=nonnegative))
+    return arrays
+
+
 def _main(out_dir):
     import keras
 
@@ -209,6 +233,7 @@ def _main(out_dir):
                        for i, w in enumerate(no_hah.trainable_weights)})
     else:
         arrays.update(_local_gradients(model, images))
+        arrays.update(_selections(rng))
         model.save(os.path.join(out_dir, f"{backend}_model.keras"))
         arrays["images"] = images
         arrays["predictions"] = np.asarray(model.predict(images, verbose=0))
