@@ -6,8 +6,9 @@ backends of Keras (`KERAS_BACKEND`); importing it on another backend raises
 a one-line `RuntimeError`.
 
 Public modules: `layers`, `architectures`, `data`, `sparsity`, `pruning`,
-`surrogates` (BPDA surrogate gradients: `surrogates.surrogate_gradients`)
-and `robustness` (loads its attack libraries lazily, on first use).
+`plots` (the reports' figures), `surrogates` (BPDA surrogate gradients:
+`surrogates.surrogate_gradients`) and `robustness` (loads its attack
+libraries lazily, on first use).
 """
 
 from keras_hebb import _trainers
@@ -18,6 +19,7 @@ from keras_hebb import (  # noqa: E402
     architectures,
     data,
     layers,
+    plots,
     pruning,
     robustness,
     sparsity,
@@ -39,6 +41,7 @@ __all__ = [
     "data",
     "hah_cost",
     "layers",
+    "plots",
     "pruning",
     "robustness",
     "sparsity",

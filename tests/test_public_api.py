@@ -16,7 +16,7 @@ import keras_hebb
 from keras_hebb import _context, architectures
 from keras_hebb.layers import HaHBlock
 
-PUBLIC_MODULES = ("architectures", "data", "layers", "pruning", "robustness",
+PUBLIC_MODULES = ("architectures", "data", "layers", "plots", "pruning", "robustness",
                   "sparsity", "surrogates")
 
 
