@@ -1,14 +1,34 @@
 """keras_hebb: neuro-inspired networks with sparse, strong activations.
 
 Keras 3 layers and a training step for Hebbian/anti-Hebbian (HaH) networks
-(Cekic, Bakiskan, Madhow, arXiv:2202.13074).
+(Cekic, Bakiskan, Madhow, arXiv:2202.13074), on the TensorFlow and JAX
+backends of Keras (`KERAS_BACKEND`); importing it on another backend raises
+a one-line `RuntimeError`.
+
+Public modules: `layers`, `architectures`, `data`, `sparsity`, `pruning`,
+`plots` (the reports' figures), `surrogates` (BPDA surrogate gradients:
+`surrogates.surrogate_gradients`) and `robustness` (loads its attack
+libraries lazily, on first use).
 """
 
-from keras_hebb import architectures, layers, sparsity
-from keras_hebb._context import collect_hah_costs
-from keras_hebb.hah_cost import hah_cost
-from keras_hebb.hebbian_model import PAPER_ALPHAS, HebbianModel
-from keras_hebb.similarity_matching_model import SimilarityMatchingModel
+from keras_hebb import _trainers
+
+_trainers.check_backend()
+
+from keras_hebb import (  # noqa: E402
+    architectures,
+    data,
+    layers,
+    plots,
+    pruning,
+    robustness,
+    sparsity,
+    surrogates,
+)
+from keras_hebb._context import collect_hah_costs  # noqa: E402
+from keras_hebb.hah_cost import hah_cost  # noqa: E402
+from keras_hebb.hebbian_model import PAPER_ALPHAS, HebbianModel  # noqa: E402
+from keras_hebb.similarity_matching_model import SimilarityMatchingModel  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -18,7 +38,12 @@ __all__ = [
     "SimilarityMatchingModel",
     "architectures",
     "collect_hah_costs",
+    "data",
     "hah_cost",
     "layers",
+    "plots",
+    "pruning",
+    "robustness",
     "sparsity",
+    "surrogates",
 ]

@@ -21,6 +21,18 @@ restores the outer value on exit (modes nest) and is local to the thread.
 | `without_native()`                   | tests, benchmarks                   | `_selection.native_ops`: no native op traced     |
 | `integer_threshold()`                | `export.tflite` (conversion graphs) | `FractionalThreshold(nonnegative_inputs=True)`:  |
 |                                      |                                     | selection by integer counting instead of top_k   |
+| process-wide, outside this module:   |                                     |                                                  |
+| `KERAS_HEBB_NATIVE=0` (environment)  | the user, tests (`monkeypatch`)     | `_native.library()` at each trace: no native op  |
+|                                      |                                     | (like `without_native()`, for the whole process) |
+| `_selection._has_accelerator()`      | (cached on first use: a GPU/TPU is  | `_selection._native_selection_available`: no     |
+|   (`functools.cache`)                | visible to TensorFlow)              | native/NthElement path on machines with one      |
+| `KERAS_BACKEND` (Keras, environment) | the user, before importing Keras    | `keras_hebb._trainers.for_backend()`: the step   |
+|                                      |                                     | module; `keras_hebb` import fails off TF/JAX     |
+
+The process-wide rows are not modes: they hold for every trace of the
+process, cannot be nested or scoped to a thread, and `_has_accelerator`
+is fixed once read (`_selection._has_accelerator.cache_clear()` re-reads
+it).
 
 Behaviour a user or the export chooses once per model is a constructor
 argument saved in `get_config` instead (`HaHBlock(use_fused_training=...)`,

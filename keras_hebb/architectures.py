@@ -16,7 +16,7 @@ returns logits.
 
 import keras
 
-from keras_hebb.data.specs import DATASETS
+from keras_hebb.data.specs import dataset_spec
 from keras_hebb.hebbian_model import HebbianModel
 from keras_hebb.layers.hah_block import HaHBlock
 
@@ -57,6 +57,7 @@ def build_vgg(
     block_options=None,
     weight_init="glorot_uniform",
     name="vgg",
+    dataset=None,
 ):
     """Builds a VGG-style network: 3x3 convs without bias, then Dense.
 
@@ -66,9 +67,13 @@ def build_vgg(
             others are conv -> ReLU -> BatchNormalization. Defaults to `0`.
         input_shape: `(height, width, channels)`. Defaults to `(32, 32, 3)`.
         num_classes: size of the output logits. Defaults to `10`.
-        mean, std: per-channel input statistics for the normalization inside
-            the model; `None` picks Fashion-MNIST's for 1 channel and
-            CIFAR-10's for 3.
+        mean, std: per-channel statistics of the input images (in [0, 1])
+            that the model normalizes with, `(x - mean) / std`, inside the
+            model. Where they are not given they come from `dataset`, and
+            where no `dataset` is given either from `DEFAULT_STATISTICS`:
+            Fashion-MNIST's for 1 channel, CIFAR-10's for 3 (the presets'
+            datasets; other channel counts must pass them). Pass `dataset`
+            or `mean`/`std` for any other data (e.g. MNIST, SVHN).
         hah_alphas: HaH cost weights, see `HebbianModel`.
         block_options: dict of extra `HaHBlock` arguments (e.g.
             `{"threshold": None}` for an ablation).
@@ -77,12 +82,15 @@ def build_vgg(
             `"torch"` (PyTorch's default, as in the authors' code).
             Defaults to `"glorot_uniform"`.
         name: model name. Defaults to `"vgg"`.
+        dataset: name of a `keras_hebb.data` dataset whose statistics fill
+            in `mean` and `std` (a `ValueError` if it has none listed).
+            Defaults to `None`.
 
     Returns:
         A `HebbianModel` if `hah_blocks > 0`, else a `keras.Model`.
     """
     _check_shape_arguments(widths, hah_blocks, input_shape)
-    mean, std = _input_statistics(input_shape[-1], mean, std)
+    mean, std = _input_statistics(input_shape[-1], mean, std, dataset)
     initializer = _initializer(weight_init)
 
     inputs = keras.Input(input_shape, name="images")
@@ -119,14 +127,31 @@ def _check_shape_arguments(widths, hah_blocks, input_shape):
         )
 
 
-def _input_statistics(channels, mean, std):
-    """`(mean, std)` per channel, `None` filled in by the default dataset's."""
-    # Fashion-MNIST's statistics for grey images, CIFAR-10's for colour.
-    default = DATASETS["fashion_mnist" if channels == 1 else "cifar10"]
-    if mean is None:
-        mean = default.mean
-    if std is None:
-        std = default.std
+#: The dataset whose statistics `build_vgg` normalizes with when it is given
+#: neither `dataset` nor `mean`/`std`, by number of input channels.
+DEFAULT_STATISTICS = {1: "fashion_mnist", 3: "cifar10"}
+
+
+def _input_statistics(channels, mean, std, dataset=None):
+    """`(mean, std)` per channel: as given, else `dataset`'s, else those of
+    `DEFAULT_STATISTICS[channels]`."""
+    if mean is None or std is None:
+        if dataset is None:
+            dataset = DEFAULT_STATISTICS.get(channels)
+            if dataset is None:
+                raise ValueError(
+                    f"build_vgg has no default statistics for {channels}-channel "
+                    f"images: pass `mean` and `std` (or `dataset`). Received: "
+                    f"mean={mean!r}, std={std!r}"
+                )
+        spec = dataset_spec(dataset)
+        if spec.mean is None or spec.std is None:
+            raise ValueError(
+                f"Dataset {dataset!r} lists no pixel statistics: pass `mean` and "
+                f"`std`. Received: dataset={dataset!r}"
+            )
+        mean = spec.mean if mean is None else mean
+        std = spec.std if std is None else std
     if len(mean) != channels or len(std) != channels:
         raise ValueError(
             f"Invalid value for `mean`/`std`: expected {channels} values, one "

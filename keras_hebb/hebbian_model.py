@@ -1,12 +1,12 @@
 """`HebbianModel`: a Keras model trained with cross-entropy plus HaH costs."""
 
 import numbers
+import warnings
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from keras_hebb import _compat
-from keras_hebb._context import collect_hah_costs
+from keras_hebb import _compat, _trainers
 from keras_hebb.layers.hah_block import HaHBlock
 
 #: Per-layer alphas of the paper's HaH-VGG16 (its six HaH layers).
@@ -15,10 +15,11 @@ PAPER_ALPHAS = (0.0045, 0.0025, 0.0013, 0.001, 0.0008, 0.0005)
 
 @keras.saving.register_keras_serializable(package="keras_hebb")
 class HebbianModel(keras.Model):
-    """A functional Keras model whose training adds layer-wise HaH costs.
+    """A Keras model whose training adds layer-wise HaH costs.
 
     Build it like a functional `keras.Model`, from inputs and outputs that
-    contain `HaHBlock` layers. Its `train_step` minimizes
+    contain `HaHBlock` layers, or subclass it (create the blocks in
+    `__init__`, call them in `call`). Its `train_step` minimizes
 
         loss = compiled_loss - sum_l alpha_l * HaH_l
 
@@ -29,7 +30,16 @@ class HebbianModel(keras.Model):
     `tf.distribute` strategy the HaH term is scaled by 1/replicas like the
     compiled loss. `fit` and `evaluate` log `loss` (the total above),
     `hah_cost` (the sum of `alpha_l * HaH_l`) and each block's raw cost as
-    `hah_<block name>`.
+    `hah_<block name>`. It trains on the TensorFlow and JAX backends of
+    Keras (`keras_hebb._trainers`: one step module per backend).
+
+    The model's HaH blocks are the `HaHBlock` layers (subclasses included)
+    found in it when it is built from inputs and outputs and again when it
+    is compiled (a subclassed model's blocks exist only after its
+    `__init__`). A model without any warns at `compile` (it then trains
+    with the compiled loss alone); a forward pass in which a layer the
+    model does not know records a HaH cost raises `ValueError` instead of
+    dropping that cost.
 
     Example:
 
@@ -56,63 +66,93 @@ class HebbianModel(keras.Model):
 
     def __init__(self, *args, hah_alphas=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._hah_layers = [
-            layer
-            for layer in _compat.all_layers(self)
-            if isinstance(layer, HaHBlock)
-        ]
-        self.hah_alphas = _resolve_alphas(
-            hah_alphas, [layer.name for layer in self._hah_layers]
-        )
+        _trainers.check_backend()
+        self._hah_alphas_argument = hah_alphas
         self._hah_total_tracker = keras.metrics.Mean(name="hah_cost")
-        self._hah_layer_trackers = [
-            keras.metrics.Mean(name=f"hah_{layer.name}")
-            for layer in self._hah_layers
+        self._hah_layers = []
+        self._hah_layer_trackers = []
+        self.hah_alphas = []
+        self._find_hah_layers()
+
+    def _find_hah_layers(self):
+        """(Re)reads the model's `HaHBlock`s; alphas and per-block trackers
+        follow. A no-op when the blocks have not changed."""
+        layers = [
+            layer for layer in _compat.all_layers(self) if isinstance(layer, HaHBlock)
         ]
+        if [id(layer) for layer in layers] == [id(layer) for layer in self._hah_layers]:
+            # Unchanged; also a subclassed model in its __init__, whose
+            # blocks come later (its alphas are checked at compile).
+            return
+        names = [layer.name for layer in layers]
+        self.hah_alphas = _resolve_alphas(self._hah_alphas_argument, names)
+        self._hah_layers = layers
+        self._hah_layer_trackers = [
+            keras.metrics.Mean(name=f"hah_{layer.name}") for layer in layers
+        ]
+
+    def compile(self, *args, **kwargs):
+        self._find_hah_layers()
+        if not self._hah_layers:
+            warnings.warn(
+                f"HebbianModel '{self.name}' has no HaHBlock layers: it trains "
+                "with the compiled loss alone (no HaH cost). Use HaHBlock "
+                "layers, or a keras.Model.",
+                UserWarning,
+                stacklevel=2,
+            )
+        super().compile(*args, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips `compile` on load when a model overrides it; this
+        # override only adds the block check above, so load compiles as
+        # `keras.Model.compile_from_config` does.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     @property
     def hah_layers(self):
         """The `HaHBlock` layers, in model order."""
         return list(self._hah_layers)
 
-    def _loss_and_costs(self, x, y, sample_weight, training):
-        """One forward pass: predictions and the loss with the HaH term."""
-        with collect_hah_costs() as scope:
-            y_pred = self(x, training=training)
-        loss = self.compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-        )
-        costs = [scope.costs[layer.name] for layer in self._hah_layers]
-        hah_term = tf.zeros((), "float32")
+    def _hah_term(self, scope):
+        """`(costs, hah_term)` of one forward pass run inside `scope` (a
+        `collect_hah_costs()` scope): each block's cost, in model order, and
+        `sum_l alpha_l * cost_l`. Shared by the backends' step modules."""
+        names = [layer.name for layer in self._hah_layers]
+        unknown = sorted(set(scope.costs) - set(names))
+        if unknown:
+            raise ValueError(
+                f"HebbianModel '{self.name}': layers {unknown} recorded HaH "
+                f"costs but are not among the model's HaH blocks {names} "
+                "(found at construction and at compile); compile the model "
+                "after creating all its HaHBlock layers."
+            )
+        missing = [name for name in names if name not in scope.costs]
+        if missing:
+            raise ValueError(
+                f"HebbianModel '{self.name}': HaH blocks {missing} were not "
+                "called in the forward pass; HebbianModel needs every HaH "
+                "block used once per step."
+            )
+        costs = [scope.costs[name] for name in names]
+        hah_term = ops.zeros((), "float32")
         for alpha, cost in zip(self.hah_alphas, costs):
             hah_term += alpha * cost
-        # The compiled loss is already divided by the number of replicas;
-        # a cost added by hand is not (Keras leaves that to us).
-        loss = loss - tf.cast(_compat.scale_loss_for_distribution(hah_term), loss.dtype)
-        batch = tf.shape(tf.nest.flatten(x)[0])[0]
-        _compat.loss_tracker(self).update_state(
-            _compat.unscale_loss_for_distribution(loss), sample_weight=batch
-        )
+        return costs, hah_term
+
+    def _update_hah_trackers(self, costs, hah_term, batch):
         self._hah_total_tracker.update_state(hah_term, sample_weight=batch)
         for tracker, cost in zip(self._hah_layer_trackers, costs):
             tracker.update_state(cost, sample_weight=batch)
-        return loss, y_pred
 
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            loss, y_pred = self._loss_and_costs(x, y, sample_weight, training=True)
-            if self.optimizer is not None:
-                loss = self.optimizer.scale_loss(loss)
-        weights = self.trainable_weights
-        gradients = tape.gradient(loss, weights)
-        self.optimizer.apply_gradients(zip(gradients, weights))
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+    def train_step(self, *args):
+        # TensorFlow: (data); JAX: (state, data), see keras_hebb._trainers.
+        return _trainers.for_backend().train_step(self, *args)
 
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        _, y_pred = self._loss_and_costs(x, y, sample_weight, training=False)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+    def test_step(self, *args):
+        return _trainers.for_backend().test_step(self, *args)
 
     def get_config(self):
         return {**super().get_config(), "hah_alphas": list(self.hah_alphas)}

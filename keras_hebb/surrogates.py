@@ -29,11 +29,22 @@ Example:
 
 from keras import ops
 
-# The scope itself is a trace-time mode (keras_hebb._context); these are its
-# public names.
-from keras_hebb._context import SURROGATE_MODES as MODES  # noqa: F401
-from keras_hebb._context import surrogate_gradients  # noqa: F401
+# The scope itself is a trace-time mode (keras_hebb._context, private);
+# `keras_hebb.surrogates.surrogate_gradients` is its one public name
+# (`keras_hebb.robustness.bpda` re-exports this module for the attack suite).
+from keras_hebb._context import SURROGATE_MODES as MODES
+from keras_hebb._context import surrogate_gradients
 from keras_hebb._context import surrogate_scope
+
+__all__ = [
+    "MODES",
+    "has_surrogates",
+    "keep_above",
+    "max_surrogate",
+    "surrogate_gradients",
+    "threshold_surrogate",
+    "with_surrogate",
+]
 
 
 def with_surrogate(output, surrogate):

@@ -101,7 +101,8 @@ class FractionalThreshold(keras.layers.Layer):
         # selection finds the same value (keras_hebb._selection); elsewhere
         # (inference, export) top_k, a TFLite builtin. No gradient flows
         # through the threshold itself (it only selects).
-        kth = _selection.kth_largest_spatial(x, rank, fast=training is True)
+        kth = _selection.kth_largest_spatial(x, rank, fast=training is True,
+                                             nonnegative=self.nonnegative_inputs)
         threshold = ops.stop_gradient(kth[:, None, None, :])
         if self.mode == "soft":
             return ops.cast(ops.relu(x - _differentiable_value(x, threshold)),
