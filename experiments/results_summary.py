@@ -15,13 +15,6 @@ import numpy as np
 from experiments.steps import load_json
 
 
-#: Suite settings the report states next to its numbers (every cap).
-_SUITE_KEYS = ("attacks", "steps", "restarts", "mim_steps", "transfer_steps", "bpda_modes",
-               "cw_steps", "cw_binary_steps", "cw_images", "spsa_steps", "spsa_samples",
-               "spsa_images", "apgd_steps", "apgd_restarts", "apgd_targets",
-               "square_queries")
-
-
 def _model_summary(out, run):
     """One run's numbers from its files (only the run's own when it is not
     evaluated yet)."""
@@ -44,7 +37,9 @@ def _model_summary(out, run):
     if entry is None:
         return summary
     summary["images"] = report["settings"]["images"]
-    summary["suite"] = {k: report["settings"].get(k) for k in _SUITE_KEYS}
+    from keras_hebb.robustness.registry import suite_summary  # every cap, from the registry
+
+    summary["suite"] = suite_summary(report["settings"])
     summary["clean"] = entry["clean_accuracy"]
     summary["noise"] = {float(n["sigma"]): n["accuracy"] for n in entry["noise"]}
     summary["robust"], summary["gradient_only"], summary["paper_protocol"] = {}, {}, {}

@@ -1,5 +1,5 @@
 """The plot helper of every report (robustness, results, sweep): a figure
-drawn without a display, then laid out, written and closed.
+drawn without a display, then laid out and written.
 
 Example:
 
@@ -14,29 +14,28 @@ plots.save(fig, "noise.png", dpi=120)
 
 
 def figure(rows=1, columns=1, size=(5, 3.5), **kwargs):
-    """A new matplotlib `(figure, axes)` on the Agg backend (no display
-    needed); `kwargs` go to `matplotlib.pyplot.subplots`."""
-    import matplotlib
+    """A new matplotlib `(figure, axes)` drawn by the Agg canvas (no display
+    needed); `kwargs` go to `Figure.subplots`. matplotlib's object API: no
+    backend switch and no pyplot state, so a notebook's plotting is left
+    as it was."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(rows, columns, figsize=size, **kwargs)
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, columns, **kwargs)
 
 
 def save(fig, path, dpi=120, tight_box=False):
-    """Writes `fig` to `path` and closes it; returns `path`.
+    """Writes `fig` to `path`; returns `path`.
 
     The layout is `fig.tight_layout()`, or with `tight_box` the saved area
     shrunk to the drawing (`bbox_inches="tight"`, for figures with a
     suptitle over many small axes).
     """
-    import matplotlib.pyplot as plt
-
     if tight_box:
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
     else:
         fig.tight_layout()
         fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path

@@ -42,8 +42,10 @@ def fashion():
 def _smallest(model, source, fashion, attack_names, budgets=(0.02, 0.05, 0.1, 0.2)):
     """Each image's smallest breaking Linf budget under `attack_names`."""
     _, (x, y) = fashion
+    five = {"steps": 5} if attack_names[0] in ("transfer", "transfer_bpda") else {
+        "steps": 5, "restarts": 1}
     config = dataclasses.replace(suite.QUICK, attacks=attack_names, linf_budgets=budgets,
-                                 l2_budgets=(), steps=5, transfer_steps=5, restarts=1)
+                                 l2_budgets=(), attack_settings={attack_names[0]: five})
     target = suite._ModelUnderTest("target", model)
     sources = [suite._ModelUnderTest("twin", source)]
     clean = attacks.predict(target.fn, x) == y
@@ -68,7 +70,7 @@ def test_transfer_from_a_twin_breaks_what_the_white_box_attack_breaks(
         monkeypatch.setitem(registry.REGISTRY, "bpda", dataclasses.replace(
             registry.REGISTRY["bpda"],
             craft=lambda s: attacks.pgd(s.target.bpda_fn(s.settings["surrogate"]), s.images,
-                                        s.labels, s.eps, s.norm, s.config.transfer_steps,
+                                        s.labels, s.eps, s.norm, s.options["steps"],
                                         loss="ce", batch_size=s.config.batch_size)))
     records, by_transfer = _smallest(model, _twin(model), fashion, (transfer,))
     stages = [s["stage"] for s in records[0]["stages"]]
@@ -84,7 +86,8 @@ def test_transfer_bpda_runs_only_from_sources_with_surrogates():
     config = suite.FULL
     plain = type("Source", (), {"name": "std", "surrogates": False})()
     hah = type("Source", (), {"name": "hah", "surrogates": True})()
-    stages = registry.REGISTRY["transfer_bpda"].stages(config, None, [plain, hah])
+    stages = registry.REGISTRY["transfer_bpda"].stages(
+        config.attack_settings["transfer_bpda"], None, [plain, hah])
     assert [s.name for s in stages] == ["transfer_bpda_from_hah"]
-    assert stages[0].settings["surrogate"] == config.bpda_modes[0]
+    assert stages[0].settings["surrogate"] == config.attack_settings["bpda"]["modes"][0]
     assert "transfer_bpda" in config.attacks

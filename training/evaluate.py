@@ -58,7 +58,13 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     parser.add_argument("--out", default="robustness_report", help="output directory")
     parser.add_argument("--attacks", default=None,
-                        help="comma-separated subset of the suite's attacks")
+                        help="comma-separated attacks to run instead of the preset's "
+                        "(any registered attack: keras_hebb.robustness.registry)")
+    parser.add_argument("--autoattack", choices=("standard",), default=None,
+                        help="run APGD-CE, APGD-T and Square at AutoAttack's standard "
+                        "strength (APGD-CE 100 steps x 5 restarts, APGD-T 100 steps x 9 "
+                        "target classes, Square 5,000 queries), added to the suite if "
+                        "--attacks leaves them out")
     parser.add_argument("--linf-budgets", type=_floats, default=None,
                         help="comma-separated Linf budgets in [0, 1] pixels")
     parser.add_argument("--l2-budgets", type=_floats, default=None,
@@ -92,11 +98,12 @@ def _config(args):
     changes = {}
     if args.attacks is not None:
         names = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
-        unknown = [a for a in names if a not in suite.ATTACK_NAMES]
+        known = suite.attack_names()  # the live registry: attacks registered at run time too
+        unknown = [a for a in names if a not in known]
         if unknown or not names:
             raise UsageError(
                 f"unknown attack {unknown[0] if unknown else args.attacks!r}; "
-                f"expected some of {', '.join(suite.ATTACK_NAMES)}"
+                f"expected some of {', '.join(known)}"
             )
         changes["attacks"] = names
     for option, field in (("linf_budgets", "linf_budgets"), ("l2_budgets", "l2_budgets"),
@@ -114,7 +121,10 @@ def _config(args):
             raise UsageError(f"--batch-size must be >= 1, received {args.batch_size}")
         changes["batch_size"] = args.batch_size
     try:
-        return dataclasses.replace(config, **changes)
+        config = dataclasses.replace(config, **changes)
+        if args.autoattack == "standard":
+            config = suite.with_autoattack_standard(config)
+        return config
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -322,10 +332,13 @@ def main(argv=None):
     except UsageError as error:
         return usage_failure(error)
     for name, entry in results["models"].items():
-        failed = [k for k, c in entry["checks"].items() if not c["passed"]]
-        print(f"{name}: clean {entry['clean_accuracy']:.3f}, checks "
-              f"{'all passed' if not failed else 'FAILED: ' + ', '.join(failed)}, "
-              f"{entry['seconds']:.0f} s")
+        failed = [k for k, c in entry["checks"].items() if c["passed"] is False]
+        not_run = [k for k, c in entry["checks"].items() if c["passed"] is None]
+        verdict = ("FAILED: " + ", ".join(failed) if failed else
+                   "all passed" if entry["checks_passed"] else "incomplete")
+        print(f"{name}: clean {entry['clean_accuracy']:.3f}, checks {verdict}"
+              + (f" (not run: {', '.join(not_run)})" if not_run else "")
+              + f", {entry['seconds']:.0f} s")
     print(f"report: {os.path.join(args.out, 'report.md')} ({', '.join(written)})")
     return 0
 

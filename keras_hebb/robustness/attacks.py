@@ -18,6 +18,8 @@ shims and live in `cw` and `spsa`; AutoAttack's APGD in `autoattack`,
 Square in `square`.
 """
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
@@ -129,17 +131,52 @@ def distances(x, adversarial, norm):
 
 
 def check_budget(x, adversarial, norm, eps, tolerance=BUDGET_TOLERANCE):
-    """Raises `AssertionError` unless every example is in budget and [0, 1]."""
+    """Raises `ValueError` unless every example is in budget and [0, 1].
+
+    An attack that returns an example outside its budget would report a
+    robustness number for a larger budget: the suite refuses it.
+    """
     adversarial = np.asarray(adversarial)
     if adversarial.shape != np.asarray(x).shape:
-        raise AssertionError(f"shape {adversarial.shape} != {np.asarray(x).shape}")
+        raise ValueError("Invalid adversarial examples: expected the images' shape "
+                         f"{np.asarray(x).shape}. Received: shape={adversarial.shape}")
     if not np.all(np.isfinite(adversarial)):
-        raise AssertionError("adversarial examples contain NaN or inf")
+        raise ValueError("Invalid adversarial examples: expected finite values. "
+                         "Received: NaN or inf")
     if adversarial.min(initial=0.0) < 0.0 or adversarial.max(initial=0.0) > 1.0:
-        raise AssertionError("adversarial examples leave [0, 1]")
+        raise ValueError("Invalid adversarial examples: expected pixels in [0, 1]. "
+                         f"Received: min={adversarial.min():g}, max={adversarial.max():g}")
     worst = distances(x, adversarial, norm).max(initial=0.0)
     if worst > eps + tolerance:
-        raise AssertionError(f"{norm} distance {worst} exceeds the budget {eps}")
+        raise ValueError(f"Invalid adversarial examples: expected a {norm} distance <= "
+                         f"{eps:g} (the budget). Received: distance={worst:g}")
+
+
+@contextlib.contextmanager
+def global_seed(seed):
+    """TensorFlow's global seed set to `seed` inside, the caller's given back.
+
+    cleverhans' random starts (PGD without `start_seeds`, the transfer
+    attack, SPSA's probes) draw from TensorFlow's global generator; the
+    suite seeds it for its own calls with the numbers `tf.random.set_seed`
+    gives, then restores the caller's global seed and the state of its
+    operation seeds, so a notebook's own random draws do not change.
+    """
+    from tensorflow.python.eager import context
+
+    # No public API gives the seed and its operation-seed stream back.
+    ctx = context.context()
+    missing = object()
+    saved = {name: getattr(ctx, name, missing) for name in ("_seed", "_rng")}
+    tf.random.set_seed(seed)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is missing:
+                delattr(ctx, name)
+            else:
+                setattr(ctx, name, value)
 
 
 def _batches(n, batch_size):

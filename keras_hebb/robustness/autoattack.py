@@ -295,7 +295,8 @@ def _check_apgd_arguments(norm, loss, targets, steps, restarts):
     if loss not in ("ce", "dlr", "dlr_targeted"):
         raise ValueError(f"Invalid value for `loss`: expected 'ce', 'dlr' or 'dlr_targeted'. Received: loss={loss!r}")
     if loss == "dlr_targeted" and targets is None:
-        raise ValueError("`loss='dlr_targeted'` needs `targets`.")
+        raise ValueError("Invalid `targets`: `loss='dlr_targeted'` needs target classes. "
+                         "Received: targets=None")
     if steps < 1 or restarts < 1:
         raise ValueError(f"`steps` and `restarts` must be >= 1. Received: steps={steps}, restarts={restarts}")
 

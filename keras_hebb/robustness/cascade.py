@@ -14,21 +14,18 @@ import numpy as np
 from keras_hebb.robustness import attacks, registry
 from keras_hebb.robustness.registry import REGISTRY
 
-#: Attacks of the paper's protocol (AutoAttack's APGD-CE + APGD-T).
-PAPER_PROTOCOL = ("apgd_ce", "apgd_t")
-#: Attacks of AutoAttack in the suite (FAB-T is not implemented).
-AUTOATTACK = ("apgd_ce", "apgd_t", "square")
-
 #: Reported columns: name -> which attacks (registry entries) its cascade
 #: uses. Each is a per-image worst case over its attacks, with its own
-#: carry-over across budgets.
+#: carry-over across budgets. `paper_protocol` (the paper's APGD-CE +
+#: APGD-T) and `autoattack` (AutoAttack's components in the suite; FAB-T is
+#: not implemented) hold the attacks that name them in `Attack.columns`.
 COLUMNS = {
     "gradient_only": lambda a: a.kind == "gradient",
     "plain_gradients": lambda a: a.kind in ("gradient", "autoattack"),
     "white_box": lambda a: a.kind in ("gradient", "autoattack", "bpda"),
     "worst_case": lambda a: True,
-    "paper_protocol": lambda a: a.name in PAPER_PROTOCOL,
-    "autoattack": lambda a: a.name in AUTOATTACK,
+    "paper_protocol": lambda a: "paper_protocol" in a.columns,
+    "autoattack": lambda a: "autoattack" in a.columns,
 }
 #: The monotone chain: after kind `registry.KINDS[i]` the accuracy is
 #: column `_CHAIN[i]` (`accuracy_after_<kind>` in the records).
@@ -57,8 +54,9 @@ def _column_attacks(config):
 
 
 def evaluate_norm(target, sources, images, labels, clean_correct, norm, budgets,
-                  config, transfer_cache, progress, seed=0):
-    """Runs every column's cascade for one norm.
+                  config, shared_caches, progress, seed=0):
+    """Runs every column's cascade for one norm. `shared_caches`: the run's
+    caches of the attacks whose `cache_scope` is `"suite"` (by cache group).
 
     Returns:
         `(records, smallest)`: one record per budget (ascending) and each
@@ -69,8 +67,11 @@ def evaluate_norm(target, sources, images, labels, clean_correct, norm, budgets,
     robust = {column: clean_correct.copy() for column in COLUMNS}
     first_broken = np.full(len(images), np.nan)
     records = []
-    caches = {name: {} for name in REGISTRY}
-    caches["transfer"] = caches["transfer_bpda"] = transfer_cache
+    norm_caches, caches = {}, {}  # by cache group; by attack name
+    for name in config.attacks:
+        attack = REGISTRY[name]
+        home = shared_caches if attack.cache_scope == "suite" else norm_caches
+        caches[name] = home.setdefault(attack.cache_group or name, {})
     stages = registry.stages(config, target, norm, sources)
     bar = progress.bar(len(budgets) * max(1, len(stages)),
                        f"[{target.name}] {norm} attacks, budgets {list(budgets)}")
@@ -99,7 +100,8 @@ def _run_stage(run, stage, eps, robust, members, caches, first_broken):
     standing = np.logical_or.reduce([robust[c] for c in columns])
     idx = np.flatnonzero(standing)
     if attack.select is not None:
-        idx = attack.select(idx, run.config, caches[attack.name])
+        idx = attack.select(idx, run.config.attack_settings[attack.name],
+                            caches[attack.name])
     started = time.perf_counter()
     fooled_count = new_in_worst_case = 0
     worst = robust["worst_case"]
@@ -134,7 +136,8 @@ def _broken(run, attack, settings, idx, eps, cache):
     adversarial = attack.craft(registry.StageInput(
         target=run.target, source=source, images=run.images[idx], labels=run.labels[idx],
         idx=idx, norm=run.norm, eps=eps, config=run.config, settings=settings,
-        cache=cache, progress=tick, seed=run.seed))
+        cache=cache, progress=tick, seed=run.seed,
+        options=run.config.attack_settings[attack.name]))
     attacks.check_budget(run.images[idx], adversarial, run.norm, eps)
     return idx[attacks.predict(run.target.fn, adversarial) != run.labels[idx]]
 

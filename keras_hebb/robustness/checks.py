@@ -2,11 +2,15 @@
 
 `suite.run_suite` runs them on each model after its attacks, on the first
 `check_images` images and the suite's per-budget records (Athalye et al.
-2018; Carlini et al. 2019). Each check is pass/fail; gaps are in points of
-accuracy, i.e. fractions of all evaluated images:
+2018; Carlini et al. 2019). Each check ends `pass`, `fail` or `not run`
+(`status`; `passed` is True, False or None): a check whose attacks did not
+run says so, it never passes. Gaps are in points of accuracy, i.e.
+fractions of all evaluated images:
 - `gradients`: input gradients (margin loss) are finite and not zero;
 - `large_budget`: Linf PGD at eps 0.5 (enough to turn any image into
   uniform gray) brings accuracy to about 0;
+- `large_budget_l2`: the same in L2, at half the square root of the
+  number of pixel values (a ball that holds the Linf 0.5 cube);
 - `more_steps`: at the Linf budget where the worst-case accuracy is
   nearest 50% (where it can fail), on the first `check_images` images:
   PGD with more steps does not raise accuracy (beyond the tolerance), and
@@ -14,15 +18,23 @@ accuracy, i.e. fractions of all evaluated images:
   there (the suite's number is converged in steps);
 - `bpda_adds_little`: `plain_gradients - white_box <= CHECK_MARGIN` at every
   budget (if BPDA breaks many images that plain gradient attacks could
-  not, plain gradients are masked and the number rests on BPDA);
+  not, plain gradients are masked and the number rests on BPDA); not run
+  when no BPDA stage ran (no attack of kind `bpda`, or a model without
+  declared surrogates);
 - `black_box_not_stronger`: `white_box - worst_case <= CHECK_MARGIN` at
-  every budget, and SPSA fools at most 25% of the images it attacks.
+  every budget, and the per-image black-box attacks (SPSA) fool at most
+  25% of the images they attack; not run unless a black-box attack ran on
+  every standing image (Square, transfer; SPSA's subset cannot move the
+  gap by the margin).
+
+`summary` turns them into the model's `checks_passed` and
+`checks_complete`.
 """
 
 import numpy as np
-import tensorflow as tf
 
 from keras_hebb.robustness import attacks
+from keras_hebb.robustness.registry import REGISTRY
 
 #: Margins of the pass/fail checks (fractions of the evaluated images).
 CHECK_MARGIN = 0.03
@@ -32,6 +44,7 @@ LARGE_BUDGET_LIMIT = 0.05
 
 
 def _check_gradients(targets, images, labels, config):
+    """Input gradients of the margin loss are finite and non-zero."""
     details = {}
     passed = True
     for label, fn in targets:
@@ -51,37 +64,69 @@ def _check_gradients(targets, images, labels, config):
 
 
 def sanity_checks(target, images, labels, records, config, seed, smallest_linf=None):
-    """The pass/fail checks. `smallest_linf`: each image's smallest breaking
-    Linf budget in the worst case (0: misclassified clean, NaN: never)."""
+    """The checks, each with its `status`. `smallest_linf`: each image's
+    smallest breaking Linf budget in the worst case (0: misclassified
+    clean, NaN: never)."""
     n = min(config.check_images, len(images))
     x, y = images[:n], labels[:n]
     fns = [("plain", target.fn)]
-    if target.surrogates and "bpda" in config.attacks:
-        fns += [(f"bpda_{m}", target.bpda_fn(m)) for m in config.bpda_modes]
-    return {
+    if target.surrogates:
+        modes = [m for name in config.attacks if REGISTRY[name].kind == "bpda"
+                 for m in config.attack_settings[name].get("modes", ())]
+        fns += [(f"bpda_{m}", target.bpda_fn(m)) for m in dict.fromkeys(modes)]
+    checks = {
         "gradients": _check_gradients(fns, x, y, config),
-        "large_budget": _check_large_budget(target, fns, x, y, config, seed),
+        "large_budget": _check_large_budget(target, fns, x, y, config, seed, "linf"),
+        "large_budget_l2": _check_large_budget(target, fns, x, y, config, seed, "l2"),
         "more_steps": _check_more_steps(target, x, y, records, config, seed, smallest_linf),
         "bpda_adds_little": _check_bpda_adds_little(records),
         "black_box_not_stronger": _check_black_box_not_stronger(records),
     }
+    for check in checks.values():
+        check["status"] = ("not run" if check["passed"] is None
+                           else "pass" if check["passed"] else "fail")
+    return checks
 
 
-def _check_large_budget(target, fns, x, y, config, seed):
-    """Margin PGD through every gradient at `LARGE_BUDGET` leaves about 0."""
+def summary(checks, has_threshold):
+    """`(checks_passed, checks_complete)` of a model's checks.
+
+    `checks_passed`: no check failed, and, on a model with a threshold
+    (where gradients can be masked), none was left unrun.
+    `checks_complete`: every check ran.
+    """
+    complete = all(c["passed"] is not None for c in checks.values())
+    failed = any(c["passed"] is False for c in checks.values())
+    return (not failed and (complete or not has_threshold)), complete
+
+
+def large_budget(norm, image_shape):
+    """The budget of the `large_budget` checks: Linf 0.5 (any image can
+    become uniform gray), L2 half the square root of the pixel values
+    (the ball holds that Linf cube)."""
+    if norm == "linf":
+        return LARGE_BUDGET
+    return LARGE_BUDGET * float(np.sqrt(np.prod(image_shape)))
+
+
+def _check_large_budget(target, fns, x, y, config, seed, norm):
+    """Margin PGD through every gradient at the large budget leaves about 0."""
     n = len(x)
-    tf.random.set_seed(seed)
+    eps = large_budget(norm, x.shape[1:])
+    steps = config.large_budget_steps
     correct = attacks.predict(target.fn, x) == y
-    for _, fn in fns:
-        adversarial = attacks.pgd(fn, x, y, LARGE_BUDGET, "linf", config.steps,
-                                  loss="margin", batch_size=config.batch_size)
-        correct &= attacks.predict(target.fn, adversarial) == y
+    with attacks.global_seed(seed):
+        for _, fn in fns:
+            adversarial = attacks.pgd(fn, x, y, eps, norm, steps, loss="margin",
+                                      batch_size=config.batch_size)
+            correct &= attacks.predict(target.fn, adversarial) == y
     large = float(correct.mean()) if n else 0.0
     return {
-        "passed": large <= LARGE_BUDGET_LIMIT, "norm": "linf", "budget": LARGE_BUDGET,
+        "passed": large <= LARGE_BUDGET_LIMIT, "norm": norm, "budget": eps,
         "accuracy": large, "limit": LARGE_BUDGET_LIMIT, "images": n,
-        "attacks": [f"pgd_margin ({label})" for label, _ in fns], "steps": config.steps,
-        "meaning": "accuracy falls to about 0 at a large budget",
+        "attacks": [f"pgd_margin ({label})" for label, _ in fns], "steps": steps,
+        "meaning": f"accuracy falls to about 0 at a large {'L-inf' if norm == 'linf' else 'L2'}"
+                   " budget",
     }
 
 
@@ -98,9 +143,9 @@ def _check_more_steps(target, x, y, records, config, seed, smallest_linf):
     few, many = config.check_steps
     accuracy = {}
     for steps in (few, many):
-        tf.random.set_seed(seed)
-        adversarial = attacks.pgd(target.fn, x, y, eps, "linf", steps, loss="margin",
-                                  batch_size=config.batch_size)
+        with attacks.global_seed(seed):
+            adversarial = attacks.pgd(target.fn, x, y, eps, "linf", steps, loss="margin",
+                                      batch_size=config.batch_size)
         accuracy[steps] = float(np.mean(attacks.predict(target.fn, adversarial) == y))
         if steps == many:
             broken_by_many = attacks.predict(target.fn, adversarial) != y
@@ -136,38 +181,49 @@ def _largest_gap(records, first, second):
     return worst, where
 
 
+def _ran(records, kind):
+    """Whether a stage of `kind` that attacks every standing image ran."""
+    return any(s["kind"] == kind and REGISTRY.get(s["attack"]) is not None
+               and REGISTRY[s["attack"]].select is None
+               for r in records for s in r["stages"])
+
+
 def _check_bpda_adds_little(records):
     """BPDA breaks few images plain gradients could not (no masking)."""
     adaptive_gap, where = _largest_gap(records, "plain_gradients", "white_box")
-    ran_bpda = any(s["kind"] == "bpda" and s["attacked"] for r in records for s in r["stages"])
+    ran = _ran(records, "bpda")
     return {
-        "passed": adaptive_gap <= CHECK_MARGIN, "ran": ran_bpda,
+        "passed": adaptive_gap <= CHECK_MARGIN if ran else None, "ran": ran,
         "largest_gap": adaptive_gap, "at": where, "margin": CHECK_MARGIN,
         "columns": ["plain_gradients", "white_box"],
         "meaning": "BPDA (surrogate gradients) breaks few images that plain "
                    "gradient attacks (cleverhans, APGD) could not: "
                    "plain_gradients - white_box <= margin at every budget; a "
-                   "failure means the plain gradients are masked",
+                   "failure means the plain gradients are masked; not run without "
+                   "a BPDA stage (no surrogates declared, or no BPDA in the suite)",
     }
 
 
 def _check_black_box_not_stronger(records):
     """The black-box attacks break few images the white-box ones could not."""
     black_gap, where = _largest_gap(records, "white_box", "worst_case")
-    spsa_rates = [
+    rates = [
         (s["fooled"], s["attacked"]) for r in records for s in r["stages"]
-        if s["attack"] == "spsa" and s["attacked"]
+        if s["kind"] == "black_box" and s["attacked"]
+        and REGISTRY.get(s["attack"]) is not None and REGISTRY[s["attack"]].per_image
     ]
-    fooled = sum(f for f, _ in spsa_rates)
-    attacked = sum(a for _, a in spsa_rates)
-    spsa_rate = fooled / attacked if attacked else 0.0
-    spsa_ok = attacked < 4 or spsa_rate <= 0.25
+    fooled = sum(f for f, _ in rates)
+    attacked = sum(a for _, a in rates)
+    rate = fooled / attacked if attacked else 0.0
+    rate_ok = attacked < 4 or rate <= 0.25
+    ran = _ran(records, "black_box")
     return {
-        "passed": black_gap <= CHECK_MARGIN and spsa_ok,
+        "passed": (black_gap <= CHECK_MARGIN and rate_ok) if ran else None, "ran": ran,
         "largest_gap": black_gap, "at": where, "margin": CHECK_MARGIN,
         "spsa_fooled": fooled, "spsa_attacked": attacked, "spsa_rate_limit": 0.25,
         "columns": ["white_box", "worst_case"],
         "meaning": "the black-box attacks (Square, transfer, SPSA) break few images "
                    "that the white-box attacks could not: white_box - worst_case "
-                   "<= margin at every budget, and SPSA fools <= 25% of its subset",
+                   "<= margin at every budget, and SPSA fools <= 25% of its subset; "
+                   "not run unless Square or transfer ran",
     }

@@ -1,4 +1,9 @@
-"""Reports of a suite run: JSON, Markdown and PNG plots (matplotlib, Agg)."""
+"""Reports of a suite run: JSON, Markdown and PNG plots.
+
+The plots go through `keras_hebb.plots` (matplotlib's object API: no
+backend switch and no pyplot state, so a notebook's own plotting is left
+as it was).
+"""
 
 import json
 import os
@@ -152,33 +157,10 @@ def _percent(value):
 
 def caps(suite):
     """The suite's caps in one sentence (those of the attacks it ran), from
-    `report.json`'s settings (or any dict with the `SuiteConfig` fields)."""
-    ran = set(suite.get("attacks") or [])
-    parts = [f"PGD and BPDA {suite.get('steps')} steps x {suite.get('restarts')} restarts"]
-    known = [
-        ("mim", "mim_steps", lambda: f"MIM {suite['mim_steps']} steps"),
-        ("transfer", "transfer_steps",
-         lambda: f"transfer PGD {suite['transfer_steps']} steps on the source"),
-        ("transfer_bpda", "transfer_steps",
-         lambda: f"transfer from BPDA on a source with surrogates {suite['transfer_steps']} "
-                 "steps"),
-        ("apgd_ce", "apgd_steps",
-         lambda: f"APGD-CE {suite['apgd_steps']} steps x {suite['apgd_restarts']} restart(s)"),
-        ("apgd_t", "apgd_targets",
-         lambda: f"APGD-T {suite['apgd_steps']} steps x {suite['apgd_restarts']} restart(s) "
-                 f"x {suite['apgd_targets']} target classes"),
-        ("square", "square_queries", lambda: f"Square {suite['square_queries']} queries"),
-        ("cw_l2", "cw_images",
-         lambda: f"CW-L2 {suite['cw_binary_steps']} binary steps x {suite['cw_steps']} "
-                 f"iterations on at most {suite['cw_images']} images (the first standing "
-                 "ones at the smallest L2 budget)"),
-        ("spsa", "spsa_images",
-         lambda: f"SPSA {suite['spsa_steps']} steps x {suite['spsa_samples']} probes on at "
-                 f"most {suite['spsa_images']} images per L∞ budget"),
-    ]
-    parts += [text() for name, key, text in known
-              if name in ran and suite.get(key) is not None]
-    return "; ".join(parts)
+    `report.json`'s settings: each attack's part (`registry.caps_line`)."""
+    from keras_hebb.robustness import registry
+
+    return registry.caps_line(suite)
 
 
 def markdown(results):
@@ -290,11 +272,17 @@ def _check_lines(models, names):
     for name in names:
         checks = models[name]["checks"]
         lines.append(f"| {name} | " + " | ".join(
-            "pass" if c["passed"] else "**FAIL**" for c in checks.values()) + " |")
+            _check_cell(c) for c in checks.values()) + " |")
     lines += [""]
     for key, check in models[names[0]]["checks"].items():
         lines.append(f"- `{key}`: {check['meaning']}.")
     return lines
+
+
+def _check_cell(check):
+    # Reports written before checks could be left unrun have no `status`.
+    status = check.get("status") or ("pass" if check["passed"] else "fail")
+    return {"pass": "pass", "fail": "**FAIL**"}.get(status, status)
 
 
 def write_report(results, out_dir, kernels=None):
