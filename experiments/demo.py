@@ -111,12 +111,30 @@ def _network_numbers(out, name, entry):
     layers = [s for s in entry.get("sparsity") or []
               if s["layer"] in ("block1_hah", "block2_hah", "block1_relu", "block2_relu")]
     failed = sorted(k for k, c in entry["checks"].items() if c.get("passed") is False)
+    not_run = sorted(k for k, c in entry["checks"].items() if c.get("status") == "not run")
     return {"test": (metrics.get("final") or {}).get("val_accuracy"),
             "robust": {key: robust.get(key) for key in HEADLINE_BUDGETS},
             "noise": noise.get(HEADLINE_SIGMA),
             "nonzero": (sum(s["nonzero_fraction"] for s in layers) / len(layers)
                         if layers else None),
-            "failed_checks": failed}
+            "failed_checks": failed, "checks_not_run": not_run,
+            "checks_passed": entry.get("checks_passed")}
+
+
+def _checks_text(numbers):
+    """What the sanity checks say: passed, failed (named), or not run (named)."""
+    parts = []
+    if numbers["failed_checks"]:
+        parts.append(f"failed sanity checks: {', '.join(numbers['failed_checks'])} "
+                     "(robustness may be overstated by gradient masking: the worst case "
+                     "includes BPDA and black-box attacks)")
+    if numbers["checks_not_run"]:
+        parts.append(f"sanity checks not run: {', '.join(numbers['checks_not_run'])}")
+    if numbers["checks_passed"] and not numbers["failed_checks"] and not numbers["checks_not_run"]:
+        return "every sanity check passed"
+    if not parts:
+        return "sanity checks incomplete"
+    return "; ".join(parts)
 
 
 def what_each_network_shows(out):
@@ -137,10 +155,7 @@ def what_each_network_shows(out):
             f"{'L∞' if norm == 'linf' else 'L2'} {budget:g} {_percent(n['robust'][norm, budget])}"
             f"{compare(n['robust'][norm, budget], standard['robust'][norm, budget])}"
             for norm, budget in HEADLINE_BUDGETS)
-        checks = ("every sanity check passed" if not n["failed_checks"] else
-                  f"failed sanity checks: {', '.join(n['failed_checks'])} "
-                  "(robustness may be overstated by gradient masking: the worst case "
-                  "includes BPDA and black-box attacks)")
+        checks = _checks_text(n)
         lines.append(
             f"- **{name}** ({DESCRIPTIONS[name]}): test accuracy {_percent(n['test'])}"
             f"{compare(n['test'], standard['test'])}; worst-case robust accuracy "

@@ -51,7 +51,8 @@ def _model_summary(out, run):
         summary["paper_protocol"][norm] = {
             float(r["budget"]): (r.get("columns") or {}).get("paper_protocol")
             for r in records}
-    summary["checks_failed"] = sorted(k for k, c in entry["checks"].items() if not c["passed"])
+    summary["checks_failed"] = sorted(k for k, c in entry["checks"].items()
+                                      if c.get("passed") is False)
     summary["nonzero"] = {s["layer"]: s["nonzero_fraction"]
                           for s in entry.get("sparsity") or []}
     summary["evaluation_seconds"] = entry["seconds"]
