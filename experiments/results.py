@@ -36,7 +36,7 @@ import time
 from typing import NamedTuple
 
 from export.cli import Parser, UsageError, prepare_tensorflow, usage_failure
-from experiments import docs, results_summary, results_tables, steps
+from experiments import docs, full_autoattack, results_summary, results_tables, steps
 from experiments.networks import NETWORKS, TINY_TRAINING, config_path
 
 prepare_tensorflow()  # before the steps import TensorFlow
@@ -66,7 +66,8 @@ ABLATIONS = {
 }
 BUDGETS = {
     "full": {"train": [], "evaluate": ["--suite", "full"], "images": 1000,
-             "certify": ["--certify-sigmas", "0.12,0.25,0.5", "--certify-images", "100"]},
+             "certify": ["--certify-sigmas", "0.12,0.25,0.5", "--certify-images", "100"],
+             "autoattack": ["--suite", "full", *full_autoattack.ARGUMENTS]},
     "tiny": {
         "train": TINY_TRAINING,
         "evaluate": ["--suite", "quick", "--attacks", "fgsm,pgd_ce,bpda,transfer",
@@ -75,6 +76,8 @@ BUDGETS = {
         "images": 32,
         "certify": ["--certify-sigmas", "0.25", "--certify-images", "8",
                     "--certify-n", "64", "--certify-n0", "16"],
+        "autoattack": ["--suite", "quick", *full_autoattack.ARGUMENTS,
+                       "--linf-budgets", "0.02,0.1", "--l2-budgets", "0.5,2"],
     },
 }
 #: Goals of the HaH network against the standard one (issue 6), in points.
@@ -136,11 +139,13 @@ def plan(seeds, ablations, seeded=(), hah_overrides=()):
 
 
 def run_all(out, runs, budget, images, record, certify=False, train_only=False,
-            configs=None):
+            configs=None, autoattack_images=0):
     """Trains and evaluates (or only trains) every run that has no output
     yet; `record(step, seconds)` after each step, so an interrupted call
     keeps the times of the steps it finished. `configs` maps the base names
-    to training configs (default: the small network's)."""
+    to training configs (default: the small network's); with
+    `autoattack_images`, each model is also attacked on that many first
+    images by AutoAttack at its standard strength (`full_autoattack`)."""
     configs = configs or NETWORKS["small"]
     by_name = {run.name: run for run in runs}
     # Train a run and its transfer source before evaluating it.
@@ -163,6 +168,14 @@ def run_all(out, runs, budget, images, record, certify=False, train_only=False,
                  "--dataset", "fashion_mnist", "--images", str(images),
                  "--out", os.path.join(out, "eval", run.name), *budget["evaluate"],
                  *(budget["certify"] if certify else [])]))
+        strong = os.path.join(out, full_autoattack.FOLDER, run.name)
+        if (autoattack_images and not train_only and not (
+                steps.load_json(os.path.join(strong, "report.json")) or {}).get("models")):
+            record("autoattack " + run.name, steps.run(
+                f"autoattack {run.name}", "evaluate",
+                ["--model", os.path.join(out, "runs", run.name, "model.keras"),
+                 "--dataset", "fashion_mnist", "--images", str(autoattack_images),
+                 "--out", strong, *budget["autoattack"]]))
 
 
 def _parser():
@@ -192,6 +205,10 @@ def _parser():
                         "instead (and no summary)")
     parser.add_argument("--images", type=int, default=None,
                         help="test images attacked (default: 1000; --tiny 32)")
+    parser.add_argument("--autoattack-images", type=int, default=0, metavar="N",
+                        help="also attack each model's first N test images with "
+                        "AutoAttack at its standard strength (APGD-CE 100 x 5, APGD-T "
+                        "100 x 9 targets, Square 5,000 queries) (default: 0, none)")
     parser.add_argument("--report-only", action="store_true",
                         help="only write the report from the finished steps")
     parser.add_argument("--train-only", action="store_true",
@@ -229,6 +246,9 @@ def _settings(args):
     images = args.images if args.images is not None else budget["images"]
     if images < 1:
         raise UsageError(f"--images must be >= 1, received {images}")
+    if not 0 <= args.autoattack_images <= images:
+        raise UsageError(f"--autoattack-images must be in [0, --images = {images}], "
+                         f"received {args.autoattack_images}")
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     from training import config as training_config
@@ -252,7 +272,7 @@ def _run_steps(out, runs, budget, images, args, timings):
 
     started = time.time()
     run_all(out, runs, budget, images, record, args.certify, args.train_only,
-            NETWORKS[args.network])
+            NETWORKS[args.network], args.autoattack_images)
     record_call = {"seconds": round(time.time() - started, 1),
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     timings.setdefault("calls", []).append(record_call)

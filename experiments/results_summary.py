@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from experiments import full_autoattack
 from experiments.steps import load_json
 
 
@@ -154,6 +155,9 @@ def collect(out, runs):
     twins = cost_twins(summary)
     if twins:
         summary["cost_twins"] = twins
+    strong = full_autoattack.collect(out, runs, family)
+    if strong:
+        summary["autoattack_standard"] = strong
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
     return summary

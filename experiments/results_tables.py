@@ -5,7 +5,7 @@ numbers of `results_summary.collect`; percentages in the tables.
 
 import os
 
-from experiments import certified, results_plots, results_summary
+from experiments import certified, full_autoattack, results_plots, results_summary
 
 
 def _pct(stat):
@@ -319,6 +319,7 @@ def write(out, summary, timings, targets, command):
     lines += _paper_protocol_lines(summary, group_rows, robust)
     lines += _certified_lines(summary)
     lines += certified.fixed_sigma_lines(summary)
+    lines += full_autoattack.lines(summary.get("autoattack_standard"))
     lines += _masking_lines(summary, robust)
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in results_plots.plot(out, summary)]
     lines += _wall_time_lines(timings)

@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -153,6 +154,37 @@ def test_fixed_sigma_certified_summary_is_computed_from_the_report_files(tiny_re
     group = [100 * certified(f"hah_s{s}")[0.25].get(0.25, 0.0) for s in (2022, 2023)]
     assert (f"| hah | 0.25 | {np.mean(group):.1f} ± {np.std(group, ddof=1):.1f} |"
             in section)
+
+
+def test_autoattack_at_standard_strength_runs_and_joins_the_worst_case(tiny_results, tmp_path):
+    out = tmp_path / "results"
+    shutil.copytree(tiny_results, out)
+    # One seed: only the AutoAttack evaluations of standard_s2022 and hah_s2022
+    # run (the rest exists); 4 images each.
+    _program("results", "--tiny", "--out", str(out), "--seeds", "2022", "--ablations", "none",
+             "--autoattack-images", "4")
+    caps = (out / "eval_autoattack" / "hah_s2022" / "report.md").read_text()
+    assert ("APGD-CE 100 steps x 5 restart(s); APGD-T 100 steps x 1 restart(s) x 9 target "
+            "classes; Square 5000 queries") in caps
+    markdown = (out / "results.md").read_text()
+    section = markdown.split("## AutoAttack at its standard strength")[1].split("\n## ")[0]
+    assert "first 4 test images" in section
+
+    def smallest(folder, name, norm):
+        report = json.loads((out / folder / name / "report.json").read_text())
+        (entry,) = report["models"].values()
+        return np.array([np.inf if v is None else v
+                         for v in entry["smallest_breaking_budget"][norm]])[:4]
+
+    for name in ("standard", "hah"):
+        aa = smallest("eval_autoattack", f"{name}_s2022", "linf")
+        suite = smallest("eval", f"{name}_s2022", "linf")
+        for label, values in (("AutoAttack (standard)", aa), ("suite, same images", suite),
+                              ("worst of both", np.minimum(aa, suite))):
+            row = next(line for line in section.splitlines()
+                       if line.startswith(f"| {name} | 2022 | {label} |"))
+            cells = [c.strip() for c in row.split("|")[4:-1]]
+            assert cells == [f"{100 * np.mean(values > b):.1f}" for b in (0.02, 0.1)]
 
 
 def test_results_rerun_reuses_finished_steps_and_fills_the_docs(tiny_results, tmp_path):
