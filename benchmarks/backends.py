@@ -1,10 +1,12 @@
 """Training-step time of `hah_vgg_small` on each Keras backend.
 
     python -m benchmarks.backends [--backends tensorflow,jax] [--batch-size 128]
-        [--steps 10] [--warmup 2] [--rounds 2]
+        [--steps 10] [--warmup 2] [--rounds 2] [--model hah_vgg_small]
 
 Keras fixes its backend once per process, so each backend trains in its
-own process (`KERAS_BACKEND` set): `hah_vgg_small` on Fashion-MNIST-shaped
+own process (`KERAS_BACKEND` set): `hah_vgg_small` (or another preset of
+`keras_hebb.architectures`, `--model`, e.g. its standard counterpart
+`vgg_small_bn`) on Fashion-MNIST-shaped
 random images, compiled as a user would (Adam 1e-3, sparse cross-entropy,
 `jit_compile="auto"`: no XLA for TensorFlow on CPU, the jitted step on
 JAX), timed with `train_on_batch` after `--warmup` steps (the first one
@@ -26,7 +28,7 @@ from benchmarks import common
 BACKENDS = ("tensorflow", "jax")
 
 
-def _worker(batch_size, steps, warmup):
+def _worker(model_name, batch_size, steps, warmup):
     """Times the steps in this process; prints one JSON line."""
     import keras
     import numpy as np
@@ -37,7 +39,7 @@ def _worker(batch_size, steps, warmup):
     images = rng.uniform(0, 1, (batch_size, 28, 28, 1)).astype("float32")
     labels = rng.integers(0, 10, batch_size)
     keras.utils.set_random_seed(0)
-    model = architectures.hah_vgg_small()
+    model = architectures.PRESETS[model_name]()
     model.compile(keras.optimizers.Adam(1e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     start = time.perf_counter()
@@ -59,7 +61,7 @@ def _worker(batch_size, steps, warmup):
 def _run_backend(backend, args):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     env.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    command = [sys.executable, "-m", "benchmarks.backends", "--worker",
+    command = [sys.executable, "-m", "benchmarks.backends", "--worker", "--model", args.model,
                "--batch-size", str(args.batch_size), "--steps", str(args.steps),
                "--warmup", str(args.warmup)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -77,10 +79,12 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--model", default="hah_vgg_small",
+                        help="a preset of keras_hebb.architectures (default: hah_vgg_small)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        _worker(args.batch_size, args.steps, args.warmup)
+        _worker(args.model, args.batch_size, args.steps, args.warmup)
         return 0
     backends = [b for b in args.backends.split(",") if b]
     unknown = [b for b in backends if b not in BACKENDS]
@@ -100,13 +104,13 @@ def main(argv=None):
     rows = []
     for backend in backends:
         ms = float(np.median([r["ms"] for r in runs[backend]]))
-        rows.append([backend, args.batch_size, ms,
+        rows.append([backend, args.model, args.batch_size, ms,
                      float(np.median([r["cpu_ms"] for r in runs[backend]])),
                      args.batch_size * 1000.0 / ms,
                      f"{ms / reference:.2f}x",
                      " / ".join(f"{r['first_s']:.1f}" for r in runs[backend])])
     print(common.markdown_table(
-        ["backend", "batch", "ms/step", "CPU ms/step", "img/s", f"vs {backends[0]}",
+        ["backend", "model", "batch", "ms/step", "CPU ms/step", "img/s", f"vs {backends[0]}",
          "first step s (per round)"], rows))
     return 0
 
