@@ -69,7 +69,7 @@ MEDIUM_ALPHAS := [0.135,0.075,0.039,0.03]
 results-medium: setup
 	$(PY) -m experiments results --network medium --out results/fashion_mnist_medium \
 		--images 1000 --ablations none --seeded hah_no_threshold,hah_no_threshold_alpha0 \
-		--hah-set 'hah_alphas=$(MEDIUM_ALPHAS)' --certify --section medium-recipe \
+		--hah-set 'hah_alphas=$(MEDIUM_ALPHAS)' --certify --autoattack-images 500 --section medium-recipe \
 		--docs docs/RESULTS.md $(MEDIUM_ARGS)
 
 # Where the HaH cost acts: the small HaH network with its alphas x0..x300,
