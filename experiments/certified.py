@@ -22,26 +22,18 @@ def _by_seed(summary, family):
             if m["name"] == f"{family}_s{m['seed']}" and m.get("certified_per_sigma")}
 
 
-def _mean_sd(values):
-    """`"m ± sd"` in points (or `"m"` for one value); `"-"` for none."""
+def _mean_sd(values, signed=False):
+    """`"m ± sd"` in points (`"m"` for one value, `"-"` for none); `signed`:
+    a paired difference, `"+m ± sd"`, bold when larger than twice its sd."""
     if not values:
         return "-"
     mean = 100 * float(np.mean(values))
+    text = f"{mean:+.1f}" if signed else f"{mean:.1f}"
     if len(values) == 1:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {100 * float(np.std(values, ddof=1)):.1f}"
-
-
-def _signed(values):
-    """A paired difference: `"+m ± sd"`, bold when larger than twice its sd."""
-    if not values:
-        return "-"
-    mean = 100 * float(np.mean(values))
-    if len(values) == 1:
-        return f"{mean:+.1f}"
+        return text
     sd = 100 * float(np.std(values, ddof=1))
-    text = f"{mean:+.1f} ± {sd:.1f}"
-    return f"**{text}**" if abs(mean) > 2 * sd else text
+    text += f" ± {sd:.1f}"
+    return f"**{text}**" if signed and abs(mean) > 2 * sd else text
 
 
 def sigmas(summary):
@@ -86,8 +78,8 @@ def paired_rows(summary):
         if not seeds:
             continue
         for sigma in sigmas(summary):
-            cells = {r: _signed([mine[s][sigma].get(r, 0.0) - theirs[s][sigma].get(r, 0.0)
-                                 for s in seeds]) for r in RADII}
+            cells = {r: _mean_sd([mine[s][sigma].get(r, 0.0) - theirs[s][sigma].get(r, 0.0)
+                                  for s in seeds], signed=True) for r in RADII}
             rows.append((f"{first} - {second}", sigma, seeds, cells))
     return rows
 
