@@ -112,3 +112,13 @@ def test_a_mistake_after_tensorflow_starts_prints_one_line(arguments, cpu, bad_m
         env={**environ, "TF_ENABLE_ONEDNN_OPTS": "1", **cpu},
         capture_output=True, text=True, timeout=300)
     one_line_error(result)
+
+
+def test_the_moved_subcommands_forward_with_a_one_line_notice():
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "sweep", "--scales", "1,10"], cwd=ROOT,
+        capture_output=True, text=True, timeout=120)
+    notice, error = result.stderr.strip().splitlines()
+    assert notice == "note: `python -m training sweep` is now `python -m experiments sweep`."
+    assert result.returncode == 2 and error.startswith("error: --scales must include 0")
+    assert result.stdout == ""
