@@ -122,3 +122,15 @@ def test_the_moved_subcommands_forward_with_a_one_line_notice():
     assert notice == "note: `python -m training sweep` is now `python -m experiments sweep`."
     assert result.returncode == 2 and error.startswith("error: --scales must include 0")
     assert result.stdout == ""
+
+
+def test_dispatch_runs_the_named_module_and_refuses_others_in_one_line(capsys):
+    # `export.command.main` is a real subcommand's `main(argv)`.
+    subcommands = {"export": "export.command"}
+    assert cli.dispatch(["export", "--no-such-flag"], "python -m tool", "usage", subcommands) == 2
+    assert "--no-such-flag" in capsys.readouterr().err
+    assert cli.dispatch(["fit"], "python -m tool", "usage", subcommands) == 2
+    assert capsys.readouterr().err == (
+        "error: unknown command 'fit': expected one of 'export' (python -m tool --help).\n")
+    assert cli.dispatch([], "python -m tool", "usage", subcommands) == 2
+    assert capsys.readouterr().out == "usage\n"
