@@ -86,9 +86,11 @@ def test_sweep_report_only_rewrites_the_same_report_into_a_doc(tiny_sweep, tmp_p
 
 
 def _started(stdout, step):
-    """The runs whose `step` (train, probe) this sweep's output shows starting."""
+    """The runs whose `step` (train, probe) this sweep's output shows starting
+    (`=== train x0_s1: python -m training train ...`, `=== probe x0_s1 (...)`;
+    not the `=== train x0_s1: done in 12 s` line that ends a step)."""
     return sorted(line.split()[2].rstrip(":") for line in stdout.splitlines()
-                  if line.startswith(f"=== {step} "))
+                  if line.startswith(f"=== {step} ") and ": done in " not in line)
 
 
 def test_sweep_resumes_without_training_a_finished_run_again(tiny_sweep):
