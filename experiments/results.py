@@ -304,7 +304,7 @@ def main(argv=None):
         return usage_failure(error)
     summary = results_summary.collect(out, runs)
     path = results_tables.write(out, summary, timings, GOALS, steps.made_by(
-        "results", argv, os.path.join(out, "results.md")))
+        "results", argv, os.path.join(out, "results.md"), _parser()))
     print(f"\nResults: {path}")
     for doc in args.docs:
         docs.embed(doc, path, args.section)

@@ -57,23 +57,41 @@ def load_json(path):
         return None
 
 
-#: The program name of `python -m experiments SUBCOMMAND` before it moved
-#: out of `training`: reports made then recorded it in their first lines.
-_MOVED_FROM = "python -m training"
+#: The commands a report may name as its maker: the program now, and
+#: before it moved out of `training` (reports made then recorded that).
+_PROGRAMS = ("python -m experiments", "python -m training")
 
 
-def made_by(subcommand, argv, report_path):
-    """The command a report names as the one that made it:
-    `python -m experiments SUBCOMMAND ARGV`. A report at `report_path`
-    made by the same subcommand and arguments before the program moved
-    (`python -m training SUBCOMMAND ARGV`) keeps the command it recorded,
-    so rewriting it from the same files gives the same bytes."""
-    arguments = " ".join([subcommand, *argv])
-    recorded = f"{_MOVED_FROM} {arguments}"
+def _recorded_command(report_path):
+    """The command in the `Made by `...`` line of a report, or None."""
     try:
         with open(report_path) as f:
-            if f"Made by `{recorded}`" in f.read():
-                return recorded
+            for line in f:
+                if line.startswith("Made by `"):
+                    return line[len("Made by `"):].split("`", 1)[0]
     except OSError:
         pass
-    return f"python -m experiments {arguments}"
+    return None
+
+
+def made_by(subcommand, argv, report_path, parser):
+    """The command a report names as the one that made it:
+    `python -m experiments SUBCOMMAND ARGV`.
+
+    A report at `report_path` that names a command with the same settings
+    (`parser` gives both the same arguments, in any order; made before or
+    after the program moved out of `training`) keeps the command it
+    recorded, so rewriting it from the same files gives the same bytes.
+    """
+    command = " ".join(["python -m experiments", subcommand, *argv])
+    recorded = _recorded_command(report_path)
+    for program in _PROGRAMS:
+        prefix = f"{program} {subcommand} "
+        if recorded and recorded.startswith(prefix):
+            try:
+                same = (vars(parser.parse_args(recorded[len(prefix):].split()))
+                        == vars(parser.parse_args(argv)))
+            except UsageError:
+                same = False
+            return recorded if same else command
+    return command

@@ -225,7 +225,7 @@ def main(argv=None):
     except UsageError as error:
         return usage_failure(error)
     path = sweep_report.write(out, table, alphas, sigmas, timings, steps.made_by(
-        "sweep", argv, os.path.join(out, "sweep.md")))
+        "sweep", argv, os.path.join(out, "sweep.md"), _parser()))
     print(f"\nSweep report: {path}")
     for doc in args.docs:
         docs.replace_in_file(doc, begin, end, path)

@@ -11,6 +11,7 @@ imports TensorFlow.
 """
 
 import argparse
+import importlib
 import importlib.abc
 import importlib.util
 import os
@@ -111,6 +112,23 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def dispatch(argv, program, usage, subcommands):
+    """Runs `python -m PROGRAM SUBCOMMAND [options]` and returns its exit
+    status. `subcommands` maps each name to the module whose `main(argv)`
+    runs it, imported only when used; no subcommand prints `usage`, an
+    unknown one is a one-line usage error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in subcommands:
+        expected = ", ".join(repr(name) for name in subcommands)
+        return usage_failure(UsageError(
+            f"unknown command {command!r}: expected one of {expected} ({program} --help)."))
+    return importlib.import_module(subcommands[command]).main(rest)
 
 
 def first_line(error):

@@ -74,6 +74,21 @@ def small_cnn():
     return _small_cnn
 
 
+def _one_line_error(result, message=""):
+    """Checks a finished program: exit status 2 and its whole output (stdout
+    and stderr) one line `error: ...` holding `message`; returns the line."""
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, (result.returncode, lines)
+    assert "error: " in lines[0] and message in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def one_line_error():
+    """`check(result, message)`: the program failed with one line (`_one_line_error`)."""
+    return _one_line_error
+
+
 @pytest.fixture
 def summary_line():
     """`summary_line(text)`: prints `text` in the run's closing summary

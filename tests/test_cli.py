@@ -101,7 +101,8 @@ def bad_model(tmp_path_factory):
     ["experiments", "sweep", "--config", "training/configs/fashion_mnist_vgg_small.yaml",
      "--report-only", "--out", "x"],
 ], ids=["training", "export", "experiments"])
-def test_a_mistake_after_tensorflow_starts_prints_one_line(arguments, cpu, bad_model, tmp_path):
+def test_a_mistake_after_tensorflow_starts_prints_one_line(arguments, cpu, bad_model, tmp_path,
+                                                           one_line_error):
     arguments = [bad_model if a == "BAD" else str(tmp_path / a) if a == "x" else a
                  for a in arguments]
     environ = {k: v for k, v in os.environ.items()
@@ -110,6 +111,26 @@ def test_a_mistake_after_tensorflow_starts_prints_one_line(arguments, cpu, bad_m
         [sys.executable, "-m", *arguments], cwd=ROOT,
         env={**environ, "TF_ENABLE_ONEDNN_OPTS": "1", **cpu},
         capture_output=True, text=True, timeout=300)
-    lines = (result.stdout + result.stderr).strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, lines
-    assert "error: " in lines[0]
+    one_line_error(result)
+
+
+def test_the_moved_subcommands_forward_with_a_one_line_notice():
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "sweep", "--scales", "1,10"], cwd=ROOT,
+        capture_output=True, text=True, timeout=120)
+    notice, error = result.stderr.strip().splitlines()
+    assert notice == "note: `python -m training sweep` is now `python -m experiments sweep`."
+    assert result.returncode == 2 and error.startswith("error: --scales must include 0")
+    assert result.stdout == ""
+
+
+def test_dispatch_runs_the_named_module_and_refuses_others_in_one_line(capsys):
+    # `export.command.main` is a real subcommand's `main(argv)`.
+    subcommands = {"export": "export.command"}
+    assert cli.dispatch(["export", "--no-such-flag"], "python -m tool", "usage", subcommands) == 2
+    assert "--no-such-flag" in capsys.readouterr().err
+    assert cli.dispatch(["fit"], "python -m tool", "usage", subcommands) == 2
+    assert capsys.readouterr().err == (
+        "error: unknown command 'fit': expected one of 'export' (python -m tool --help).\n")
+    assert cli.dispatch([], "python -m tool", "usage", subcommands) == 2
+    assert capsys.readouterr().out == "usage\n"

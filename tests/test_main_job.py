@@ -209,10 +209,8 @@ def test_results_rerun_reuses_finished_steps_and_fills_the_docs(tiny_results, tm
     (["--seeded", "hah_alpha1"], "unknown ablation 'hah_alpha1'"),
     (["--hah-set", "alphas=[1]"], "--hah-set: Unknown config key 'alphas'"),
 ])
-def test_results_usage_mistakes_give_one_line(arguments, message, tmp_path):
+def test_results_usage_mistakes_give_one_line(arguments, message, tmp_path, one_line_error):
     result = subprocess.run(
         [sys.executable, "-m", "experiments", "results", "--out", str(tmp_path), *arguments],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    lines = (result.stdout + result.stderr).strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, lines
-    assert lines[0].startswith("error: ") and message in lines[0]
+    assert one_line_error(result, message).startswith("error: ")

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from experiments import results, results_summary, results_tables
+from experiments import results, results_summary, results_tables, steps
 
 
 def _record(norm, eps, worst, gradient, paper):
@@ -103,3 +103,19 @@ def test_transfer_sources_are_standard_networks_where_there_are_several_seeds():
                        "hah_alpha0": "standard_s1", "standard_pruned90": "standard_s1"}
     # One seed: the standard network's only other source is the HaH one.
     assert results.plan([7], [])[0][4] == "hah_s7"
+
+
+def test_a_report_keeps_the_command_it_recorded_for_the_same_settings(tmp_path):
+    report = tmp_path / "results.md"
+    report.write_text("# Results\n\nMade by `python -m training results --out r --seeds 1,2 "
+                      "--report-only --docs a.md`; every number ...\n")
+    parser = results._parser()
+    # The same settings, in another order, under the program's new name.
+    same = ["--out", "r", "--docs", "a.md", "--report-only", "--seeds", "1,2"]
+    assert steps.made_by("results", same, str(report), parser) == (
+        "python -m training results --out r --seeds 1,2 --report-only --docs a.md")
+    other = ["--out", "r", "--seeds", "1,3", "--report-only", "--docs", "a.md"]
+    assert steps.made_by("results", other, str(report), parser) == (
+        "python -m experiments results " + " ".join(other))
+    assert steps.made_by("results", same, str(tmp_path / "none.md"), parser) == (
+        "python -m experiments results " + " ".join(same))

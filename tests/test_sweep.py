@@ -86,9 +86,11 @@ def test_sweep_report_only_rewrites_the_same_report_into_a_doc(tiny_sweep, tmp_p
 
 
 def _started(stdout, step):
-    """The runs whose `step` (train, probe) this sweep's output shows starting."""
+    """The runs whose `step` (train, probe) this sweep's output shows starting
+    (`=== train x0_s1: python -m training train ...`, `=== probe x0_s1 (...)`;
+    not the `=== train x0_s1: done in 12 s` line that ends a step)."""
     return sorted(line.split()[2].rstrip(":") for line in stdout.splitlines()
-                  if line.startswith(f"=== {step} "))
+                  if line.startswith(f"=== {step} ") and ": done in " not in line)
 
 
 def test_sweep_resumes_without_training_a_finished_run_again(tiny_sweep):
@@ -115,11 +117,9 @@ def test_sweep_resumes_without_training_a_finished_run_again(tiny_sweep):
     (["--config", "training/configs/fashion_mnist_vgg_small.yaml"], "HaH blocks"),
     (["--config", "training/configs/no_such.yaml"], "no config file"),
 ])
-def test_sweep_errors_are_one_line_with_status_2(arguments, message, tmp_path):
-    result = _sweep("--out", str(tmp_path), *arguments, check=False)
-    lines = (result.stdout + result.stderr).strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, lines
-    assert lines[0].startswith("error: ") and message in lines[0]
+def test_sweep_errors_are_one_line_with_status_2(arguments, message, tmp_path, one_line_error):
+    line = one_line_error(_sweep("--out", str(tmp_path), *arguments, check=False), message)
+    assert line.startswith("error: ")
 
 
 def test_sweep_runs_on_the_hah_vgg16_shaped_preset(tmp_path):

@@ -2,7 +2,7 @@
 
 import sys
 
-from export.cli import prepare_tensorflow
+from export.cli import dispatch, prepare_tensorflow
 
 # Before anything imports TensorFlow (a user's choice wins).
 prepare_tensorflow()
@@ -23,29 +23,16 @@ MOVED = ("demo", "results", "sweep")
 def main(argv=None):
     """Runs a subcommand; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    # Each subcommand is imported only when used: evaluate needs the
-    # attack libraries, train does not.
-    if command == "train":
-        from training import train
-
-        return train.main(rest)
-    if command == "evaluate":
-        from training import evaluate
-
-        return evaluate.main(rest)
-    if command in MOVED:
+    if argv and argv[0] in MOVED:
         from experiments.__main__ import main as experiments_main
 
-        print(f"note: `python -m training {command}` is now `python -m experiments {command}`.",
+        print(f"note: `python -m training {argv[0]}` is now `python -m experiments {argv[0]}`.",
               file=sys.stderr)
-        return experiments_main([command, *rest])
-    print(f"error: unknown command {command!r}: expected 'train' or 'evaluate' "
-          "(python -m training --help).", file=sys.stderr)
-    return 2
+        return experiments_main(argv)
+    # Each subcommand is imported only when used: evaluate needs the
+    # attack libraries, train does not.
+    return dispatch(argv, "python -m training", USAGE,
+                    {"train": "training.train", "evaluate": "training.evaluate"})
 
 
 if __name__ == "__main__":
