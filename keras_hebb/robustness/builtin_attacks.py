@@ -1,9 +1,8 @@
 """The suite's built-in attacks: their registry entries and how each runs.
 
-Each entry is one `registry.Attack` (norms, kind, stages, crafting,
-settings and caps); `registry` imports this module, so the built-in
-attacks are registered whenever the registry is. See `registry` for what
-an entry holds and how to add one.
+Each entry is one `attack_types.Attack` (norms, kind, stages, crafting,
+settings and caps); `registry` registers `BUILTIN_ATTACKS` when it is
+imported. See `registry` for how to add an attack.
 """
 
 import zlib
@@ -11,7 +10,7 @@ import zlib
 import numpy as np
 
 from keras_hebb.robustness import attacks, autoattack, bpda, cw, spsa, square
-from keras_hebb.robustness.registry import Attack, Stage, register
+from keras_hebb.robustness.attack_types import Attack, Stage
 
 def _at_least_one(*keys):
     def check(settings):
@@ -221,7 +220,8 @@ _PGD = dict(defaults={"steps": 10, "restarts": 1}, presets={"full": {"steps": 20
             legacy={"steps": "steps", "restarts": "restarts"})
 _APGD_CAPS = "{steps} steps x {restarts} restart(s)"
 
-for _entry in (
+#: The built-in entries, in registration order.
+BUILTIN_ATTACKS = (
     Attack("fgsm", "gradient", ("linf", "l2"), _fgsm_stages, _fgsm,
            description="`fast_gradient_method`, cross-entropy, one step of size eps"),
     Attack("pgd_ce", "gradient", ("linf", "l2"), _pgd_stages("pgd_ce"), _pgd("ce"),
@@ -301,5 +301,4 @@ for _entry in (
            caps=lambda o: ("SPSA", f"{o['steps']} steps x {o['samples']} probes on at most "
                            f"{o['images']} images per L∞ budget"), caps_rank=8,
            legacy={"steps": "spsa_steps", "samples": "spsa_samples", "images": "spsa_images"}),
-):
-    register(_entry)
+)
