@@ -60,7 +60,7 @@ HEADLINE_SIGMA = 0.3
 BUDGETS = {
     "demo": {
         "train": [],
-        "evaluate": ["--suite", "quick", "--images", "500"],
+        "evaluate": ["--suite", "quick", "--images", "300"],
         "export": ["--tflite", "float32,int8"],
     },
     "tiny": {
