@@ -11,7 +11,7 @@ Every variant takes raw uint8 pixels `[batch, H, W, C]` as input `images`
   input has scale 1/255 and zero point 0, so raw pixels feed it directly.
 
 Only builtin ops (`TFLITE_BUILTINS[_INT8]`): no Flex/select TF ops. The
-graphs are traced inside `keras_hebb._context.integer_threshold()`: the
+graphs are traced inside `keras_hebb.runtime.integer_threshold()`: the
 fractional thresholds of the HaH blocks select by counting on the int32
 bit patterns of their (in int8: dequantized) inputs instead of calling
 `TOPK_V2`: the same kept values, in ~2/5 of the time.
@@ -33,7 +33,7 @@ from export.savedmodel import (
     expected_shape_text,
     write_savedmodel,
 )
-from keras_hebb import _compat, _context
+from keras_hebb import runtime
 
 #: Float ops allowed between the int8 graph's input QUANTIZE and its output
 #: DEQUANTIZEs, by `op_signature`, with the reason (docs/EXPORT.md). No
@@ -67,7 +67,7 @@ def convert(model, variant, savedmodel_dir=None, representative_images=None,
         representative_images: float32 images in [0, 1] from the training
             data; required for `int8`.
         integer_threshold: trace the HaH thresholds' integer counting
-            (`keras_hebb._context.integer_threshold`) instead of `top_k`
+            (`keras_hebb.runtime.integer_threshold`) instead of `top_k`
             (`TOPK_V2`): the same outputs, in the threshold ops' ~2/5 of
             the time. `False` for runtimes without `BITCAST`.
 
@@ -142,14 +142,14 @@ def _check_int8_input(content):
 def write_conversion_savedmodel(model, path, integer_threshold=True):
     """Writes the SavedModel the float variants are converted from: a uint8
     `serving_default` signature, traced inside
-    `keras_hebb._context.integer_threshold()` unless `integer_threshold`
+    `keras_hebb.runtime.integer_threshold()` unless `integer_threshold`
     is `False` (then it is the served graph, with `top_k`)."""
     with _threshold_scope(integer_threshold):
         write_savedmodel(model, path, {SERVING_SIGNATURE: "uint8"})
 
 
 def _threshold_scope(integer_threshold):
-    return _context.integer_threshold() if integer_threshold else contextlib.nullcontext()
+    return runtime.integer_threshold() if integer_threshold else contextlib.nullcontext()
 
 
 def _interpreter(content_or_path, num_threads=1, delegates=True):
@@ -180,7 +180,7 @@ def op_table(content_or_path):
     interpreter = _interpreter(content_or_path, delegates=False)
     dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
     ops = []
-    for op in _compat.tflite_op_details(interpreter):
+    for op in runtime.tflite_op_details(interpreter):
         inputs = [int(i) for i in op["inputs"] if i >= 0]
         outputs = [int(i) for i in op["outputs"]]
         ops.append({
@@ -196,7 +196,7 @@ def op_table(content_or_path):
 
 def _dtype_of(interpreter, dtypes, index):
     if index not in dtypes:
-        dtypes[index] = np.dtype(_compat.tflite_tensor_details(interpreter, index)["dtype"]).name
+        dtypes[index] = np.dtype(runtime.tflite_tensor_details(interpreter, index)["dtype"]).name
     return dtypes[index]
 
 

@@ -6,7 +6,8 @@ backends of Keras (`KERAS_BACKEND`); importing it on another backend raises
 a one-line `RuntimeError`.
 
 Public modules: `layers`, `architectures`, `data`, `sparsity`, `pruning`,
-`plots` (the reports' figures), `surrogates` (BPDA surrogate gradients:
+`plots` (the reports' figures), `errors`, `runtime` (what the training
+and export programs need from the runtime), `surrogates` (BPDA surrogate gradients:
 `surrogates.surrogate_gradients`) and `robustness` (loads its attack
 libraries lazily, on first use).
 """
@@ -18,10 +19,12 @@ _trainers.check_backend()
 from keras_hebb import (  # noqa: E402
     architectures,
     data,
+    errors,
     layers,
     plots,
     pruning,
     robustness,
+    runtime,
     sparsity,
     surrogates,
 )
@@ -39,11 +42,13 @@ __all__ = [
     "architectures",
     "collect_hah_costs",
     "data",
+    "errors",
     "hah_cost",
     "layers",
     "plots",
     "pruning",
     "robustness",
+    "runtime",
     "sparsity",
     "surrogates",
 ]

@@ -4,6 +4,7 @@ and `build_vgg`'s documented behaviour where a user could be surprised."""
 import importlib
 import os
 import pkgutil
+import re
 import subprocess
 import sys
 
@@ -16,8 +17,8 @@ import keras_hebb
 from keras_hebb import _context, architectures
 from keras_hebb.layers import HaHBlock
 
-PUBLIC_MODULES = ("architectures", "data", "layers", "plots", "pruning", "robustness",
-                  "sparsity", "surrogates")
+PUBLIC_MODULES = ("architectures", "data", "errors", "layers", "plots", "pruning",
+                  "robustness", "runtime", "sparsity", "surrogates")
 
 
 def test_all_lists_every_public_module_and_each_name_resolves():
@@ -157,3 +158,23 @@ def test_build_vgg_normalizes_with_the_stated_statistics():
         architectures.build_vgg((4,), input_shape=(8, 8, 3), dataset="svhn_cropped")
     with pytest.raises(ValueError, match="2-channel"):
         architectures.build_vgg((4,), input_shape=(8, 8, 2))
+
+
+def test_the_programs_import_no_private_name_of_another_package():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # A name with one leading underscore (not a dunder such as __main__).
+    private = re.compile(r"(from|import)\s+(keras_hebb|export|training|experiments)"
+                         r"(\.\w+)*\.(_(?!_)\w+)|from\s+(keras_hebb|export|training|experiments)"
+                         r"(\.\w+)*\s+import\s+.*\b_(?!_)\w+")
+    found = []
+    for program in ("training", "export", "experiments"):
+        for name in sorted(os.listdir(os.path.join(root, program))):
+            if not name.endswith(".py"):
+                continue
+            with open(os.path.join(root, program, name)) as f:
+                for number, line in enumerate(f, 1):
+                    match = private.search(line)
+                    # A program may use its own private names.
+                    if match and (match.group(2) or match.group(5)) != program:
+                        found.append(f"{program}/{name}:{number}: {line.strip()}")
+    assert found == []

@@ -147,7 +147,7 @@ def block_options():
 
 
 def _check_block_options(value):
-    from keras_hebb._checks import InvalidArgument
+    from keras_hebb.errors import InvalidArgument
     from keras_hebb.layers import HaHBlock
 
     known = block_options()

@@ -13,7 +13,7 @@ gets `batch_size / N` examples, Keras divides the compiled loss by N and
 the gradient of the mean loss over the global batch, exactly as on one
 device. The learning rate therefore needs no scaling; it is the rate for
 the global batch. Keras 3.15's `fit` fails with several workers; the
-multi-worker strategy comes with `keras_hebb._compat`'s fix of it.
+multi-worker strategy comes with keras_hebb's fix of it (`keras_hebb.runtime`).
 """
 
 import glob
@@ -92,9 +92,9 @@ def make_strategy(name):
                 "\"host2:port\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}."
             )
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        from keras_hebb import _compat
+        from keras_hebb import runtime
 
-        _compat.patch_keras_multi_worker_fit()
+        runtime.patch_keras_multi_worker_fit()
         return strategy
     if name == "tpu":
         try:
@@ -115,10 +115,10 @@ def make_strategy(name):
 
 def is_chief(strategy):
     """Whether this process writes the run's files (task 0, or no cluster)."""
-    from keras_hebb import _compat
+    from keras_hebb import runtime
 
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not _compat.in_multi_worker_mode(strategy):
+    if resolver is None or not runtime.in_multi_worker_mode(strategy):
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
     return task_type == "chief" or (
