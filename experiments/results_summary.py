@@ -41,6 +41,10 @@ def _model_summary(out, run):
     from keras_hebb.robustness.registry import suite_summary  # every cap, from the registry
 
     summary["suite"] = suite_summary(report["settings"])
+    # The attacks that made at least one stage (an attack in the suite can
+    # have nothing to attack, e.g. transfer_bpda without a surrogate source).
+    summary["attacks_ran"] = sorted({stage["attack"] for records in entry["attacks"].values()
+                                       for record in records for stage in record["stages"]})
     summary["clean"] = entry["clean_accuracy"]
     summary["noise"] = {float(n["sigma"]): n["accuracy"] for n in entry["noise"]}
     summary["robust"], summary["gradient_only"], summary["paper_protocol"] = {}, {}, {}

@@ -180,6 +180,11 @@ def _intro_lines(summary, command, missing):
                   f"(attacks {', '.join(reference['suite']['attacks'] or [])}; "
                   f"caps: {_suite_caps(reference['suite'])}). Mean ± sample standard "
                   "deviation over seeds.", ""]
+        ran = {a for m in models.values() for a in m.get("attacks_ran", [])}
+        idle = [a for a in reference["suite"]["attacks"] or [] if a not in ran]
+        if idle and all("attacks_ran" in m for m in models.values() if "clean" in m):
+            lines += [f"In the suite but run on no model (nothing for them to attack): "
+                      f"{', '.join(idle)}.", ""]
     if _certified_radii(summary):
         certify = next(m["certify"] for m in models.values() if m.get("certified"))
         lines += [f"Certified L2 accuracy: randomized smoothing (CERTIFY, Clopper-Pearson, "
