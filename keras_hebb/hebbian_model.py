@@ -79,8 +79,8 @@ class HebbianModel(keras.Model):
     `(optimizer.iterations, replica)` with stateless random ops, so a
     resumed run crafts the same examples as an uninterrupted one.
     `accuracy` and `loss` in the training logs are then those of the
-    adversarial examples. TensorFlow backend only (`jit_compile` and
-    `tf.distribute` included); on JAX the constructor raises `ValueError`.
+    adversarial examples. On TensorFlow (`jit_compile` and `tf.distribute`
+    included) and JAX (stateless: the attack's state updates are dropped).
 
     >>> robust = HebbianModel(inputs, model.outputs, adversarial={
     ...     "attack": "fgsm_rs", "eps": 0.1})
@@ -121,13 +121,8 @@ class HebbianModel(keras.Model):
 
     def __init__(self, *args, hah_alphas=None, adversarial=None, **kwargs):
         super().__init__(*args, **kwargs)
-        backend = _trainers.check_backend()
+        _trainers.check_backend()
         self.adversarial = adversarial_options(adversarial)
-        if self.adversarial is not None and backend != "tensorflow":
-            raise ValueError(
-                "Adversarial training in HebbianModel runs on the TensorFlow "
-                f"backend only. Received: KERAS_BACKEND={backend!r}"
-            )
         self._hah_alphas_argument = hah_alphas
         self._hah_total_tracker = keras.metrics.Mean(name="hah_cost")
         self._hah_layers = []

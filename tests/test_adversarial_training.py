@@ -1,19 +1,28 @@
 """Adversarial training in HebbianModel: crafted examples, robustness, state,
 strategies, saving, options."""
 
+import importlib.util
+import os
+import subprocess
+import sys
 import warnings
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from keras_hebb import HebbianModel, data
-from keras_hebb._trainers import tensorflow_trainer
+from keras_hebb import HebbianModel
 from keras_hebb.architectures import build_vgg
 from keras_hebb.hebbian_model import adversarial_options
-from keras_hebb.robustness import attacks
 
+if keras.backend.backend() == "tensorflow":  # not when run as the JAX program below
+    import tensorflow as tf
+
+    from keras_hebb import data
+    from keras_hebb._trainers import tensorflow_trainer
+    from keras_hebb.robustness import attacks
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -295,3 +304,57 @@ def test_default_step_sizes_follow_wong_and_madry():
     assert (pgd["steps"], pgd["step_size"]) == (7, pytest.approx(2.5 * 0.1 / 7))
     assert fgsm["norm"] == "linf" and fgsm["random_start"] is True
     assert fgsm["hah_costs_on"] == "adversarial"
+
+
+def _jax_program(out):
+    """Run as a program with KERAS_BACKEND=jax: the JAX step's crafted
+    examples on the linear model (L-inf, L2) and a `fit` with a random
+    start and the clean batch's HaH costs, saved to `out` (.npz)."""
+    from keras_hebb._trainers import jax_trainer
+
+    rng = np.random.default_rng(3)
+    x = rng.random((8, 4, 4, 1)).astype("float32")
+    y = rng.integers(0, 3, 8)
+    results = {"x": x, "y": y}
+    for norm, eps in (("linf", 0.1), ("l2", 0.5)):
+        model, weights, bias = linear_model(
+            {"attack": "pgd", "norm": norm, "eps": eps, "steps": 1, "step_size": eps,
+             "random_start": False})
+        model.optimizer.build(model.trainable_variables)
+        state = tuple([v.value for v in variables] for variables in (
+            model.trainable_variables, model.non_trainable_variables,
+            model.optimizer.variables, model.metrics_variables))
+        results[norm] = np.asarray(jax_trainer.adversarial_examples(model, state, x, y))
+    results["weights"], results["bias"] = weights, bias
+    model = bn_model({"attack": "pgd", "eps": 0.1, "steps": 2, "hah_costs_on": "clean"})
+    model.compile(keras.optimizers.Adam(1e-2), LOSS)
+    before = _moving_statistics(model)
+    history = model.fit(rng.random((32, 8, 8, 1)).astype("float32"), rng.integers(0, 3, 32),
+                        batch_size=16, epochs=1, verbose=0)
+    results["loss"] = np.array(history.history["loss"][-1])
+    results["statistics_moved"] = np.array(max(
+        float(np.abs(a - b).max()) for a, b in zip(before, _moving_statistics(model))))
+    np.savez(out, **results)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_jax_step_crafts_the_closed_form_and_trains(tmp_path):
+    out = tmp_path / "jax.npz"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), str(out)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = np.load(out)
+    x, y = results["x"], results["y"]
+    gradient = cross_entropy_input_gradient(x, y, results["weights"], results["bias"])
+    np.testing.assert_allclose(results["linf"], np.clip(x + 0.1 * np.sign(gradient), 0, 1),
+                               atol=1e-5)
+    length = np.sqrt((gradient.reshape(len(x), -1) ** 2).sum(axis=1))[:, None, None, None]
+    np.testing.assert_allclose(results["l2"], np.clip(x + 0.5 * gradient / length, 0, 1),
+                               atol=1e-5)
+    assert np.isfinite(results["loss"]) and results["statistics_moved"] > 0
+
+
+if __name__ == "__main__":
+    _jax_program(sys.argv[1])

@@ -9,13 +9,8 @@ With `model.adversarial`, the step trains on the examples
 import keras
 import tensorflow as tf
 
-from keras_hebb import _compat
+from keras_hebb import _compat, _trainers
 from keras_hebb._context import collect_hah_costs
-
-
-#: Salt of the random starts' stateless seeds (the other half of the seed
-#: is the optimizer's step count).
-_RANDOM_START_SALT = 26
 
 
 def loss_and_predictions(model, x, y, sample_weight, training, cost_inputs=None):
@@ -50,42 +45,6 @@ def loss_and_predictions(model, x, y, sample_weight, training, cost_inputs=None)
     return loss, y_pred
 
 
-def _l2_norms(t):
-    """Per-example L2 norms of a batch, shaped to broadcast against it."""
-    axes = list(range(1, t.shape.rank))
-    return tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=True))
-
-
-def _random_start(x, norm, eps, seed):
-    """A uniform draw from the `norm` ball of radius `eps`, per example."""
-    if norm == "linf":
-        return tf.random.stateless_uniform(tf.shape(x), seed, -eps, eps, x.dtype)
-    # Uniform in the L2 ball: a Gaussian direction, radius eps * U^(1/d).
-    normal_seed, radius_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, num=2))
-    direction = tf.random.stateless_normal(tf.shape(x), normal_seed, dtype=x.dtype)
-    dimension = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
-    radius = eps * tf.random.stateless_uniform(
-        tf.shape(x)[:1], radius_seed, dtype=x.dtype) ** (1.0 / dimension)
-    radius = tf.reshape(radius, [-1] + [1] * (x.shape.rank - 1))
-    return radius * direction / tf.maximum(_l2_norms(direction), 1e-12)
-
-
-def _steepest_step(gradient, norm, step_size):
-    """The step of size `step_size` that most increases a linear loss:
-    `sign(g)` (L-inf) or `g / ||g||_2` per example (L2)."""
-    if norm == "linf":
-        return step_size * tf.sign(gradient)
-    return step_size * gradient / tf.maximum(_l2_norms(gradient), 1e-12)
-
-
-def _project(delta, norm, eps):
-    """`delta` projected onto the `norm` ball of radius `eps`."""
-    if norm == "linf":
-        return tf.clip_by_value(delta, -eps, eps)
-    return delta * tf.minimum(1.0, eps / tf.maximum(_l2_norms(delta), 1e-12))
-
-
 def adversarial_examples(model, x, y, sample_weight=None):
     """The adversarial examples of `model.adversarial` for a batch.
 
@@ -99,16 +58,20 @@ def adversarial_examples(model, x, y, sample_weight=None):
     if not model.built:
         # Variables cannot be created inside the attack's stateless scope.
         model(x, training=False)
-    eps, norm, step_size = options["eps"], options["norm"], options["step_size"]
+    eps, norm = options["eps"], options["norm"]
+    start = tf.zeros_like(x)
     if options["random_start"]:
         replica = tf.distribute.get_replica_context()
         replica_id = 0 if replica is None else replica.replica_id_in_sync_group
         seed = tf.stack([
             tf.cast(model.optimizer.iterations, tf.int64),
-            tf.cast(replica_id, tf.int64) + _RANDOM_START_SALT])
-        start = _random_start(x, norm, eps, seed)
-    else:
-        start = tf.zeros_like(x)
+            tf.cast(replica_id, tf.int64) + _trainers.RANDOM_START_SALT])
+        uniform_seed, normal_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seed, num=2))
+        start = _trainers.random_start(
+            x, norm, eps,
+            uniform=lambda shape: tf.random.stateless_uniform(shape, uniform_seed, dtype=x.dtype),
+            normal=lambda shape: tf.random.stateless_normal(shape, normal_seed, dtype=x.dtype))
     adversarial = tf.clip_by_value(x + start, 0.0, 1.0)
 
     def ascend(step, adversarial):
@@ -119,8 +82,7 @@ def adversarial_examples(model, x, y, sample_weight=None):
             loss = model.compute_loss(x=adversarial, y=y, y_pred=y_pred,
                                       sample_weight=sample_weight, training=True)
         gradient = tape.gradient(loss, adversarial)
-        moved = adversarial + _steepest_step(gradient, norm, step_size)
-        return step + 1, tf.clip_by_value(x + _project(moved - x, norm, eps), 0.0, 1.0)
+        return step + 1, _trainers.attack_step(x, adversarial, gradient, options)
 
     _, adversarial = tf.while_loop(
         lambda step, _: step < options["steps"], ascend,
