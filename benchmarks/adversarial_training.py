@@ -45,10 +45,8 @@ def _compiled(preset, adversarial, eps):
     from keras_hebb import HebbianModel, architectures
 
     keras.utils.set_random_seed(0)
-    network = architectures.PRESETS[preset]()
-    model = HebbianModel(
-        network.inputs, network.outputs, name=network.name,
-        hah_alphas=getattr(network, "hah_alphas", None) or None,
+    model = HebbianModel.from_model(
+        architectures.PRESETS[preset](),
         adversarial=None if adversarial is None else {**adversarial, "eps": eps})
     model.compile(keras.optimizers.Adam(1e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))

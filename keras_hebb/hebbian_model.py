@@ -82,7 +82,7 @@ class HebbianModel(keras.Model):
     adversarial examples. On TensorFlow (`jit_compile` and `tf.distribute`
     included) and JAX (stateless: the attack's state updates are dropped).
 
-    >>> robust = HebbianModel(inputs, model.outputs, adversarial={
+    >>> robust = HebbianModel.from_model(model, adversarial={
     ...     "attack": "fgsm_rs", "eps": 0.1})
 
     Args:
@@ -166,6 +166,16 @@ class HebbianModel(keras.Model):
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
+
+    @classmethod
+    def from_model(cls, model, adversarial=None):
+        """A `HebbianModel` on the layers of a functional `model` (shared,
+        not copied), with its HaH alphas if it is a `HebbianModel`: how a
+        standard network (or a HaH one built without them) gets the
+        training options of this class, e.g. `adversarial`."""
+        alphas = model.hah_alphas if isinstance(model, HebbianModel) else None
+        return cls(model.inputs, model.outputs, name=model.name, hah_alphas=alphas,
+                   adversarial=adversarial)
 
     @property
     def hah_layers(self):

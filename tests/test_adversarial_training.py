@@ -114,8 +114,7 @@ def bn_model(adversarial, seed=1):
                       hah_alphas=0.05, name="bn_tiny")
     if adversarial is None:
         return model
-    return HebbianModel(model.inputs, model.outputs, hah_alphas=0.05,
-                        adversarial=adversarial, name="bn_tiny")
+    return HebbianModel.from_model(model, adversarial=adversarial)
 
 
 def _moving_statistics(model):
@@ -204,6 +203,14 @@ def test_adversarially_trained_model_is_more_robust_than_its_plain_twin(fashion)
     assert robust_at > robust_plain + 0.15, accuracy
 
 
+def test_from_model_shares_the_layers_and_keeps_the_alphas():
+    network = bn_model(None)
+    model = HebbianModel.from_model(network, adversarial={"attack": "pgd", "eps": 0.1})
+    assert model.hah_alphas == network.hah_alphas == [0.05]
+    assert [id(w) for w in model.weights] == [id(w) for w in network.weights]
+    assert model.name == network.name and model.adversarial["steps"] == 7
+
+
 def test_standard_network_trains_adversarially_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -212,9 +219,13 @@ def test_standard_network_trains_adversarially_without_a_warning():
         mlp(None)
 
 
-def test_mirrored_strategy_on_two_devices_matches_one_device():
-    devices = tf.config.list_logical_devices("CPU")
-    assert len(devices) >= 2, "tests/conftest.py splits the CPU in two"
+def _mirrored_program(out):
+    """Run as a program (a process of its own: a second MirroredStrategy
+    training in the test process collides with the other tests' collective
+    ops): weights after AT on one device and on two replicas."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     rng = np.random.default_rng(8)
     x = rng.random((32, 8, 8, 1)).astype("float32")
     y = rng.integers(0, 3, 32)
@@ -227,17 +238,33 @@ def test_mirrored_strategy_on_two_devices_matches_one_device():
             keras.utils.set_random_seed(9)
             model = build_vgg((4, "M", 6), hah_blocks=2, input_shape=(8, 8, 1),
                               num_classes=3, hah_alphas=0.05, name="hah_only")
-            model = HebbianModel(model.inputs, model.outputs, hah_alphas=0.05,
-                                 adversarial=options)
+            model = HebbianModel.from_model(model, adversarial=options)
             model.compile(keras.optimizers.Adam(1e-2), LOSS)
         model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), epochs=2,
                   shuffle=False, verbose=0)
         return model.get_weights()
 
-    mirrored = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")[:2]]
+    mirrored = tf.distribute.MirroredStrategy(devices)
     single = train(tf.distribute.get_strategy())
     double = train(mirrored)
-    assert max(float(np.abs(a - b).max()) for a, b in zip(single, double)) < 1e-4
+    np.savez(out, replicas=mirrored.num_replicas_in_sync, difference=max(
+        float(np.abs(a - b).max()) for a, b in zip(single, double)))
+
+
+def _run_program(name, out, backend="tensorflow"):
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), name, str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return np.load(out)
+
+
+def test_mirrored_strategy_on_two_devices_matches_one_device(tmp_path):
+    results = _run_program("mirrored", tmp_path / "mirrored.npz")
+    assert int(results["replicas"]) == 2
+    assert float(results["difference"]) < 1e-4
 
 
 def test_jit_compiled_training_matches_the_graph_step():
@@ -339,13 +366,7 @@ def _jax_program(out):
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_jax_step_crafts_the_closed_form_and_trains(tmp_path):
-    out = tmp_path / "jax.npz"
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), str(out)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = np.load(out)
+    results = _run_program("jax", tmp_path / "jax.npz", backend="jax")
     x, y = results["x"], results["y"]
     gradient = cross_entropy_input_gradient(x, y, results["weights"], results["bias"])
     np.testing.assert_allclose(results["linf"], np.clip(x + 0.1 * np.sign(gradient), 0, 1),
@@ -357,4 +378,4 @@ def test_jax_step_crafts_the_closed_form_and_trains(tmp_path):
 
 
 if __name__ == "__main__":
-    _jax_program(sys.argv[1])
+    {"jax": _jax_program, "mirrored": _mirrored_program}[sys.argv[1]](sys.argv[2])

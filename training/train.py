@@ -160,10 +160,7 @@ def _build_model(config, spec):
     if config["adversarial"] is not None:
         # Adversarial training is HebbianModel's step, for a standard
         # network too (no HaH block: the step without HaH costs).
-        model = HebbianModel(
-            model.inputs, model.outputs, name=model.name,
-            hah_alphas=model.hah_alphas if isinstance(model, HebbianModel) else None,
-            adversarial=config["adversarial"])
+        model = HebbianModel.from_model(model, adversarial=config["adversarial"])
     return model
 
 
