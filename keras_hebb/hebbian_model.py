@@ -53,9 +53,9 @@ class HebbianModel(keras.Model):
     is compiled (a subclassed model's blocks exist only after its
     `__init__`). A model without any warns at `compile` (it then trains
     with the compiled loss alone), unless it trains adversarially (a
-    standard network's adversarial training); a forward pass in which a layer the
-    model does not know records a HaH cost raises `ValueError` instead of
-    dropping that cost.
+    standard network's adversarial training); a forward pass in which a
+    layer the model does not know records a HaH cost raises `ValueError`
+    instead of dropping that cost.
 
     Example:
 
@@ -171,8 +171,8 @@ class HebbianModel(keras.Model):
     def from_model(cls, model, adversarial=None):
         """A `HebbianModel` on the layers of a functional `model` (shared,
         not copied), with its HaH alphas if it is a `HebbianModel`: how a
-        standard network (or a HaH one built without them) gets the
-        training options of this class, e.g. `adversarial`."""
+        built network, standard or HaH, gets this class's training options
+        (`adversarial`)."""
         alphas = model.hah_alphas if isinstance(model, HebbianModel) else None
         return cls(model.inputs, model.outputs, name=model.name, hah_alphas=alphas,
                    adversarial=adversarial)
