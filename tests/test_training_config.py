@@ -73,6 +73,21 @@ def test_overrides_are_parsed_as_yaml_and_type_checked():
         training_config.validate({**GOOD, "block_options": {"sigmaa": 0.2}})
 
 
+def test_adversarial_options_are_completed_and_overridable():
+    c = training_config.validate(training_config.apply_overrides(
+        GOOD, ["adversarial.attack=pgd", "adversarial.eps=0.1", "adversarial.norm=l2"]))
+    assert c["adversarial"] == {
+        "attack": "pgd", "eps": 0.1, "norm": "l2", "steps": 7,
+        "step_size": pytest.approx(2.5 * 0.1 / 7), "random_start": True,
+        "hah_costs_on": "adversarial"}
+    # The dumped config validates to itself (a resumed run's check).
+    again = training_config.validate(yaml.safe_load(training_config.dump_config(c)))
+    assert again == c
+    assert training_config.validate(GOOD)["adversarial"] is None
+    with pytest.raises(training_config.ConfigError, match="only block_options and adversarial"):
+        training_config.apply_overrides(GOOD, ["epochs.x=1"])
+
+
 @pytest.mark.parametrize("raw, named", [
     ({**GOOD, "epochs": 0}, "epochs=0"),
     ({**GOOD, "batch_size": 12.5}, "batch_size=12.5"),
@@ -92,6 +107,17 @@ def test_overrides_are_parsed_as_yaml_and_type_checked():
     ({**GOOD, "block_options": {"normalization_size": 4}},
      "block_options.normalization_size=4: expected a positive odd integer"),
     ({"dataset": "fashion_mnist"}, "'architecture'"),
+    ({**GOOD, "noise_sigma": 0.25, "noise_fraction": 0}, "noise_fraction=0"),
+    ({**GOOD, "noise_fraction": 0.5}, "noise_fraction=0.5: expected 1.0 when noise_sigma is 0"),
+    ({**GOOD, "adversarial": "pgd"}, "adversarial='pgd'"),
+    ({**GOOD, "adversarial": {"attack": "cw", "eps": 0.1}}, "adversarial.attack='cw'"),
+    ({**GOOD, "adversarial": {"attack": "pgd"}}, "adversarial.eps=None"),
+    ({**GOOD, "adversarial": {"attack": "pgd", "eps": 0.1, "norm": "l1"}},
+     "adversarial.norm='l1'"),
+    ({**GOOD, "adversarial": {"attack": "fgsm_rs", "eps": 0.1, "steps": 7}},
+     "adversarial.steps=7"),
+    ({**GOOD, "adversarial": {"attack": "pgd", "eps": 0.1, "epsilon": 0.1}},
+     "'adversarial.epsilon'"),
 ])
 def test_bad_values_are_rejected_naming_the_value(raw, named):
     with pytest.raises(training_config.ConfigError) as caught:

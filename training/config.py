@@ -4,8 +4,9 @@ A config is a flat mapping; every key has a default (`DEFAULTS`) except
 `dataset` and `architecture`. Unknown keys and bad values raise
 `ConfigError` with one sentence naming the key, the value and what was
 expected. `--set key=value` overrides are parsed as YAML scalars or lists
-(`epochs=3`, `augment=false`, `hah_alphas=[0.01,0.005]`) and go through the
-same checks. (Checking dataset and architecture names imports keras_hebb.)
+(`epochs=3`, `augment=false`, `hah_alphas=[0.01,0.005]`, and sub-keys of
+the two mappings: `block_options.threshold=null`, `adversarial.eps=0.1`)
+and go through the same checks. (Checking dataset and architecture names imports keras_hebb.)
 """
 
 import difflib
@@ -34,6 +35,8 @@ DEFAULTS = {
     "lr_factor": 0.1,
     "augment": True,
     "noise_sigma": 0.0,
+    "noise_fraction": 1.0,
+    "adversarial": None,
     "seed": 2022,
     "deterministic": True,
     "strategy": "auto",
@@ -172,6 +175,27 @@ def _check_block_options(value):
     return {key: getattr(block, key) for key in value}
 
 
+def _check_adversarial(value):
+    """`null` or the complete options of `HebbianModel(adversarial=...)`
+    (checked there, the one place that knows them)."""
+    from keras_hebb._checks import InvalidArgument
+    from keras_hebb.hebbian_model import ADVERSARIAL_DEFAULTS, adversarial_options
+
+    if value is not None and not isinstance(value, dict):
+        raise _bad("adversarial", value,
+                   f"null or a mapping with keys from {list(ADVERSARIAL_DEFAULTS)}")
+    for key in value or {}:
+        if key not in ADVERSARIAL_DEFAULTS:
+            raise ConfigError(
+                f"Unknown config key {f'adversarial.{key}'!r}: expected one of "
+                f"{list(ADVERSARIAL_DEFAULTS)}{_suggest(key, ADVERSARIAL_DEFAULTS)}."
+            )
+    try:
+        return adversarial_options(value)
+    except InvalidArgument as error:
+        raise _bad(error.name, error.value, error.expected) from None
+
+
 def _check_milestones(value):
     if not isinstance(value, list) or not all(_is_int(m) and m >= 1 for m in value) or (
         sorted(set(value)) != value
@@ -247,6 +271,15 @@ def _check_run_keys(config):
     if not _is_number(sigma) or not 0 <= sigma < float("inf"):
         raise _bad("noise_sigma", sigma, "a number >= 0 (0: no Gaussian noise augmentation)")
     config["noise_sigma"] = float(sigma)
+    fraction = config["noise_fraction"]
+    if not _is_number(fraction) or not 0 < fraction <= 1:
+        raise _bad("noise_fraction", fraction,
+                   "a number in (0, 1]: the share of each batch that gets noise")
+    if fraction != 1 and sigma == 0:
+        raise _bad("noise_fraction", fraction,
+                   "1.0 when noise_sigma is 0 (there is no noise to share)")
+    config["noise_fraction"] = float(fraction)
+    config["adversarial"] = _check_adversarial(config["adversarial"])
     config["seed"] = _check_int("seed", config["seed"], 0)
     config["strategy"] = _check_choice("strategy", config["strategy"], STRATEGIES)
     config["sparsity_images"] = _check_int("sparsity_images", config["sparsity_images"], 0)
@@ -304,14 +337,15 @@ def apply_overrides(raw, overrides):
                 f"{_suggest(head, DEFAULTS)}; known keys: {', '.join(DEFAULTS)}."
             )
         if sub:
-            if head != "block_options":
+            if head not in ("block_options", "adversarial"):
                 raise ConfigError(
-                    f"Invalid override --set {text}: only block_options has "
-                    f"sub-keys (e.g. block_options.threshold=null)."
+                    f"Invalid override --set {text}: only block_options and "
+                    f"adversarial have sub-keys (e.g. block_options.threshold=null, "
+                    f"adversarial.eps=0.1)."
                 )
-            options = dict(raw.get("block_options") or {})
+            options = dict(raw.get(head) or {})
             options[sub] = value
-            raw["block_options"] = options
+            raw[head] = options
         else:
             raw[head] = value
     return raw

@@ -157,6 +157,10 @@ def _build_model(config, spec):
             f"Architecture {architecture!r} has no HaH blocks: remove "
             f"hah_alphas and block_options from the config."
         )
+    if config["adversarial"] is not None:
+        # Adversarial training is HebbianModel's step, for a standard
+        # network too (no HaH block: the step without HaH costs).
+        model = HebbianModel.from_model(model, adversarial=config["adversarial"])
     return model
 
 
@@ -273,6 +277,7 @@ def _pipelines(config, train_arrays, val_arrays, initial_epoch, strategy_name):
         batch_size=config["batch_size"], shuffle=True,
         augment=config["augment"], seed=config["seed"], epochs=epochs,
         initial_epoch=min(initial_epoch, epochs - 1), noise_sigma=config["noise_sigma"],
+        noise_fraction=config["noise_fraction"],
     )
     val_data = data.make_dataset(
         *val_arrays, config["dataset"],

@@ -13,11 +13,21 @@ and each module here turns them into an update.
 
 Both compute each block's cost on a layer-local copy of its convolution
 (the block input held constant), so a cost updates only its own kernel.
+With `HebbianModel(adversarial=...)` both first craft adversarial examples
+of the batch: the backend differentiates the loss with respect to the
+images and draws the random starts; the steps, projections and starts'
+shapes are shared here (`keras.ops`).
 """
 
 import importlib
+import math
 
 import keras
+from keras import ops
+
+#: Half of the random starts' stateless seeds; the other half is the
+#: optimizer's step count, so a resumed run draws the same starts.
+RANDOM_START_SALT = 26
 
 #: The Keras backends keras_hebb trains and runs on.
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
@@ -37,3 +47,39 @@ def check_backend():
 def for_backend():
     """The step module of the running Keras backend."""
     return importlib.import_module(f"{__name__}.{check_backend()}_trainer")
+
+
+def _l2_norms(t):
+    """Per-example L2 norms of a batch, shaped to broadcast against it."""
+    axes = tuple(range(1, len(t.shape)))
+    return ops.sqrt(ops.sum(ops.square(t), axis=axes, keepdims=True))
+
+
+def random_start(x, norm, eps, uniform, normal):
+    """A uniform draw from the `norm` ball of radius `eps` around 0, one per
+    example of `x`, from the backend's `uniform(shape)` (in [0, 1)) and
+    `normal(shape)` draws: L-inf, the cube; L2, a Gaussian direction with
+    radius `eps * U^(1/d)`."""
+    shape = ops.shape(x)
+    if norm == "linf":
+        return eps * (2.0 * uniform(shape) - 1.0)
+    direction = normal(shape)
+    dimension = math.prod(x.shape[1:])
+    radius = eps * uniform((shape[0],) + (1,) * (len(x.shape) - 1)) ** (1.0 / dimension)
+    return radius * direction / ops.maximum(_l2_norms(direction), 1e-12)
+
+
+def attack_step(x, adversarial, gradient, options):
+    """One ascent step of the attack from `adversarial`, projected onto the
+    `norm` ball of radius `eps` around `x` and clipped to [0, 1]. The step
+    is the steepest one for a linear loss: `step_size * sign(g)` (L-inf) or
+    `step_size * g / ||g||_2` per example (L2)."""
+    norm, eps, step_size = options["norm"], options["eps"], options["step_size"]
+    if norm == "linf":
+        moved = adversarial + step_size * ops.sign(gradient)
+        delta = ops.clip(moved - x, -eps, eps)
+    else:
+        moved = adversarial + step_size * gradient / ops.maximum(_l2_norms(gradient), 1e-12)
+        delta = moved - x
+        delta = delta * ops.minimum(1.0, eps / ops.maximum(_l2_norms(delta), 1e-12))
+    return ops.clip(x + delta, 0.0, 1.0)

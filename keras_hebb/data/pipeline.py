@@ -42,6 +42,7 @@ def load_dataset(
     epochs=None,
     initial_epoch=0,
     noise_sigma=0.0,
+    noise_fraction=1.0,
 ):
     """A batched `tf.data.Dataset` of `(images float32 [0, 1] NHWC, labels)`.
 
@@ -84,6 +85,14 @@ def load_dataset(
             augmentation, as Cohen et al. (2019) train the base classifiers
             of randomized smoothing (`keras_hebb.robustness.smoothing`
             adds its noise unclipped too). Defaults to `0.0` (none).
+        noise_fraction: the share of each batch that gets the noise: the
+            first `round(noise_fraction * batch)` examples of a batch (in
+            the epoch's shuffled order, so a random subset), the others
+            stay clean; a noisy example carries the same draw as with
+            `noise_fraction=1`. `0.5` keeps batch-norm statistics and the
+            clean accuracy close to clean training (Rusak et al. 2020
+            train on 50% noisy batches for that reason). Defaults to `1.0`
+            (every image, as Cohen et al.).
 
     Raises:
         ValueError: unknown dataset or bad argument.
@@ -95,6 +104,7 @@ def load_dataset(
         images, labels, name, batch_size=batch_size, shuffle=shuffle,
         augment=augment, seed=seed, drop_remainder=drop_remainder,
         epochs=epochs, initial_epoch=initial_epoch, noise_sigma=noise_sigma,
+        noise_fraction=noise_fraction,
     )
 
 
@@ -110,6 +120,7 @@ def make_dataset(
     epochs=None,
     initial_epoch=0,
     noise_sigma=0.0,
+    noise_fraction=1.0,
 ):
     """The pipeline of `load_dataset` over arrays from `load_uint8_arrays`.
 
@@ -122,7 +133,8 @@ def make_dataset(
     import tensorflow as tf
 
     spec = dataset_spec(name)
-    _check_pipeline_arguments(batch_size, initial_epoch, epochs, noise_sigma)
+    _check_pipeline_arguments(batch_size, initial_epoch, epochs, noise_sigma,
+                              noise_fraction)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
     count = len(labels)
@@ -130,7 +142,7 @@ def make_dataset(
     # epoch gathers them in a permutation drawn from (seed, epoch).
     one_epoch = _epoch_pipeline(
         tf.constant(images), tf.constant(labels), tf.constant(seed, tf.int64), spec,
-        batch_size, shuffle, augment, drop_remainder, noise_sigma)
+        batch_size, shuffle, augment, drop_remainder, noise_sigma, noise_fraction)
     dataset = _epoch_numbers(seed, epochs, initial_epoch).flat_map(one_epoch)
     # flat_map hides the length; Keras needs it to end validation cleanly.
     per_epoch = steps_per_epoch(count, batch_size, drop_remainder)
@@ -144,7 +156,8 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _check_pipeline_arguments(batch_size, initial_epoch, epochs, noise_sigma):
+def _check_pipeline_arguments(batch_size, initial_epoch, epochs, noise_sigma,
+                              noise_fraction):
     for key, value, low in (("batch_size", batch_size, 1),
                             ("initial_epoch", initial_epoch, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -166,6 +179,12 @@ def _check_pipeline_arguments(batch_size, initial_epoch, epochs, noise_sigma):
             "Invalid value for `noise_sigma`: expected a finite number >= 0. "
             f"Received: noise_sigma={noise_sigma!r}"
         )
+    if (isinstance(noise_fraction, bool) or not isinstance(noise_fraction, (int, float))
+            or not 0 < noise_fraction <= 1):
+        raise ValueError(
+            "Invalid value for `noise_fraction`: expected a number in (0, 1]. "
+            f"Received: noise_fraction={noise_fraction!r}"
+        )
 
 
 def _epoch_numbers(seed, epochs, initial_epoch):
@@ -182,7 +201,7 @@ def _epoch_numbers(seed, epochs, initial_epoch):
 
 
 def _epoch_pipeline(images, labels, seed, spec, batch_size, shuffle, augment,
-                    drop_remainder, noise_sigma):
+                    drop_remainder, noise_sigma, noise_fraction):
     """`epoch -> batched dataset of that epoch`: its order, crops, flips and
     noise are functions of (seed, epoch, position) only."""
     import tensorflow as tf
@@ -205,10 +224,21 @@ def _epoch_pipeline(images, labels, seed, spec, batch_size, shuffle, augment,
                 # crops and flips in every run with this seed.
                 image = augment_image(image, tf.stack([seed + 1, position]), spec)
             if noise_sigma > 0:
-                image = tf.cast(image, tf.float32) / 255.0 + float(noise_sigma) * (
-                    tf.random.stateless_normal(
-                        tf.shape(image), seed=tf.stack([seed + 2, position])))
+                noise = float(noise_sigma) * tf.random.stateless_normal(
+                    tf.shape(image), seed=tf.stack([seed + 2, position]))
+                if noise_fraction < 1:
+                    noise *= tf.cast(_is_noisy(position - epoch * count), tf.float32)
+                image = tf.cast(image, tf.float32) / 255.0 + noise
             return image, tf.gather(labels, index)
+
+        def _is_noisy(index_in_epoch):
+            # The first round(fraction * n) slots of each batch of n.
+            slot = index_in_epoch % batch_size
+            batch = tf.minimum(tf.cast(batch_size, tf.int64),
+                               count - (index_in_epoch - slot))
+            noisy = tf.cast(tf.floor(noise_fraction * tf.cast(batch, tf.float64) + 0.5),
+                            tf.int64)
+            return slot < noisy
 
         dataset = tf.data.Dataset.from_tensor_slices((order, positions)).map(
             example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
