@@ -17,6 +17,8 @@ tf.config.set_logical_device_configuration(
 )
 
 
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 _SUMMARY_LINES = []
@@ -81,6 +83,30 @@ def _one_line_error(result, message=""):
     assert result.returncode == 2 and len(lines) == 1, (result.returncode, lines)
     assert "error: " in lines[0] and message in lines[0], lines[0]
     return lines[0]
+
+
+def _resumed_training(compiled, x, y, path, check_reloaded=None):
+    """Trains `compiled()` 2 epochs straight, and a second `compiled()` 1
+    epoch, saved to `path`, reloaded (`check_reloaded(reloaded,
+    interrupted)` runs then) and trained 1 more: the weights must agree."""
+    straight = compiled()
+    straight.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    interrupted = compiled()
+    interrupted.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    interrupted.save(path)
+    reloaded = keras.models.load_model(path)
+    if check_reloaded is not None:
+        check_reloaded(reloaded, interrupted)
+    reloaded.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(reloaded.get_weights(), straight.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def resumed_training():
+    """`resumed_training(compiled, x, y, path, check_reloaded=None)`: a
+    resumed fit ends where an uninterrupted one does."""
+    return _resumed_training
 
 
 @pytest.fixture

@@ -186,7 +186,7 @@ def test_mirrored_strategy_on_two_devices_matches_one_device():
     assert difference < 1e-4
 
 
-def test_keras_file_round_trip_restores_predictions_and_training(tmp_path):
+def test_keras_file_round_trip_restores_predictions_and_training(tmp_path, resumed_training):
     x, y = tiny_data(64)
 
     def compiled():
@@ -194,22 +194,14 @@ def test_keras_file_round_trip_restores_predictions_and_training(tmp_path):
         model.compile(keras.optimizers.Adam(1e-2), LOSS, metrics=["accuracy"])
         return model
 
-    straight = compiled()
-    straight.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    def check(reloaded, interrupted):
+        assert isinstance(reloaded, HebbianModel)
+        assert reloaded.hah_alphas == interrupted.hah_alphas
+        np.testing.assert_array_equal(reloaded.predict(x, verbose=0),
+                                      interrupted.predict(x, verbose=0))
+        assert int(reloaded.optimizer.iterations) == 4
 
-    interrupted = compiled()
-    interrupted.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
-    path = str(tmp_path / "model.keras")
-    interrupted.save(path)
-    reloaded = keras.models.load_model(path)
-    assert isinstance(reloaded, HebbianModel)
-    assert reloaded.hah_alphas == interrupted.hah_alphas
-    np.testing.assert_array_equal(reloaded.predict(x, verbose=0),
-                                  interrupted.predict(x, verbose=0))
-    assert int(reloaded.optimizer.iterations) == 4
-    reloaded.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
-    for a, b in zip(reloaded.get_weights(), straight.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    resumed_training(compiled, x, y, str(tmp_path / "model.keras"), check)
 
 
 @pytest.mark.parametrize("alphas,message", [
