@@ -43,8 +43,9 @@ def _model_summary(out, run):
     summary["suite"] = suite_summary(report["settings"])
     # The attacks that made at least one stage (an attack in the suite can
     # have nothing to attack, e.g. transfer_bpda without a surrogate source).
-    summary["attacks_ran"] = sorted({stage["attack"] for records in entry["attacks"].values()
-                                       for record in records for stage in record["stages"]})
+    records = [r for rs in entry["attacks"].values() for r in rs]
+    if all("stages" in r for r in records):
+        summary["attacks_ran"] = sorted({s["attack"] for r in records for s in r["stages"]})
     summary["clean"] = entry["clean_accuracy"]
     summary["noise"] = {float(n["sigma"]): n["accuracy"] for n in entry["noise"]}
     summary["robust"], summary["gradient_only"], summary["paper_protocol"] = {}, {}, {}

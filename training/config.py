@@ -178,7 +178,7 @@ def _check_block_options(value):
 def _check_adversarial(value):
     """`null` or the complete options of `HebbianModel(adversarial=...)`
     (checked there, the one place that knows them)."""
-    from keras_hebb._checks import InvalidArgument
+    from keras_hebb.errors import InvalidArgument
     from keras_hebb.hebbian_model import ADVERSARIAL_DEFAULTS, adversarial_options
 
     if value is not None and not isinstance(value, dict):
