@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test test-numerics demo results results-medium sweep clean bench bench-compare bench-accelerator
+.PHONY: setup test test-numerics demo results results-medium results-defenses sweep clean bench bench-compare bench-accelerator
 
 setup: $(STAMP)
 
@@ -71,6 +71,39 @@ results-medium: setup
 		--images 1000 --ablations none --seeded hah_no_threshold,hah_no_threshold_alpha0 \
 		--hah-set 'hah_alphas=$(MEDIUM_ALPHAS)' --certify --autoattack-images 500 --section medium-recipe \
 		--docs docs/RESULTS.md $(MEDIUM_ARGS)
+
+# HaH with the field's defenses (issue 26, docs/RESULTS.md part 6,
+# experiments/defenses.py): the small network (3 epochs), alphas x30, 3 seeds
+# of the undefended standard, HaH and recipe networks (the references), of
+# FGSM-RS adversarial training at L-inf 0.1 (standard_at, recipe_at, hah_at)
+# and of sigma-0.25 noise on half of each batch (standard_noise_mix,
+# recipe_noise_mix); one seed of PGD-7 training per family (catastrophic
+# overfitting check) and of the continuous threshold (hah_soft). The full
+# suite on 1,000 images, certification, AutoAttack at standard strength on 500.
+# recipe_at_alpha0 (recipe_at without the HaH cost) is available: add it to
+# DEFENSES_SEEDED or DEFENSES_ONE_SEED on the make command line.
+# Cost estimate, 28 models (small-network timings of
+# results/fashion_mnist_regime/timings.json, 2 shared cores):
+# - training 2.5-5 h: 16 plain runs x 150-320 s, 9 FGSM-RS runs x ~2 that,
+#   3 PGD-7 runs x ~8 that;
+# - suite + certification 3-14 h: 200-900 s per model on 500 images, ~2x on
+#   1,000 (the AT models, with more images standing, near the top);
+# - AutoAttack at standard strength ~20-40 h: ~2 s per image per budget it
+#   enters on one core (measured on 16 images of the regime's recipe model,
+#   L-inf 0.02 and L2 0.5: APGD-CE 4 s, APGD-T 6-8 s, Square 16 s), 3.5-5
+#   budgets entered per image for an undefended model (its regime reports),
+#   an estimated 6-8 for an AT one: 1-1.4 h per undefended model, ~2 h per AT one.
+# So ~25-60 h in all, far over the study's 6 h: cut with DEFENSES_ARGS (after
+# the target's arguments, so it wins), e.g. '--images 500 --autoattack-images 0'
+# (~4-12 h), or train first (--train-only) and evaluate in later calls.
+# Resumable like results: each finished step is skipped on the next call.
+DEFENSES_SEEDED := standard_at,recipe_at,hah_at,standard_noise_mix,recipe_noise_mix,hah_no_threshold
+DEFENSES_ONE_SEED := standard_pgd_at,recipe_pgd_at,hah_pgd_at,hah_soft
+results-defenses: setup
+	$(PY) -m experiments results --out results/fashion_mnist_defenses --images 1000 \
+		--seeded $(DEFENSES_SEEDED) --ablations $(DEFENSES_ONE_SEED) \
+		--hah-set 'hah_alphas=$(HEADLINE_ALPHAS)' --certify --autoattack-images 500 \
+		--section defenses --docs docs/RESULTS.md $(DEFENSES_ARGS)
 
 # Where the HaH cost acts: the small HaH network with its alphas x0..x300,
 # 2 seeds, 3 epochs (docs/RESULTS.md); then HaH-VGG16's shape with the

@@ -12,14 +12,18 @@ the models' `certified_per_sigma` (their `report.json` files).
 
 import numpy as np
 
+from experiments.results_summary import runs_of
+
 #: Radii of the fixed-sigma tables (the main tables' certified columns).
 RADII = (0.25, 0.5)
 
 
 def _by_seed(summary, family):
-    """`{seed: certified_per_sigma}` of the seeds of `family` that were certified."""
-    return {m["seed"]: m["certified_per_sigma"] for m in summary["models"].values()
-            if m["name"] == f"{family}_s{m['seed']}" and m.get("certified_per_sigma")}
+    """`{seed: certified_per_sigma}` of the seeds of `family` (or of the
+    one-seed run of that name) that were certified."""
+    return {seed: m["certified_per_sigma"]
+            for seed, m in runs_of(list(summary["models"].values()), family).items()
+            if m.get("certified_per_sigma")}
 
 
 def _mean_sd(values, signed=False):
@@ -58,15 +62,16 @@ def group_rows(summary):
 
 def _pairs(summary):
     """The differences the report pairs: HaH minus each other seeded
-    family, every other variant minus the standard network, and each
-    family `X` minus its `X_alpha0` twin."""
+    family, every other variant minus the standard network, each family
+    `X` minus its `X_alpha0` twin (a one-seed run's too), and the chosen
+    comparisons (`results_summary.comparisons`), each pair once."""
     groups = list(summary["groups"])
     pairs = [("hah", other) for other in groups if other != "hah" and "hah" in groups]
     pairs += [(name, "standard") for name in groups
               if name not in ("hah", "standard") and "standard" in groups]
-    pairs += [(name, f"{name}_alpha0") for name in groups
-              if name != "hah" and f"{name}_alpha0" in groups]
-    return pairs
+    pairs += [(name, f"{name}_alpha0") for name in summary.get("cost_twins") or {}]
+    pairs += [tuple(entry["pair"]) for entry in (summary.get("comparisons") or {}).values()]
+    return list(dict.fromkeys(pairs))
 
 
 def paired_rows(summary):

@@ -65,8 +65,8 @@ def model_numbers(out, name):
 
 def collect(out, runs, family):
     """`{family: {norm: {budget: {measure: [accuracy per seed]}}}}` over the
-    seeded runs (`family(run)` names a run's network) that have both
-    evaluations; `{}` when none has."""
+    runs that have both evaluations, grouped by `family(run)` (a run's
+    network; None leaves the run out); `{}` when none has."""
     result = {}
     for run in runs:
         name = family(run)

@@ -16,6 +16,11 @@ that take one part away at a time:
   removed by gradual magnitude pruning (does weight sparsity alone buy
   noise robustness?).
 
+The defenses experiment's runs (`experiments.defenses`: adversarial and
+noise training, the continuous threshold; `make results-defenses`) are
+entries of `ABLATIONS` too, selected by name only (the default
+`--ablations` is `STUDY_ABLATIONS`).
+
 Every model is evaluated alone (`python -m training evaluate`) on the same
 first `--images` test images, noise draws and attack seeds, with the full
 suite. The transfer attack's source is a strong one: for a HaH network
@@ -36,7 +41,8 @@ import time
 from typing import NamedTuple
 
 from export.cli import Parser, UsageError, prepare_tensorflow, usage_failure
-from experiments import docs, full_autoattack, results_summary, results_tables, steps
+from experiments import (defenses, docs, full_autoattack, results_summary, results_tables,
+                         steps)
 from experiments.networks import NETWORKS, TINY_TRAINING, config_path
 
 prepare_tensorflow()  # before the steps import TensorFlow
@@ -64,6 +70,10 @@ ABLATIONS = {
                        "HaH network from PyTorch's default weight initialization (the "
                        "authors' code)"),
 }
+#: The default of `--ablations` (`make results`): the ablations above,
+#: without the defenses experiment's runs merged in below.
+STUDY_ABLATIONS = tuple(ABLATIONS)
+ABLATIONS.update(defenses.DEFENSES)
 BUDGETS = {
     "full": {"train": [], "evaluate": ["--suite", "full"], "images": 1000,
              "certify": ["--certify-sigmas", "0.12,0.25,0.5", "--certify-images", "100"],
@@ -112,8 +122,10 @@ def plan(seeds, ablations, seeded=(), hah_overrides=()):
 
     Transfer sources: a HaH network's is the standard network of its seed;
     a standard network's the standard network of the next seed (cyclically;
-    with one seed, the HaH network of that seed); an ablation's the
-    standard network of the first seed.
+    with one seed, the HaH network of that seed); a seeded ablation's the
+    standard network of its seed, a one-seed ablation's that of the first
+    seed (an adversarially trained run's too: why, in
+    `experiments.defenses`).
     """
     runs = []
     for i, seed in enumerate(seeds):
@@ -187,9 +199,9 @@ def _parser():
     parser.add_argument("--seeds", default="2022,2023,2024",
                         help="comma-separated seeds of the standard and HaH networks "
                         "(default: 2022,2023,2024)")
-    parser.add_argument("--ablations", default=",".join(ABLATIONS),
+    parser.add_argument("--ablations", default=",".join(STUDY_ABLATIONS),
                         help=f"comma-separated subset of {', '.join(ABLATIONS)} "
-                        "(default: all; 'none' for none)")
+                        f"(default: {', '.join(STUDY_ABLATIONS)}; 'none' for none)")
     parser.add_argument("--seeded", default="none",
                         help="comma-separated ablations to run for every seed, e.g. "
                         "hah_alpha0 (default: none)")
@@ -302,7 +314,7 @@ def main(argv=None):
             _run_steps(out, runs, budget, images, args, timings)
     except UsageError as error:
         return usage_failure(error)
-    summary = results_summary.collect(out, runs)
+    summary = results_summary.collect(out, runs, defenses.PAIRS)
     path = results_tables.write(out, summary, timings, GOALS, steps.made_by(
         "results", argv, os.path.join(out, "results.md"), _parser()))
     print(f"\nResults: {path}")

@@ -10,7 +10,10 @@ import numpy as np
 from keras_hebb import plots
 
 
-_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
+#: One per seeded network (the defenses experiment has 8).
+_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown",
+           "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
+_MARKERS = "osd^v<>ph*"
 
 
 def _figure_done(fig, ax, out, filename):
@@ -52,7 +55,7 @@ def _plot_curve(out, summary, ablations, curve):
 def _plot_sparsity(out, summary, ablations):
     """sparsity.png: non-zero activations per layer, each group and ablation."""
     fig, ax = plots.figure(size=(6, 4))
-    for base, marker in zip(summary["groups"], "osd^v<>"):
+    for base, marker in zip(summary["groups"], _MARKERS):
         data = summary["groups"][base].get("nonzero")
         if data:
             layers = list(data)

@@ -134,9 +134,11 @@ def overstates(model, norm, eps):
     return None if paper is None or worst is None else paper - worst
 
 
-def collect(out, runs):
+def collect(out, runs, pairs=()):
     """`results.json` content from the finished steps of `runs`
-    (`experiments.results.Run`s, as `experiments.results.plan` makes them)."""
+    (`experiments.results.Run`s, as `experiments.results.plan` makes them);
+    `pairs` (`(first, second)` network names) add their seed-by-seed
+    differences (`comparisons`) where both ran."""
     models = {run.name: _model_summary(out, run) for run in runs}
     mains = [r for r in runs if family(r)]
     names = list(dict.fromkeys(["standard", "hah"] + [family(r) for r in mains]))
@@ -157,10 +159,13 @@ def collect(out, runs):
             group["nonzero_first_layers"] = _stats(
                 [models[r.name].get("nonzero_first_layers") for r in mains if family(r) == name])
     summary["paired"] = paired(summary)
-    twins = cost_twins(summary)
-    if twins:
-        summary["cost_twins"] = twins
-    strong = full_autoattack.collect(out, runs, family)
+    # Absent when empty, so older results.json files stay as they were.
+    for key, value in (("cost_twins", cost_twins(summary)),
+                       ("comparisons", comparisons(summary, pairs))):
+        if value:
+            summary[key] = value
+    # Each one-seed run is a network of its own seed.
+    strong = full_autoattack.collect(out, runs, lambda run: family(run) or run.name)
     if strong:
         summary["autoattack_standard"] = strong
     with open(os.path.join(out, "results.json"), "w") as f:
@@ -180,12 +185,17 @@ def _measures(model):
     return values
 
 
+def runs_of(models, name):
+    """`{seed: model}` of network `name`: its seeds (`name_sSEED`), or the
+    one seed of a one-seed run called `name`."""
+    return {m["seed"]: m for m in models if m["name"] in (name, f"{name}_s{m['seed']}")}
+
+
 def _seed_differences(models, first, second):
-    """`first` minus `second` (family names), seed by seed: `{"seeds": [...],
+    """`first` minus `second` (network names), seed by seed: `{"seeds": [...],
     "measures": {measure: stats}}`, or None when no seed has both."""
     def by_seed(name):
-        return {m["seed"]: m for m in models
-                if m["name"] == f"{name}_s{m['seed']}" and "clean" in m}
+        return {s: m for s, m in runs_of(models, name).items() if "clean" in m}
     mine, theirs = by_seed(first), by_seed(second)
     seeds = sorted(set(mine) & set(theirs))
     if not seeds:
@@ -198,31 +208,47 @@ def _seed_differences(models, first, second):
         for key in mine[seeds[0]]}}
 
 
+def _differences(summary, pairs, label):
+    """`{label(first, second): differences}` of each `(first, second)` pair
+    of network names with a seed in common (`_seed_differences`)."""
+    models = list(summary["models"].values())
+    result = {}
+    for first, second in pairs:
+        entry = _seed_differences(models, first, second)
+        if entry:
+            result[label(first, second)] = entry
+    return result
+
+
 def paired(summary):
     """HaH minus each other seeded network, seed by seed: `{other: {measure:
     stats}}` (fractions). Same seed, same images, same noise and attack
     draws, so the spread is that of the differences, not of the networks."""
-    models = list(summary["models"].values())
-    result = {}
-    for name in summary["groups"]:
-        if name != "hah":
-            entry = _seed_differences(models, "hah", name)
-            if entry:
-                result[name] = entry
-    return result
+    return _differences(summary, [("hah", name) for name in summary["groups"] if name != "hah"],
+                        lambda first, second: second)
 
 
 def cost_twins(summary):
-    """What the HaH cost adds to a seeded HaH variant: each family `X` other
-    than `hah` with an `X_alpha0` family beside it (the same network, seeds
-    and batches with the cost's weights at 0), as `X` minus `X_alpha0`."""
-    models = list(summary["models"].values())
-    result = {}
-    for name in summary["groups"]:
-        if name != "hah" and f"{name}_alpha0" in summary["groups"]:
-            entry = _seed_differences(models, name, f"{name}_alpha0")
-            if entry:
-                result[name] = entry
+    """What the HaH cost adds to a HaH variant: each network `X` other
+    than `hah` (seeded, or a one-seed run) with an `X_alpha0` beside it
+    (the same network, seeds and batches with the cost's weights at 0), as
+    `X` minus `X_alpha0`, keyed `X`."""
+    names = [*summary["groups"], *summary["ablations"]]
+    return _differences(summary, [(name, f"{name}_alpha0") for name in names
+                                  if name != "hah" and f"{name}_alpha0" in names],
+                        lambda first, second: first)
+
+
+def comparisons(summary, pairs):
+    """`first - second` for each pair of network names (seeded, or one-seed
+    runs: then on their seed) that both ran: `{"first - second":
+    differences}` with `"pair": [first, second]`."""
+    names = {*summary["groups"], *summary["ablations"]}
+    chosen = [(first, second) for first, second in pairs if first in names and second in names]
+    result = _differences(summary, chosen, lambda first, second: f"{first} - {second}")
+    for first, second in chosen:
+        if f"{first} - {second}" in result:
+            result[f"{first} - {second}"]["pair"] = [first, second]
     return result
 
 

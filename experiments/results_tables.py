@@ -113,21 +113,24 @@ def _difference_rows(pairs, keys, label):
 
 
 def _paired_lines(summary):
-    """What HaH adds: HaH minus each other seeded network, seed by seed; and
-    what the cost adds to each seeded variant with an alpha = 0 twin."""
+    """What HaH adds: HaH minus each other seeded network, seed by seed;
+    what the cost adds to each variant with an alpha = 0 twin; and the
+    chosen comparisons (`results_summary.comparisons`)."""
     pairs = summary.get("paired") or {}
-    if not pairs:
+    twins = summary.get("cost_twins") or {}
+    chosen = summary.get("comparisons") or {}
+    if not (pairs or twins or chosen):
         return []
-    keys = list(next(iter(pairs.values()))["measures"])
+    keys = list(next(iter({**pairs, **twins, **chosen}.values()))["measures"])
     lines = ["", "## What HaH adds, seed by seed", "",
              "HaH minus the other network of the same seed, on the same images, noise "
              "draws and attacks, in points: mean ± sample standard deviation over the "
              "seeds. A difference is **bold** when it is larger than twice its spread "
-             "(with 2 or more seeds).", "",
-             "| HaH minus | seeds | " + " | ".join(keys) + " |",
-             "|" + "---|" * (len(keys) + 2)]
-    lines += _difference_rows(pairs, keys, lambda name: name)
-    twins = summary.get("cost_twins") or {}
+             "(with 2 or more seeds).", ""]
+    if pairs:
+        lines += ["| HaH minus | seeds | " + " | ".join(keys) + " |",
+                  "|" + "---|" * (len(keys) + 2)]
+        lines += _difference_rows(pairs, keys, lambda name: name)
     if twins:
         lines += ["", "What the HaH cost adds to the other variants: each one minus its "
                   "twin with the cost's weights at 0 (same seeds and batches), in the "
@@ -135,7 +138,25 @@ def _paired_lines(summary):
                   "| variant minus its alpha = 0 twin | seeds | " + " | ".join(keys) + " |",
                   "|" + "---|" * (len(keys) + 2)]
         lines += _difference_rows(twins, keys, lambda name: f"{name} - {name}_alpha0")
-    return lines
+    return lines + _comparison_lines(summary, chosen, keys)
+
+
+def _comparison_lines(summary, chosen, keys):
+    """The chosen comparisons' table, after the networks they name."""
+    if not chosen:
+        return []
+    models = list(summary["models"].values())
+    names = dict.fromkeys(name for entry in chosen.values() for name in entry["pair"])
+    lines = ["", "Chosen comparisons, each the first network minus the second on the "
+             "seeds both ran (a one-seed network on its seed), in the same units. The "
+             "networks:", ""]
+    for name in names:
+        run = next(iter(results_summary.runs_of(models, name).values()), None)
+        if run is not None:
+            lines.append(f"- `{name}`: {run['description']}")
+    return lines + ["", "| difference | seeds | " + " | ".join(keys) + " |",
+                    "|" + "---|" * (len(keys) + 2)] + _difference_rows(
+                        chosen, keys, lambda name: name)
 
 
 def _certified_lines(summary):
