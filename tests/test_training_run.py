@@ -109,11 +109,11 @@ def test_same_config_and_seed_give_the_same_metrics(finished_run, config_path, t
     assert _metrics(out)["epochs"] == _metrics(finished_run[0])["epochs"]
 
 
-def test_run_killed_after_its_first_checkpoint_resumes_and_matches(
-        finished_run, config_path, tmp_path):
-    out = str(tmp_path / "killed")
+def _killed_after_first_checkpoint_then_resumed(config_path, out, *extra):
+    """Runs the program with `extra`, SIGKILLs it once its first checkpoint
+    is written, runs it again; returns the second run's result."""
     state = os.path.join(out, "checkpoint", "training_metadata.json")
-    process = subprocess.Popen(_command(config_path, out), cwd=ROOT, env=_env(),
+    process = subprocess.Popen(_command(config_path, out, *extra), cwd=ROOT, env=_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
@@ -129,18 +129,47 @@ def test_run_killed_after_its_first_checkpoint_resumes_and_matches(
     with open(state) as f:
         killed_after = json.load(f)["epoch"]
     assert killed_after == 1
-
-    result = _run(config_path, out)
+    result = _run(config_path, out, *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Resuming {out} after epoch 1/3." in result.stdout
     assert "Epoch 1/3" not in result.stdout and "Epoch 2/3" in result.stdout
-    metrics = _metrics(out)
-    assert metrics["run"]["resumed_after_epoch"] == [1]
-    assert [row["epoch"] for row in metrics["epochs"]] == [1, 2, 3]
+    assert _metrics(out)["run"]["resumed_after_epoch"] == [1]
     assert not os.path.exists(os.path.join(out, "checkpoint"))
+    return result
+
+
+def test_run_killed_after_its_first_checkpoint_resumes_and_matches(
+        finished_run, config_path, tmp_path):
+    out = str(tmp_path / "killed")
+    _killed_after_first_checkpoint_then_resumed(config_path, out)
+    metrics = _metrics(out)
+    assert [row["epoch"] for row in metrics["epochs"]] == [1, 2, 3]
     # Weights, Adam's state, learning rate and data order all restored: the
     # resumed run ends exactly where the uninterrupted one did.
     assert metrics["epochs"] == _metrics(finished_run[0])["epochs"]
+
+
+#: FGSM with a random start and half-noisy batches: the random start and
+#: the noise draws must follow the step count for a resumed run to craft
+#: and noise exactly what the uninterrupted one did.
+DEFENDED = ("--set", "adversarial.attack=fgsm_rs", "--set", "adversarial.eps=0.1",
+            "--set", "noise_sigma=0.25", "--set", "noise_fraction=0.5")
+
+
+def test_adversarial_and_noise_training_killed_and_resumed_match_an_uninterrupted_run(
+        config_path, tmp_path, finished_run):
+    whole = str(tmp_path / "whole")
+    result = _run(config_path, whole, *DEFENDED)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(whole, "config.yaml")) as f:
+        saved = yaml.safe_load(f)
+    assert saved["adversarial"]["attack"] == "fgsm_rs" and saved["noise_fraction"] == 0.5
+    # The options act: the defended run's training loss differs from the plain one's.
+    plain_loss = _metrics(finished_run[0])["epochs"][0]["loss"]
+    assert abs(_metrics(whole)["epochs"][0]["loss"] - plain_loss) > 1e-3
+    out = str(tmp_path / "killed")
+    _killed_after_first_checkpoint_then_resumed(config_path, out, *DEFENDED)
+    assert _metrics(out)["epochs"] == _metrics(whole)["epochs"]
 
 
 def test_finished_run_is_not_overwritten_silently(finished_run, config_path):
