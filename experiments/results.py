@@ -151,13 +151,14 @@ def plan(seeds, ablations, seeded=(), hah_overrides=()):
 
 
 def run_all(out, runs, budget, images, record, certify=False, train_only=False,
-            configs=None, autoattack_images=0):
+            configs=None, autoattack_images=0, autoattack_runs=None):
     """Trains and evaluates (or only trains) every run that has no output
     yet; `record(step, seconds)` after each step, so an interrupted call
     keeps the times of the steps it finished. `configs` maps the base names
     to training configs (default: the small network's); with
     `autoattack_images`, each model is also attacked on that many first
-    images by AutoAttack at its standard strength (`full_autoattack`)."""
+    images by AutoAttack at its standard strength (`full_autoattack`): the
+    runs named in `autoattack_runs`, or every run when it is None."""
     configs = configs or NETWORKS["small"]
     by_name = {run.name: run for run in runs}
     # Train a run and its transfer source before evaluating it.
@@ -181,7 +182,8 @@ def run_all(out, runs, budget, images, record, certify=False, train_only=False,
                  "--out", os.path.join(out, "eval", run.name), *budget["evaluate"],
                  *(budget["certify"] if certify else [])]))
         strong = os.path.join(out, full_autoattack.FOLDER, run.name)
-        if (autoattack_images and not train_only and not (
+        if (autoattack_images and not train_only
+                and (autoattack_runs is None or run.name in autoattack_runs) and not (
                 steps.load_json(os.path.join(strong, "report.json")) or {}).get("models")):
             record("autoattack " + run.name, steps.run(
                 f"autoattack {run.name}", "evaluate",
@@ -221,6 +223,9 @@ def _parser():
                         help="also attack each model's first N test images with "
                         "AutoAttack at its standard strength (APGD-CE 100 x 5, APGD-T "
                         "100 x 9 targets, Square 5,000 queries) (default: 0, none)")
+    parser.add_argument("--autoattack-runs", default="all", metavar="NAMES",
+                        help="comma-separated runs given --autoattack-images, e.g. "
+                        "standard_s2022,hah_s2022 (default: all)")
     parser.add_argument("--report-only", action="store_true",
                         help="only write the report from the finished steps")
     parser.add_argument("--train-only", action="store_true",
@@ -269,7 +274,18 @@ def _settings(args):
         training_config.apply_overrides({}, args.hah_set)
     except training_config.ConfigError as error:
         raise UsageError(f"--hah-set: {error}") from None
-    return out, plan(seeds, ablations, seeded, args.hah_set), budget, images
+    runs = plan(seeds, ablations, seeded, args.hah_set)
+    if args.autoattack_runs.strip() != "all":
+        names = {run.name for run in runs}
+        strong = _comma_list(args.autoattack_runs)
+        missing = [name for name in strong if name not in names]
+        if missing:
+            raise UsageError(f"--autoattack-runs: {missing[0]!r} is not a run of this "
+                             f"experiment; its runs are {', '.join(sorted(names))}")
+        args.autoattack_runs = strong
+    else:
+        args.autoattack_runs = None
+    return out, runs, budget, images
 
 
 def _run_steps(out, runs, budget, images, args, timings):
@@ -284,7 +300,7 @@ def _run_steps(out, runs, budget, images, args, timings):
 
     started = time.time()
     run_all(out, runs, budget, images, record, args.certify, args.train_only,
-            NETWORKS[args.network], args.autoattack_images)
+            NETWORKS[args.network], args.autoattack_images, args.autoattack_runs)
     record_call = {"seconds": round(time.time() - started, 1),
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     timings.setdefault("calls", []).append(record_call)

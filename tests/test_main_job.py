@@ -161,16 +161,18 @@ def test_fixed_sigma_certified_summary_is_computed_from_the_report_files(tiny_re
 def test_autoattack_at_standard_strength_runs_and_joins_the_worst_case(tiny_results, tmp_path):
     out = tmp_path / "results"
     shutil.copytree(tiny_results, out)
-    # One seed: only the AutoAttack evaluations of standard_s2022 and hah_s2022
-    # run (the rest exists); 4 images each.
+    # One seed: only the AutoAttack evaluation of hah_s2022 runs (the rest
+    # exists; standard_s2022 is not among --autoattack-runs); 4 images.
     _program("results", "--tiny", "--out", str(out), "--seeds", "2022", "--ablations", "none",
-             "--autoattack-images", "4")
+             "--autoattack-images", "4", "--autoattack-runs", "hah_s2022")
+    assert not (out / "eval_autoattack" / "standard_s2022").exists()
     caps = (out / "eval_autoattack" / "hah_s2022" / "report.md").read_text()
     assert ("APGD-CE 100 steps x 5 restart(s); APGD-T 100 steps x 1 restart(s) x 9 target "
             "classes; Square 5000 queries") in caps
     markdown = (out / "results.md").read_text()
     section = markdown.split("## AutoAttack at its standard strength")[1].split("\n## ")[0]
     assert "first 4 test images" in section
+    assert "| standard | 2022 |" not in section
 
     def smallest(folder, name, norm):
         report = json.loads((out / folder / name / "report.json").read_text())
@@ -178,15 +180,14 @@ def test_autoattack_at_standard_strength_runs_and_joins_the_worst_case(tiny_resu
         return np.array([np.inf if v is None else v
                          for v in entry["smallest_breaking_budget"][norm]])[:4]
 
-    for name in ("standard", "hah"):
-        aa = smallest("eval_autoattack", f"{name}_s2022", "linf")
-        suite = smallest("eval", f"{name}_s2022", "linf")
-        for label, values in (("AutoAttack (standard)", aa), ("suite, same images", suite),
-                              ("worst of both", np.minimum(aa, suite))):
-            row = next(line for line in section.splitlines()
-                       if line.startswith(f"| {name} | 2022 | {label} |"))
-            cells = [c.strip() for c in row.split("|")[4:-1]]
-            assert cells == [f"{100 * np.mean(values > b):.1f}" for b in (0.02, 0.1)]
+    aa = smallest("eval_autoattack", "hah_s2022", "linf")
+    suite = smallest("eval", "hah_s2022", "linf")
+    for label, values in (("AutoAttack (standard)", aa), ("suite, same images", suite),
+                          ("worst of both", np.minimum(aa, suite))):
+        row = next(line for line in section.splitlines()
+                   if line.startswith(f"| hah | 2022 | {label} |"))
+        cells = [c.strip() for c in row.split("|")[4:-1]]
+        assert cells == [f"{100 * np.mean(values > b):.1f}" for b in (0.02, 0.1)]
 
 
 def test_results_rerun_reuses_finished_steps_and_fills_the_docs(tiny_results, tmp_path):
@@ -210,6 +211,8 @@ def test_results_rerun_reuses_finished_steps_and_fills_the_docs(tiny_results, tm
     (["--ablations", "no_such"], "unknown ablation 'no_such'"),
     (["--seeded", "hah_alpha1"], "unknown ablation 'hah_alpha1'"),
     (["--hah-set", "alphas=[1]"], "--hah-set: Unknown config key 'alphas'"),
+    (["--seeds", "2022", "--autoattack-runs", "hah_s2023"],
+     "--autoattack-runs: 'hah_s2023' is not a run of this experiment"),
 ])
 def test_results_usage_mistakes_give_one_line(arguments, message, tmp_path, one_line_error):
     result = subprocess.run(

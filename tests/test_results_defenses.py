@@ -32,12 +32,14 @@ def _make_target_arguments():
 
 def test_make_target_plans_every_defense_run_with_its_training_config(tmp_path):
     args = results._parser().parse_args(_make_target_arguments())
-    assert (args.images, args.autoattack_images, args.certify) == (1000, 500, True)
+    assert (args.images, args.autoattack_images, args.certify) == (500, 100, True)
+    assert args.autoattack_runs == ("standard_at_s2022,recipe_at_s2022,recipe_at_alpha0_s2022,"
+                                    "hah_at_s2022,hah_soft")
     assert (args.network, args.section, args.docs) == ("small", "defenses", ["docs/RESULTS.md"])
     args.out = str(tmp_path)
     _, runs, _, _ = results._settings(args)
-    seeded = ["standard", "hah", "hah_no_threshold", "standard_at", "recipe_at", "hah_at",
-              "standard_noise_mix", "recipe_noise_mix"]
+    seeded = ["standard", "hah", "hah_no_threshold", "standard_at", "recipe_at",
+              "recipe_at_alpha0", "hah_at", "standard_noise_mix", "recipe_noise_mix"]
     one_seed = ["standard_pgd_at", "recipe_pgd_at", "hah_pgd_at", "hah_soft"]
     assert sorted(r.name for r in runs) == sorted(
         [f"{name}_s{seed}" for name in seeded for seed in SEEDS] + one_seed)
@@ -46,7 +48,7 @@ def test_make_target_plans_every_defense_run_with_its_training_config(tmp_path):
                                         run.overrides)
         name = results_summary.family(run) or run.name
         adversarial = config["adversarial"] or {}
-        if name.endswith("_at"):
+        if name.endswith(("_at", "_at_alpha0")):
             assert (adversarial["attack"], adversarial["eps"], adversarial["norm"],
                     adversarial["steps"]) == (("pgd", 0.1, "linf", 7) if "pgd" in name
                                               else ("fgsm_rs", 0.1, "linf", 1)), name
@@ -55,7 +57,8 @@ def test_make_target_plans_every_defense_run_with_its_training_config(tmp_path):
         noise = (0.25, 0.5) if name.endswith("noise_mix") else (0.0, 1.0)
         assert (config["noise_sigma"], config["noise_fraction"]) == noise, name
         if run.base == "hah":  # the acting alphas of --hah-set, the block options
-            assert config["hah_alphas"] == [0.135, 0.075], name
+            assert config["hah_alphas"] == (
+                0.0 if name.endswith("alpha0") else [0.135, 0.075]), name
             expected = ({"threshold": None} if name.startswith(("recipe", "hah_no_threshold"))
                         else {"threshold_mode": "soft"} if name == "hah_soft" else {})
             assert config["block_options"] == expected, name
@@ -63,7 +66,7 @@ def test_make_target_plans_every_defense_run_with_its_training_config(tmp_path):
             assert config["architecture"] == "vgg_small_bn", name
         if name not in ("standard", "hah"):
             assert run.transfer_source == f"standard_s{run.seed}", name
-    # The entry the target leaves out: the recipe-AT twin without the cost.
+    # The recipe-AT twin without the cost.
     base, overrides, _ = results.ABLATIONS["recipe_at_alpha0"]
     twin = run_config.load_config(config_path(NETWORKS["small"][base]),
                                   ["hah_alphas=[0.135,0.075]", *overrides])
