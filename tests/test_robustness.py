@@ -336,3 +336,75 @@ def test_program_runs_as_module_and_reports_errors_in_one_line(tmp_path):
     errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1 and "--suite" in errors[0]
     assert "python -m training evaluate --help" in errors[0] and "usage:" not in result.stderr
+
+
+def _evaluate_std(saved_models, out, seed=0):
+    from training import evaluate
+
+    return evaluate.main([
+        "--model", saved_models[0], "--dataset", "fashion_mnist", "--images", "40",
+        "--suite", "quick", "--out", str(out), "--linf-budgets", "0.05,0.2",
+        "--l2-budgets", "1", "--noise-sigmas", "0.1", "--attacks", "fgsm,pgd_margin",
+        "--no-progress", "--seed", str(seed)])
+
+
+def test_interrupted_evaluation_continues_from_its_finished_norms(
+        saved_models, tmp_path, monkeypatch):
+    from training import evaluate
+
+    attacked = []
+    original = suite.evaluate_norm
+
+    def interrupted_in_l2(target, sources, images, labels, clean_correct, norm, *args,
+                          **kwargs):
+        attacked.append(norm)
+        if norm == "l2":
+            raise KeyboardInterrupt  # the session stops while attacking in L2
+        return original(target, sources, images, labels, clean_correct, norm, *args,
+                        **kwargs)
+
+    out = tmp_path / "interrupted"
+    monkeypatch.setattr(suite, "evaluate_norm", interrupted_in_l2)
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate_std(saved_models, out)
+    assert attacked == ["linf", "l2"]
+    partial = out / evaluate.PARTIAL_FOLDER
+    assert sorted(os.listdir(partial)) == ["std.linf.json"]
+    assert not (out / "report.json").exists()
+
+    # The same command again attacks only L2, then writes the report.
+    attacked.clear()
+    monkeypatch.setattr(suite, "evaluate_norm", lambda *a, **k: (
+        attacked.append(a[5]), original(*a, **k))[1])
+    assert _evaluate_std(saved_models, out) == 0
+    assert attacked == ["l2"]
+    assert not partial.exists()  # the report holds it now
+    resumed = json.loads((out / "report.json").read_text())["models"]["std"]
+
+    whole = tmp_path / "whole"
+    attacked.clear()
+    assert _evaluate_std(saved_models, whole) == 0
+    assert attacked == ["linf", "l2"]
+    reference = json.loads((whole / "report.json").read_text())["models"]["std"]
+    for norm in ("linf", "l2"):
+        assert ([r["robust_accuracy"] for r in resumed["attacks"][norm]]
+                == [r["robust_accuracy"] for r in reference["attacks"][norm]])
+        assert (resumed["smallest_breaking_budget"][norm]
+                == reference["smallest_breaking_budget"][norm])
+    assert ({k: c["passed"] for k, c in resumed["checks"].items()}
+            == {k: c["passed"] for k, c in reference["checks"].items()})
+
+
+def test_saved_norm_is_not_read_for_other_settings(tmp_path):
+    from keras_hebb.robustness import resume
+
+    smallest = np.array([0.05, np.nan, 0.0])
+    resume.save(str(tmp_path), "a/b", "linf", "key-1", [{"budget": 0.05}], smallest, 3.0)
+    records, back, seconds = resume.load(str(tmp_path), "a/b", "linf", "key-1")
+    assert records == [{"budget": 0.05}] and seconds == 3.0
+    np.testing.assert_array_equal(back, smallest)
+    assert resume.load(str(tmp_path), "a/b", "linf", "key-2") is None
+    assert resume.load(str(tmp_path), "a/b", "l2", "key-1") is None
+    resume.clear(str(tmp_path / "missing"))
+    resume.clear(str(tmp_path))
+    assert not tmp_path.exists()

@@ -9,6 +9,12 @@ attack seeds; the report (report.json, report.md, PNG plots) goes to
 (keras_hebb.robustness; docs/ROBUSTNESS.md). Mistakes a user can make
 (missing or invalid model file, mismatched dataset, unknown attack,
 negative budget) end with one line on stderr and exit status 2.
+
+An interrupted evaluation continues where it stopped: each model's
+finished norm (all its budgets and attacks) is kept in
+`--out/.partial/` until the report is written, and the same command
+reads it back instead of attacking again (only when the models' weights,
+the images, the suite's settings and the seed are the same).
 """
 
 import argparse
@@ -24,6 +30,9 @@ from export.cli import (
 )
 
 set_tf_environment_defaults()  # before TensorFlow is imported
+
+#: Where finished norms wait for the report, inside `--out`.
+PARTIAL_FOLDER = ".partial"
 
 
 def _floats(text):
@@ -279,7 +288,7 @@ def run(args):
     """Runs the evaluation for parsed `args`; returns the results dict."""
     for path in list(args.model) + list(args.transfer_from or []):
         _check_model_file(path)
-    from keras_hebb.robustness import report, suite
+    from keras_hebb.robustness import report, resume, suite
 
     config = _config(args)
     _check_certify(args)
@@ -295,10 +304,13 @@ def run(args):
     evaluated = {n: models[n] for n in names}
     extra = {n: m for n, m in models.items() if n not in evaluated}
 
+    # Each finished norm is kept in the output folder until the report is
+    # written: the same command after an interruption continues from there.
+    partial = os.path.join(args.out, PARTIAL_FOLDER)
     results = suite.run_suite(
         {**evaluated, **extra}, images, labels, config, seed=args.seed,
         transfer_sources=transfer_sources, progress=not args.no_progress,
-        evaluate=list(evaluated),
+        evaluate=list(evaluated), resume_dir=partial,
     )
     results["settings"].update({
         "dataset": args.dataset, "split": args.split,
@@ -310,6 +322,7 @@ def run(args):
         _certify(args, results, evaluated, images, labels)
     kernels = _sparsity_and_kernels(results, evaluated, images)
     written = report.write_report(results, args.out, kernels)
+    resume.clear(partial)
     return results, written
 
 

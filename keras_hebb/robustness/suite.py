@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from keras_hebb.robustness import attacks, bpda, checks, noise, registry
+from keras_hebb.robustness import attacks, bpda, checks, noise, registry, resume
 from keras_hebb.robustness.cascade import (  # noqa: F401  (part of this module's API)
     COLUMNS,
     evaluate_norm,
@@ -217,7 +217,7 @@ def _has_threshold(model):
 
 
 def run_suite(models, images, labels, config=QUICK, seed=0, transfer_sources=None,
-              progress=True, evaluate=None):
+              progress=True, evaluate=None, resume_dir=None):
     """Evaluates models side by side on the same images and noise draws.
 
     Args:
@@ -230,6 +230,12 @@ def run_suite(models, images, labels, config=QUICK, seed=0, transfer_sources=Non
         progress: show progress bars. Defaults to `True`.
         evaluate: names of the models to evaluate; the others only serve
             as transfer sources. `None` evaluates all.
+        resume_dir: a folder where each model's finished norms are saved
+            (`resume`); a later call with the same models, images,
+            settings and seed reads them back instead of attacking again,
+            so an interrupted evaluation continues where it stopped. The
+            caller removes it (`resume.clear`) once the results are kept.
+            `None` (the default) saves nothing.
 
     Returns:
         A JSON-ready dict: settings, and per model clean accuracy, noise
@@ -255,12 +261,13 @@ def run_suite(models, images, labels, config=QUICK, seed=0, transfer_sources=Non
     for name in evaluate:
         sources = [under_test[s] for s in transfer_sources.get(name, [])]
         results["models"][name] = _evaluate_model(under_test[name], sources, images, labels,
-                                                  config, seed, shared_caches, progress)
+                                                  config, seed, shared_caches, progress,
+                                                  resume_dir)
     return results
 
 
 def _evaluate_model(target, sources, images, labels, config, seed, shared_caches,
-                    progress):
+                    progress, resume_dir=None):
     """One model's entry: clean and noise accuracy, both norms' cascades,
     the sanity checks and timing."""
     started = time.perf_counter()
@@ -278,13 +285,27 @@ def _evaluate_model(target, sources, images, labels, config, seed, shared_caches
         "attacks": {},
         "smallest_breaking_budget": {},
     }
+    key = resume.fingerprint(target, sources, images, labels, config.settings(), seed) \
+        if resume_dir else None
+    earlier = 0.0  # seconds the norms read back took in their own run
     for norm, budgets in (("linf", config.linf_budgets), ("l2", config.l2_budgets)):
         if not budgets:
             continue
-        with attacks.global_seed(seed):
-            records, smallest = evaluate_norm(
-                target, sources, images, labels, clean_correct, norm, budgets, config,
-                shared_caches, progress, seed=seed)
+        saved = resume.load(resume_dir, target.name, norm, key)
+        if saved is not None:
+            records, smallest, seconds = saved
+            earlier += seconds
+            if progress.enabled:
+                print(f"[{target.name}] {norm} attacks: finished in an earlier run, "
+                      f"read from {resume_dir}", flush=True)
+        else:
+            norm_started = time.perf_counter()
+            with attacks.global_seed(seed):
+                records, smallest = evaluate_norm(
+                    target, sources, images, labels, clean_correct, norm, budgets, config,
+                    shared_caches, progress, seed=seed)
+            resume.save(resume_dir, target.name, norm, key, records, smallest,
+                        time.perf_counter() - norm_started)
         entry["attacks"][norm] = records
         # 0 = misclassified clean, null = never broken.
         entry["smallest_breaking_budget"][norm] = [
@@ -300,7 +321,7 @@ def _evaluate_model(target, sources, images, labels, config, seed, shared_caches
     entry["timing"]["checks"] = round(time.perf_counter() - checks_started, 3)
     entry["checks_passed"], entry["checks_complete"] = checks.summary(
         entry["checks"], target.has_threshold)
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started + earlier
     entry["seconds"] = round(seconds, 2)
     entry["seconds_per_image"] = round(seconds / max(len(images), 1), 4)
     return entry
