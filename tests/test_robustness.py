@@ -374,8 +374,12 @@ def test_interrupted_evaluation_continues_from_its_finished_norms(
 
     # The same command again attacks only L2, then writes the report.
     attacked.clear()
-    monkeypatch.setattr(suite, "evaluate_norm", lambda *a, **k: (
-        attacked.append(a[5]), original(*a, **k))[1])
+    def recorded(target, sources, images, labels, clean_correct, norm, *args, **kwargs):
+        attacked.append(norm)
+        return original(target, sources, images, labels, clean_correct, norm, *args,
+                        **kwargs)
+
+    monkeypatch.setattr(suite, "evaluate_norm", recorded)
     assert _evaluate_std(saved_models, out) == 0
     assert attacked == ["l2"]
     assert not partial.exists()  # the report holds it now

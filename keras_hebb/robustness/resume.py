@@ -7,7 +7,8 @@ instead of attacking again. A file is used only when everything its
 results depend on is the same: the weights of the model and of its
 transfer sources, the images and labels, the suite's settings and the
 seed (a fingerprint of all of them is stored in the file). Anything else
-is attacked again and the file replaced.
+is attacked again and the file replaced. The attack code is not in the
+fingerprint: resume with the same version of the package.
 """
 
 import hashlib
