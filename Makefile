@@ -66,7 +66,8 @@ results: setup
 # images and certification; AutoAttack at its standard strength on the first
 # 200 images of seed 2022 of each network (a cut: on every model's first 500
 # it would take more hours than the whole study was allowed). Many hours on
-# 2 cores, resumable like results; MEDIUM_ARGS=--train-only trains everything first.
+# 2 cores, resumable like results; MEDIUM_ARGS=--train-only trains everything first,
+# MEDIUM_ARGS='--only NAME,...' makes those runs now, in that order.
 MEDIUM_ALPHAS := [0.135,0.075,0.039,0.03]
 MEDIUM_AA_RUNS := standard_s2022,hah_s2022,hah_no_threshold_s2022,hah_no_threshold_alpha0_s2022
 results-medium: setup

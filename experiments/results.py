@@ -151,18 +151,20 @@ def plan(seeds, ablations, seeded=(), hah_overrides=()):
 
 
 def run_all(out, runs, budget, images, record, certify=False, train_only=False,
-            configs=None, autoattack_images=0, autoattack_runs=None):
+            configs=None, autoattack_images=0, autoattack_runs=None, only=None):
     """Trains and evaluates (or only trains) every run that has no output
     yet; `record(step, seconds)` after each step, so an interrupted call
     keeps the times of the steps it finished. `configs` maps the base names
     to training configs (default: the small network's); with
     `autoattack_images`, each model is also attacked on that many first
     images by AutoAttack at its standard strength (`full_autoattack`): the
-    runs named in `autoattack_runs`, or every run when it is None."""
+    runs named in `autoattack_runs`, or every run when it is None. With
+    `only` (run names), only those runs are made, in that order, their
+    transfer sources still those of the whole plan."""
     configs = configs or NETWORKS["small"]
     by_name = {run.name: run for run in runs}
     # Train a run and its transfer source before evaluating it.
-    for run in runs:
+    for run in runs if only is None else [by_name[name] for name in only]:
         for trained in (run, by_name[run.transfer_source]):
             if not os.path.exists(os.path.join(out, "runs", trained.name, "model.keras")):
                 sets = [a for o in trained.overrides for a in ("--set", o)]
@@ -226,6 +228,10 @@ def _parser():
     parser.add_argument("--autoattack-runs", default="all", metavar="NAMES",
                         help="comma-separated runs given --autoattack-images, e.g. "
                         "standard_s2022,hah_s2022 (default: all)")
+    parser.add_argument("--only", default="all", metavar="NAMES",
+                        help="comma-separated runs to make now, in this order, e.g. "
+                        "hah_no_threshold_s2023,hah_no_threshold_alpha0_s2023 (the report "
+                        "still covers every finished run) (default: all)")
     parser.add_argument("--report-only", action="store_true",
                         help="only write the report from the finished steps")
     parser.add_argument("--train-only", action="store_true",
@@ -275,17 +281,23 @@ def _settings(args):
     except training_config.ConfigError as error:
         raise UsageError(f"--hah-set: {error}") from None
     runs = plan(seeds, ablations, seeded, args.hah_set)
-    if args.autoattack_runs.strip() != "all":
-        names = {run.name for run in runs}
-        strong = _comma_list(args.autoattack_runs)
-        missing = [name for name in strong if name not in names]
-        if missing:
-            raise UsageError(f"--autoattack-runs: {missing[0]!r} is not a run of this "
-                             f"experiment; its runs are {', '.join(sorted(names))}")
-        args.autoattack_runs = strong
-    else:
-        args.autoattack_runs = None
+    args.autoattack_runs = _run_names(args.autoattack_runs, "--autoattack-runs", runs)
+    args.only = _run_names(args.only, "--only", runs)
     return out, runs, budget, images
+
+
+def _run_names(value, option, runs):
+    """The run names of a comma-separated option, None for 'all';
+    `UsageError` for a name that is not a run of the plan."""
+    if value.strip() == "all":
+        return None
+    names = {run.name for run in runs}
+    chosen = _comma_list(value)
+    missing = [name for name in chosen if name not in names]
+    if missing:
+        raise UsageError(f"{option}: {missing[0]!r} is not a run of this "
+                         f"experiment; its runs are {', '.join(sorted(names))}")
+    return chosen
 
 
 def _run_steps(out, runs, budget, images, args, timings):
@@ -300,7 +312,8 @@ def _run_steps(out, runs, budget, images, args, timings):
 
     started = time.time()
     run_all(out, runs, budget, images, record, args.certify, args.train_only,
-            NETWORKS[args.network], args.autoattack_images, args.autoattack_runs)
+            NETWORKS[args.network], args.autoattack_images, args.autoattack_runs,
+            args.only)
     record_call = {"seconds": round(time.time() - started, 1),
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     timings.setdefault("calls", []).append(record_call)

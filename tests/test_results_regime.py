@@ -33,6 +33,34 @@ def test_plan_runs_seeded_ablations_per_seed_and_hah_overrides_on_hah_runs():
         run_config.load_config(os.path.join(ROOT, NETWORKS["small"][base]), overrides)
 
 
+def test_only_makes_the_named_runs_in_that_order_with_the_plan_transfer_sources(
+        tmp_path, monkeypatch):
+    made = []
+
+    def fake_step(label, command, arguments):
+        out = arguments[arguments.index("--out") + 1]
+        os.makedirs(out, exist_ok=True)
+        made.append(label)
+        if command == "train":
+            open(os.path.join(out, "model.keras"), "w").close()
+        else:
+            with open(os.path.join(out, "report.json"), "w") as f:
+                json.dump({"models": {"m": {}}}, f)
+        return 1.0
+
+    monkeypatch.setattr(results.steps, "run", fake_step)
+    runs = results.plan([1, 2], [], seeded=["hah_alpha0"])
+    results.run_all(str(tmp_path), runs, results.BUDGETS["tiny"], 8, lambda *a: None,
+                    only=["hah_alpha0_s2", "standard_s1"])
+    # hah_alpha0_s2's transfer source (standard_s2) is trained first; standard_s1's
+    # is the next seed's standard network, already trained: nothing else is made.
+    assert made == ["train hah_alpha0_s2", "train standard_s2", "evaluate hah_alpha0_s2",
+                    "train standard_s1", "evaluate standard_s1"]
+    args = results._parser().parse_args(["--out", str(tmp_path), "--only", "hah_s3"])
+    with pytest.raises(results.UsageError, match="--only: 'hah_s3' is not a run"):
+        results._settings(args)
+
+
 def _certified(tmp_path, name, at_025, at_05):
     path = tmp_path / "eval" / name / "report.json"
     report = json.loads(path.read_text())
