@@ -36,7 +36,7 @@ BPDA, Square and the second evaluation's AutoAttack at standard
 strength, whatever the transfer attack finds.
 
 `PAIRS` are the seed-by-seed differences the report adds for these runs
-(`results_summary.comparisons`), beside HaH minus every other network and
+(`results_summary.comparisons`), beside HaH minus every undefended network and
 each `X - X_alpha0` twin that it always shows.
 """
 

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from experiments import full_autoattack
+from experiments import defenses, full_autoattack
 from experiments.steps import load_json
 
 
@@ -223,8 +223,12 @@ def _differences(summary, pairs, label):
 def paired(summary):
     """HaH minus each other seeded network, seed by seed: `{other: {measure:
     stats}}` (fractions). Same seed, same images, same noise and attack
-    draws, so the spread is that of the differences, not of the networks."""
-    return _differences(summary, [("hah", name) for name in summary["groups"] if name != "hah"],
+    draws, so the spread is that of the differences, not of the networks.
+    The defended networks (`defenses.DEFENSES`) are left out: the
+    undefended HaH network minus a defended one answers no question; their
+    report pairs them in its chosen comparisons instead."""
+    return _differences(summary, [("hah", name) for name in summary["groups"]
+                                  if name != "hah" and name not in defenses.DEFENSES],
                         lambda first, second: second)
 
 

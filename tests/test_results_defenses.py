@@ -168,6 +168,9 @@ def test_report_has_a_row_per_defense_and_the_chosen_comparisons(defenses_report
     assert soft["seeds"] == [1] and soft["pair"] == ["hah_soft", "hah_no_threshold"]
     assert soft["measures"]["L∞ 0.02"]["mean"] == pytest.approx(-0.08)
     section = text.split("## What HaH adds, seed by seed")[1].split("\n## ")[0]
+    # HaH minus the undefended networks only; the defended ones are compared above.
+    assert set(summary["paired"]) == {"standard", "hah_no_threshold"}
+    assert "| standard_at | 1, 2 |" not in section
     assert "| recipe_at - standard_at | 1, 2 | " in section and "+7.0 ± 4.2" in section
     assert "| hah_soft - hah_no_threshold | 1 | " in section and "-8.0" in section
     assert "| standard_pgd_at - standard_at | 1 | " in section
