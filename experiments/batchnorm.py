@@ -42,17 +42,19 @@ WAKES = 100.0
 
 
 def _batch_norm_layers(model):
+    """The model's top-level batch-norm layers (where the project's
+    architectures put them)."""
     import keras
 
-    return [layer for layer in model._flatten_layers(include_self=False)
+    return [layer for layer in model.layers
             if isinstance(layer, keras.layers.BatchNormalization)]
 
 
-def _accuracy(model, images, labels, batch=250):
-    predictions = np.concatenate([
-        np.asarray(model(images[i:i + batch], training=False)).argmax(-1)
-        for i in range(0, len(images), batch)])
-    return float(np.mean(predictions == labels.reshape(-1)))
+def _accuracy(model, images, labels):
+    from keras_hebb.robustness import attacks
+
+    predicted = attacks.predict(lambda x: model(x, training=False), images)
+    return float(np.mean(predicted == labels.reshape(-1)))
 
 
 def _input_moments(model, layer, images, batch=250):
