@@ -146,7 +146,7 @@ def defenses_report(tmp_path_factory):
     _autoattack(out, "hah_soft", [0.01, None, None, 0.05], [None, None, 0.01, 0.01])
     seeded = [n for n, v in worst.items() if len(v) > 1 and n not in ("standard", "hah")]
     runs = results.plan([1, 2], ["hah_soft", "standard_pgd_at"], seeded=seeded)
-    summary = results_summary.collect(str(out), runs, defenses.PAIRS)
+    summary = results_summary.collect(str(out), runs, results.PAIRS)
     path = results_tables.write(str(out), summary, {}, results.GOALS, command="test")
     return summary, open(path).read()
 
@@ -163,6 +163,9 @@ def test_report_has_a_row_per_defense_and_the_chosen_comparisons(defenses_report
     assert linf["values"] == pytest.approx([0.10, 0.04])
     assert comparisons["recipe_noise_mix - standard_noise_mix"]["seeds"] == [1, 2]
     assert "hah_at - standard_at" not in comparisons  # hah_at did not run
+    # The recipe against standard, seed by seed: 60 - 50 and 50 - 40.
+    recipe = comparisons["hah_no_threshold - standard"]
+    assert recipe["measures"]["L∞ 0.02"]["values"] == pytest.approx([0.10, 0.10])
     # One-seed runs pair with their seed: hah_soft - recipe = 52 - 60.
     soft = comparisons["hah_soft - hah_no_threshold"]
     assert soft["seeds"] == [1] and soft["pair"] == ["hah_soft", "hah_no_threshold"]
