@@ -102,7 +102,7 @@ results-medium: setup
 # DEFENSES_ARGS=--train-only trains everything first.
 DEFENSES_SEEDED := standard_at,recipe_at,recipe_at_alpha0,hah_at,standard_noise_mix,recipe_noise_mix,hah_no_threshold
 DEFENSES_ONE_SEED := standard_pgd_at,recipe_pgd_at,hah_pgd_at,hah_soft
-DEFENSES_AA_RUNS := standard_at_s2022,recipe_at_s2022,recipe_at_alpha0_s2022,hah_at_s2022,hah_soft
+DEFENSES_AA_RUNS := standard_at_s2022,recipe_at_s2022,recipe_at_alpha0_s2022,hah_at_s2022,hah_soft,hah_pgd_at
 DEFENSES_REFERENCES := standard_s2022 standard_s2023 standard_s2024 hah_s2022 hah_s2023 hah_s2024 \
 	hah_no_threshold_s2022 hah_no_threshold_s2023 hah_no_threshold_s2024
 results-defenses: setup
