@@ -15,6 +15,7 @@ training program's checkpoints, `tf.distribute` for loss scaling).
 | `unscale_loss_for_distribution` |  `keras.src.losses.loss`'s own)           |                                                |
 | `in_xla_context`                | `tensorflow.python.ops.control_flow_util` | `_selection` (no native op under XLA)          |
 | `tape_is_recording`             | `tensorflow.python.eager.record`          | similarity-matching layers                     |
+| `preserved_global_seed`         | eager context's `_seed`, `_rng`           | `robustness.attacks.global_seed`               |
 | `in_multi_worker_mode`          | `StrategyExtended._in_multi_worker_mode`  | `training.distribute.is_chief`                 |
 | `tflite_op_details`             | LiteRT `Interpreter._get_ops_details`     | `export.tflite.op_table`, benchmarks           |
 | `tflite_tensor_details`         | LiteRT `Interpreter._get_tensor_details`  | `export.tflite.op_table`                       |
@@ -25,6 +26,7 @@ training program's checkpoints, `tf.distribute` for loss scaling).
 shims at risk, when they differ; it runs once, on first import.
 """
 
+import contextlib
 import functools
 import importlib.metadata
 import warnings
@@ -39,7 +41,8 @@ TESTED_VERSIONS = {
 #: Which shims depend on which distribution (one of them is installed for TF).
 _SHIMS_BY_PACKAGE = {
     "keras": ("all_layers", "loss_tracker", "patch_keras_multi_worker_fit"),
-    "tensorflow-cpu": ("in_xla_context", "in_multi_worker_mode", "tape_is_recording"),
+    "tensorflow-cpu": ("in_xla_context", "in_multi_worker_mode", "tape_is_recording",
+                       "preserved_global_seed"),
     "ai-edge-litert": ("tflite_op_details", "tflite_tensor_details"),
 }
 #: TensorFlow is the same code under either distribution name.
@@ -170,6 +173,31 @@ def tape_is_recording():
         return bool(record.could_possibly_record())
     except (ImportError, AttributeError):
         return True
+
+
+_SEED_STATE = ("_seed", "_rng")
+
+
+@contextlib.contextmanager
+def preserved_global_seed():
+    """TensorFlow's global seed and its operation-seed stream, as they are on
+    entry, given back on exit (`tf.random.set_seed` inside changes them only
+    for the block). No public API reads them: they are the eager context's
+    `_seed` and `_rng` attributes (absent until a seed is set)."""
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    missing = object()
+    saved = {name: getattr(ctx, name, missing) for name in _SEED_STATE}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is missing:
+                if hasattr(ctx, name):
+                    delattr(ctx, name)
+            else:
+                setattr(ctx, name, value)
 
 
 # ----------------------------------------------------------------- LiteRT

@@ -140,6 +140,24 @@ def test_tape_is_recording_follows_gradient_tapes():
             assert _compat.tape_is_recording() is False
 
 
+def test_preserved_global_seed_gives_the_seed_stream_back():
+    from tensorflow.python.eager import context
+
+    tf.random.set_seed(7)
+    assert all(hasattr(context.context(), name) for name in ("_seed", "_rng")), (
+        "_compat.preserved_global_seed: the eager context's _seed/_rng are gone "
+        "(the caller's global seed would not be given back)")
+    expected = [float(tf.random.uniform(())) for _ in range(2)]
+    tf.random.set_seed(7)
+    drawn = [float(tf.random.uniform(()))]
+    with _compat.preserved_global_seed():
+        tf.random.set_seed(123)
+        tf.random.uniform(())
+    drawn.append(float(tf.random.uniform(())))
+    assert drawn == expected, (
+        "_compat.preserved_global_seed: the operation-seed stream was not restored")
+
+
 def _tflite_add():
     @tf.function(input_signature=[tf.TensorSpec((1, 4), tf.float32)])
     def add(x):

@@ -31,7 +31,7 @@ from cleverhans.tf2.attacks.projected_gradient_descent import (
 )
 from cleverhans.tf2.utils import clip_eta, optimize_linear, random_lp_vector
 
-from keras_hebb import _context
+from keras_hebb import _compat, _context
 from keras_hebb.robustness import bpda
 
 NORMS = {"linf": np.inf, "l2": 2}
@@ -162,21 +162,9 @@ def global_seed(seed):
     gives, then restores the caller's global seed and the state of its
     operation seeds, so a notebook's own random draws do not change.
     """
-    from tensorflow.python.eager import context
-
-    # No public API gives the seed and its operation-seed stream back.
-    ctx = context.context()
-    missing = object()
-    saved = {name: getattr(ctx, name, missing) for name in ("_seed", "_rng")}
-    tf.random.set_seed(seed)
-    try:
+    with _compat.preserved_global_seed():
+        tf.random.set_seed(seed)
         yield
-    finally:
-        for name, value in saved.items():
-            if value is missing:
-                delattr(ctx, name)
-            else:
-                setattr(ctx, name, value)
 
 
 def _batches(n, batch_size):
