@@ -100,10 +100,10 @@ def _denylisted_logits(model, calibration, images, words):
     from ai_edge_litert.interpreter import Interpreter
 
     from export.savedmodel import INPUT_NAME, SERVING_SIGNATURE, write_savedmodel
-    from keras_hebb import _context
+    from keras_hebb import runtime
 
     with tempfile.TemporaryDirectory() as source:
-        with _context.integer_threshold():
+        with runtime.integer_threshold():
             write_savedmodel(model, source, {SERVING_SIGNATURE: "float32"})
 
         def converter():

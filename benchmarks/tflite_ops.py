@@ -12,7 +12,7 @@ int8 TFLite files and times each (`ai_edge_litert`, XNNPACK, median of
 of the ops added. The ops are the ones `DivisiveNormalization` and
 `FractionalThreshold` trace for export: the `top_k` path (`TOPK_V2`) and
 the integer counting that the TFLite export traces
-(`keras_hebb._context.integer_threshold`), plus the broadcast division
+(`keras_hebb.runtime.integer_threshold`), plus the broadcast division
 they used before (a reference-kernel DIV in int8).
 """
 
@@ -32,7 +32,7 @@ def _pieces(height, channels):
     intermediate rows and the old division repeat their first ops."""
     import tensorflow as tf
 
-    from keras_hebb import _context
+    from keras_hebb import runtime
     from keras_hebb.layers import DivisiveNormalization, FractionalThreshold
 
     # The paper's: linf, 3x3, sigma 0.1; inputs after a ReLU, as in HaHBlock.
@@ -56,7 +56,7 @@ def _pieces(height, channels):
         return tf.reduce_min(top, -1)
 
     def integer_threshold(u):
-        with _context.integer_threshold():  # read while tracing
+        with runtime.integer_threshold():  # read while tracing
             return threshold(u)
 
     return {
@@ -107,12 +107,12 @@ def _latency_ms(content, image, threads, repeats):
 def _ops(content):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from keras_hebb import _compat
+    from keras_hebb import runtime
 
     interpreter = Interpreter(
         model_content=content,
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    names = [op["op_name"] for op in _compat.tflite_op_details(interpreter)]
+    names = [op["op_name"] for op in runtime.tflite_op_details(interpreter)]
     return _runs([n for n in names if n not in ("QUANTIZE", "DEQUANTIZE")])
 
 
