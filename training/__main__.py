@@ -2,7 +2,7 @@
 
 import sys
 
-from export.cli import dispatch, prepare_tensorflow
+from export.cli import UsageError, dispatch, prepare_tensorflow, usage_failure
 
 # Before anything imports TensorFlow (a user's choice wins).
 prepare_tensorflow()
@@ -16,7 +16,8 @@ USAGE = """usage: python -m training {train,evaluate} [options]
 
 The demo, results and sweep programs are `python -m experiments ...`."""
 
-#: Subcommands that moved to `python -m experiments`; still forwarded.
+#: Subcommands that moved to `python -m experiments` (training never imports
+#: experiments: docs/ARCHITECTURE.md).
 MOVED = ("demo", "results", "sweep")
 
 
@@ -24,11 +25,9 @@ def main(argv=None):
     """Runs a subcommand; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in MOVED:
-        from experiments.__main__ import main as experiments_main
-
-        print(f"note: `python -m training {argv[0]}` is now `python -m experiments {argv[0]}`.",
-              file=sys.stderr)
-        return experiments_main(argv)
+        return usage_failure(UsageError(
+            f"`python -m training {argv[0]}` moved: run `python -m experiments {argv[0]}` "
+            "with the same options."))
     # Each subcommand is imported only when used: evaluate needs the
     # attack libraries, train does not.
     return dispatch(argv, "python -m training", USAGE,
