@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test test-numerics demo results results-medium results-defenses sweep clean bench bench-compare bench-accelerator
+.PHONY: setup test test-numerics demo results results-medium results-defenses results-docs sweep clean bench bench-compare bench-accelerator
 
 setup: $(STAMP)
 
@@ -47,7 +47,7 @@ test-numerics: setup
 demo: setup
 	$(PY) -m experiments demo --out runs/demo
 
-# The headline experiment of docs/RESULTS.md, at the regime where the HaH
+# The headline experiment (docs/results/regime.md), at the regime where the HaH
 # cost acts (alphas x30 of the paper's, chosen by `make sweep`): 3 seeds of
 # the standard network, the HaH network and the HaH network without its
 # cost, 6 one-seed ablations, the full robustness suite on 500 test images
@@ -58,9 +58,9 @@ HEADLINE_ALPHAS := [0.135,0.075]
 results: setup
 	$(PY) -m experiments results --out results/fashion_mnist_regime --images 500 --seeded hah_alpha0,hah_no_threshold,hah_no_threshold_alpha0 \
 		--hah-set 'hah_alphas=$(HEADLINE_ALPHAS)' --certify \
-		--docs docs/RESULTS.md README.md $(RESULTS_ARGS)
+		--docs docs/results/regime.md $(RESULTS_ARGS)
 
-# The robust recipe at scale (docs/RESULTS.md part 5): the medium network
+# The robust recipe at scale (docs/results/medium_recipe.md): the medium network
 # (4 HaH blocks, 15 epochs), standard, HaH, the recipe (hah_no_threshold) and
 # its alpha = 0 twin, 3 seeds each (the committed study cut HaH's seeds
 # 2023-2024 for budget; the target still plans them), alphas x30, the full
@@ -77,9 +77,9 @@ results-medium: setup
 	$(PY) -m experiments results --network medium --out results/fashion_mnist_medium \
 		--images 1000 --ablations none --seeded hah_no_threshold,hah_no_threshold_alpha0 \
 		--hah-set 'hah_alphas=$(MEDIUM_ALPHAS)' --certify --autoattack-images 100 --autoattack-runs $(MEDIUM_AA_RUNS) --section medium-recipe \
-		--docs docs/RESULTS.md $(MEDIUM_ARGS)
+		--docs docs/results/medium_recipe.md $(MEDIUM_ARGS)
 
-# HaH with the field's defenses (issue 26, docs/RESULTS.md part 6,
+# HaH with the field's defenses (issue 26, docs/results/defenses.md,
 # experiments/defenses.py): the small network (3 epochs), alphas x30, 3 seeds
 # of the undefended standard, HaH and recipe networks (the references), of
 # FGSM-RS adversarial training at L-inf 0.1 (standard_at, recipe_at, hah_at,
@@ -115,16 +115,30 @@ results-defenses: setup
 		--seeded $(DEFENSES_SEEDED) --ablations $(DEFENSES_ONE_SEED) \
 		--hah-set 'hah_alphas=$(HEADLINE_ALPHAS)' --certify \
 		--autoattack-images 100 --autoattack-runs $(DEFENSES_AA_RUNS) \
-		--section defenses --docs docs/RESULTS.md $(DEFENSES_ARGS)
+		--section defenses --docs docs/results/defenses.md $(DEFENSES_ARGS)
 
 # Where the HaH cost acts: the small HaH network with its alphas x0..x300,
-# 2 seeds, 3 epochs (docs/RESULTS.md); then HaH-VGG16's shape with the
-# paper's schedule shape (15 epochs), one seed. Resumable, like results.
+# 2 seeds, 3 epochs (docs/results/sweep.md); then HaH-VGG16's shape with the
+# paper's schedule shape (15 epochs), one seed (docs/results/medium_sweep.md).
+# Resumable, like results.
 sweep: setup
-	$(PY) -m experiments sweep --out results/fashion_mnist_sweep --docs docs/RESULTS.md $(SWEEP_ARGS)
+	$(PY) -m experiments sweep --out results/fashion_mnist_sweep --docs docs/results/sweep.md $(SWEEP_ARGS)
 	$(PY) -m experiments sweep --out results/fashion_mnist_medium_sweep \
 		--config training/configs/fashion_mnist_hah_medium.yaml --scales 0,1,30 --seeds 2022 \
-		--section medium --docs docs/RESULTS.md $(SWEEP_ARGS)
+		--section medium --docs docs/results/medium_sweep.md $(SWEEP_ARGS)
+
+# Every study's report (docs/results/*.md, results/*/results.md, plots) and
+# the front page (docs/RESULTS.md, its figure, README's results section),
+# rewritten from the committed files: no training, no attack (about a minute).
+PAPER_ALPHAS_ABLATIONS := hah_alpha0,hah_no_dn,hah_no_threshold,standard_pruned90
+results-docs: setup
+	$(MAKE) -s sweep SWEEP_ARGS=--report-only
+	$(MAKE) -s results RESULTS_ARGS=--report-only
+	$(PY) -m experiments results --out results/fashion_mnist --ablations $(PAPER_ALPHAS_ABLATIONS) \
+		--section paper-alphas --docs docs/results/paper_alphas.md --report-only
+	$(MAKE) -s results-medium MEDIUM_ARGS=--report-only
+	$(MAKE) -s results-defenses DEFENSES_ARGS=--report-only
+	$(PY) -m experiments front --docs docs/RESULTS.md README.md
 
 # Training-step throughput, HaH vs standard, oneDNN on and off (docs/PERFORMANCE.md).
 bench: setup

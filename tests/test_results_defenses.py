@@ -35,7 +35,8 @@ def test_make_target_plans_every_defense_run_with_its_training_config(tmp_path):
     assert (args.images, args.autoattack_images, args.certify) == (500, 100, True)
     assert args.autoattack_runs == ("standard_at_s2022,recipe_at_s2022,recipe_at_alpha0_s2022,"
                                     "hah_at_s2022,hah_soft,hah_pgd_at")
-    assert (args.network, args.section, args.docs) == ("small", "defenses", ["docs/RESULTS.md"])
+    assert (args.network, args.section, args.docs) == (
+        "small", "defenses", ["docs/results/defenses.md"])
     args.out = str(tmp_path)
     _, runs, _, _ = results._settings(args)
     seeded = ["standard", "hah", "hah_no_threshold", "standard_at", "recipe_at",
