@@ -352,6 +352,13 @@ def main(argv=None):
         print(f"{name}: clean {entry['clean_accuracy']:.3f}, checks {verdict}"
               + (f" (not run: {', '.join(not_run)})" if not_run else "")
               + f", {entry['seconds']:.0f} s")
+        for key in failed:
+            if entry["checks"][key].get("message"):
+                print(f"  {key}: {entry['checks'][key]['message']}")
+        signs = (entry.get("escalation") or {}).get("signs")
+        if signs:
+            print(f"  signs of gradient masking ({', '.join(signs)}): attacked again "
+                  "with Square at AutoAttack's strength")
     print(f"report: {os.path.join(args.out, 'report.md')} ({', '.join(written)})")
     return 0
 

@@ -54,9 +54,13 @@ def _column_attacks(config):
 
 
 def evaluate_norm(target, sources, images, labels, clean_correct, norm, budgets,
-                  config, shared_caches, progress, seed=0):
+                  config, shared_caches, progress, seed=0, prior_smallest=None):
     """Runs every column's cascade for one norm. `shared_caches`: the run's
     caches of the attacks whose `cache_scope` is `"suite"` (by cache group).
+    `prior_smallest`: each image's smallest breaking budget in an earlier
+    cascade on the same images (NaN: never); an image it broke at or
+    below a budget counts as broken there in every column (the
+    escalation's cascade, `escalation`, continues the suite's this way).
 
     Returns:
         `(records, smallest)`: one record per budget (ascending) and each
@@ -77,6 +81,10 @@ def evaluate_norm(target, sources, images, labels, clean_correct, norm, budgets,
                        f"[{target.name}] {norm} attacks, budgets {list(budgets)}")
     done = 0
     for eps in sorted(budgets):
+        if prior_smallest is not None:
+            gone = np.asarray(prior_smallest) <= eps  # NaN (never broken) compares False
+            for column in robust:
+                robust[column] &= ~gone
         worst = robust["worst_case"]
         carried = int(np.sum(clean_correct & ~worst))
         record = {"norm": norm, "budget": float(eps), "carried_over": carried, "stages": []}

@@ -173,7 +173,10 @@ def markdown(results):
         f"Dataset `{settings.get('dataset', '?')}` ({settings['images']} images), "
         f"suite `{settings['name']}`, seed {settings['seed']}. Robust accuracy is the "
         "per-image worst case over every attack of the suite at each budget "
-        "(budgets in [0, 1] pixel space). Caps: " + caps(settings) + ".",
+        "(budgets in [0, 1] pixel space). Caps: " + caps(settings) + "."
+        + (" Escalation: a model with a sign of gradient masking is attacked again with "
+           "Square at AutoAttack's 5,000 queries (see the checks)." if settings.get("escalate")
+           else ""),
         "",
     ]
     names = list(models)
@@ -276,6 +279,16 @@ def _check_lines(models, names):
     lines += [""]
     for key, check in models[names[0]]["checks"].items():
         lines.append(f"- `{key}`: {check['meaning']}.")
+    failures = [f"- {name}, `{key}`: {check['message']}." for name in names
+                for key, check in models[name]["checks"].items()
+                if check.get("passed") is False and check.get("message")]
+    escalated = [f"- {name}: {', '.join(models[name]['escalation']['signs'])}." for name in names
+                 if (models[name].get("escalation") or {}).get("ran")]
+    if escalated:
+        lines += ["", "Signs of gradient masking (every budget attacked again with Square at "
+                  "AutoAttack's strength, counted in the worst case):", ""] + escalated
+    if failures:
+        lines += ["", "Failed checks, with the gap each names:", ""] + failures
     return lines
 
 

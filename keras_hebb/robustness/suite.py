@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from keras_hebb.robustness import attacks, bpda, checks, noise, registry, resume
+from keras_hebb.robustness import attacks, bpda, checks, escalation, noise, registry, resume
 from keras_hebb.robustness.cascade import (  # noqa: F401  (part of this module's API)
     COLUMNS,
     evaluate_norm,
@@ -68,6 +68,10 @@ class SuiteConfig:
         check_steps: (fewer, more) PGD steps of the `more_steps` check.
         large_budget_steps: PGD steps of the `large_budget` checks.
         batch_size: images per attack batch.
+        escalate: attack again at AutoAttack's strength (Square at 5,000
+            queries) a model that shows a sign of gradient masking, and
+            check what that adds (`escalation`, the check
+            `strong_attacks_add_little`). On in `FULL`.
     """
 
     name: str
@@ -81,6 +85,7 @@ class SuiteConfig:
     check_steps: tuple = (5, 20)
     large_budget_steps: int = 10
     batch_size: int = 256
+    escalate: bool = False
 
     def __post_init__(self):
         names = tuple(self.attacks)
@@ -148,12 +153,15 @@ QUICK = SuiteConfig(
 
 #: The one the results are reported with: more steps and restarts, MIM,
 #: CW-L2, both BPDA surrogates, APGD-CE, APGD-T (3 targets), Square, SPSA
-#: on a subset (each attack's `presets["full"]`).
+#: on a subset (each attack's `presets["full"]`); a model that shows a
+#: sign of gradient masking is attacked again with Square at 5,000
+#: queries (`escalation`).
 FULL = SuiteConfig(
     name="full",
     noise_draws=3,
     attacks=ATTACK_NAMES,
     check_images=200, check_steps=(10, 40), large_budget_steps=20,
+    escalate=True,
 )
 
 PRESETS = {"quick": QUICK, "full": FULL}
@@ -214,6 +222,30 @@ def _has_threshold(model):
 
     return any(isinstance(layer, (FractionalThreshold, AdaptiveThreshold))
                for layer in _compat.all_layers(model))
+
+
+def _escalate(target, images, labels, clean_correct, config, seed, records_by_norm,
+              smallest_by_norm, progress, resume_dir, key):
+    """The escalation rule (`escalation`) on one model: its signs of
+    masking and, if any, both norms attacked again (records and smallest
+    budgets updated in place). Returns what the report keeps of it."""
+    started = time.perf_counter()
+    all_records = [r for records in records_by_norm.values() for r in records]
+    signs = escalation.masking_signs(target, all_records, images, labels, config)
+    if signs:
+        budgets = {"linf": config.linf_budgets, "l2": config.l2_budgets}
+        for norm, records in records_by_norm.items():
+            if progress.enabled:
+                print(f"[{target.name}] signs of masking ({', '.join(signs)}): {norm} "
+                      f"again with Square at {escalation.ESCALATED_SQUARE_QUERIES} queries",
+                      flush=True)
+            records_by_norm[norm], smallest_by_norm[norm] = escalation.escalate(
+                target, images, labels, clean_correct, norm, budgets[norm], config,
+                records, smallest_by_norm[norm], progress, seed, resume_dir, key)
+    return {"signs": signs, "ran": bool(signs),
+            "attacks": {"square": {"queries": escalation.ESCALATED_SQUARE_QUERIES}},
+            "seed_offset": escalation.ESCALATION_SEED_OFFSET,
+            "seconds": round(time.perf_counter() - started, 3)}
 
 
 def run_suite(models, images, labels, config=QUICK, seed=0, transfer_sources=None,
@@ -288,6 +320,7 @@ def _evaluate_model(target, sources, images, labels, config, seed, shared_caches
     key = resume.fingerprint(target, sources, images, labels, config.settings(), seed) \
         if resume_dir else None
     earlier = 0.0  # seconds the norms read back took in their own run
+    smallest_by_norm = {}
     for norm, budgets in (("linf", config.linf_budgets), ("l2", config.l2_budgets)):
         if not budgets:
             continue
@@ -307,6 +340,13 @@ def _evaluate_model(target, sources, images, labels, config, seed, shared_caches
             resume.save(resume_dir, target.name, norm, key, records, smallest,
                         time.perf_counter() - norm_started)
         entry["attacks"][norm] = records
+        smallest_by_norm[norm] = np.asarray(smallest, np.float64)
+    if config.escalate:
+        entry["escalation"] = _escalate(target, images, labels, clean_correct, config, seed,
+                                        entry["attacks"], smallest_by_norm, progress,
+                                        resume_dir, key)
+        entry["timing"]["escalation"] = entry["escalation"]["seconds"]
+    for norm, smallest in smallest_by_norm.items():
         # 0 = misclassified clean, null = never broken.
         entry["smallest_breaking_budget"][norm] = [
             None if np.isnan(v) else float(v) for v in smallest
@@ -317,7 +357,8 @@ def _evaluate_model(target, sources, images, labels, config, seed, shared_caches
     entry["checks"] = checks.sanity_checks(
         target, images, labels, all_records, config, seed,
         None if smallest_linf is None else
-        np.array([np.nan if v is None else v for v in smallest_linf], np.float64))
+        np.array([np.nan if v is None else v for v in smallest_linf], np.float64),
+        escalated=entry.get("escalation"))
     entry["timing"]["checks"] = round(time.perf_counter() - checks_started, 3)
     entry["checks_passed"], entry["checks_complete"] = checks.summary(
         entry["checks"], target.has_threshold)
