@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_hebb import _checks, _compat, _trainers
+from keras_hebb._context import collect_hah_costs, hah_cost_scope
 from keras_hebb.layers.hah_block import HaHBlock
 
 #: Per-layer alphas of the paper's HaH-VGG16 (its six HaH layers).
@@ -16,7 +17,7 @@ PAPER_ALPHAS = (0.0045, 0.0025, 0.0013, 0.001, 0.0008, 0.0005)
 #: see, and each option's default (`None` = required, or derived).
 ADVERSARIAL_ATTACKS = ("fgsm_rs", "pgd")
 ADVERSARIAL_NORMS = ("linf", "l2")
-HAH_COSTS_ON = ("adversarial", "clean")
+HAH_COSTS_ON = ("adversarial",)
 ADVERSARIAL_DEFAULTS = {
     "attack": None,
     "eps": None,
@@ -30,32 +31,37 @@ ADVERSARIAL_DEFAULTS = {
 
 @keras.saving.register_keras_serializable(package="keras_hebb")
 class HebbianModel(keras.Model):
-    """A Keras model whose training adds layer-wise HaH costs.
+    """A Keras model that logs its HaH costs and can train adversarially.
 
-    Build it like a functional `keras.Model`, from inputs and outputs that
-    contain `HaHBlock` layers, or subclass it (create the blocks in
-    `__init__`, call them in `call`). Its `train_step` minimizes
+    The HaH cost itself needs no special model: in training every
+    `HaHBlock` adds `-alpha * HaH` to its model's losses (a layer loss,
+    with a layer-local gradient), so a `keras.Sequential` or any
+    `keras.Model` with `HaHBlock`s minimizes
 
         loss = compiled_loss - sum_l alpha_l * HaH_l
 
-    in one forward pass. The cross-entropy (compiled loss) trains every
-    weight end to end; each HaH cost updates only its own block's kernel,
-    with the block input held constant (a local, synapse-level
-    Hebbian/anti-Hebbian rule, as in the paper's training loop). Under a
-    `tf.distribute` strategy the HaH term is scaled by 1/replicas like the
-    compiled loss. `fit` and `evaluate` log `loss` (the total above),
-    `hah_cost` (the sum of `alpha_l * HaH_l`) and each block's raw cost as
-    `hah_<block name>`. It trains on the TensorFlow and JAX backends of
-    Keras (`keras_hebb._trainers`: one step module per backend).
+    with plain `compile` and `fit`, on every Keras backend. The
+    cross-entropy (compiled loss) trains every weight end to end; each HaH
+    cost updates only its own block's kernel, with the block input held
+    constant (a local, synapse-level Hebbian/anti-Hebbian rule, as in the
+    paper's training loop).
 
-    The model's HaH blocks are the `HaHBlock` layers (subclasses included)
-    found in it when it is built from inputs and outputs and again when it
-    is compiled (a subclassed model's blocks exist only after its
-    `__init__`). A model without any warns at `compile` (it then trains
-    with the compiled loss alone), unless it trains adversarially (a
-    standard network's adversarial training); a forward pass in which a
-    layer the model does not know records a HaH cost raises `ValueError`
-    instead of dropping that cost.
+    `HebbianModel` adds what Keras lacks, and nothing else:
+    - the blocks' weights in one place (`hah_alphas`, below);
+    - logs: `fit` and `evaluate` log `hah_cost` (the sum of `alpha_l *
+      HaH_l`) and each block's raw cost as `hah_<block name>` (through
+      `compute_loss` and metrics; evaluation computes the costs for the
+      logs, its `loss` is the compiled loss alone);
+    - adversarial training (`adversarial`, below).
+
+    Build it like a functional `keras.Model`, from inputs and outputs that
+    contain `HaHBlock` layers, or subclass it (create the blocks in
+    `__init__`, call them in `call`). Its HaH blocks are the `HaHBlock`
+    layers (subclasses included) found in it when it is built from inputs
+    and outputs and again when it is compiled. A model without any warns
+    at `compile`, unless it trains adversarially (a standard network's
+    adversarial training); a forward pass in which a layer the model does
+    not know records a HaH cost raises `ValueError`.
 
     Example:
 
@@ -67,9 +73,10 @@ class HebbianModel(keras.Model):
     ...     from_logits=True), metrics=["accuracy"])
 
     Adversarial training (`adversarial`): each training step first crafts
-    adversarial examples of the batch, then takes the step above on them
-    instead of the clean images (Madry et al. 2018; Wong et al. 2020).
-    The attack maximizes the compiled loss with the model as it trains
+    adversarial examples of the batch, then takes Keras's own training
+    step on them instead of the clean images (Madry et al. 2018; Wong et
+    al. 2020); the HaH costs are those of the adversarial batch. The attack
+    maximizes the compiled loss with the model as it trains
     (`training=True`: batch-norm layers normalize with the batch's
     statistics, as in the field's reference code), but its forward passes
     run in a `keras.StatelessScope`, so batch-norm moving statistics (and
@@ -77,21 +84,25 @@ class HebbianModel(keras.Model):
     are in [0, 1]: every iterate is projected onto the `norm` ball of
     radius `eps` and clipped to [0, 1]. Random starts are drawn from
     `(optimizer.iterations, replica)` with stateless random ops, so a
-    resumed run crafts the same examples as an uninterrupted one.
+    resumed run crafts the same examples as an uninterrupted one. The
+    attack's steps are a `keras.ops.fori_loop` (not unrolled); its input
+    gradient is the only backend code (`keras_hebb._trainers`).
     `accuracy` and `loss` in the training logs are then those of the
     adversarial examples. On TensorFlow (`jit_compile` and `tf.distribute`
-    included) and JAX (stateless: the attack's state updates are dropped).
+    included) and JAX.
 
     >>> robust = HebbianModel.from_model(model, adversarial={
     ...     "attack": "fgsm_rs", "eps": 0.1})
 
     Args:
         inputs, outputs, name: as for a functional `keras.Model`.
-        hah_alphas: weight of each block's HaH cost: a number for all blocks,
-            a list with one number per `HaHBlock` (in model order), or a dict
-            from block name to number. `None` uses the paper's schedule
-            `PAPER_ALPHAS` (the first ones if there are fewer blocks, its
-            last value repeated if there are more). Defaults to `None`.
+        hah_alphas: weight of each block's HaH cost, set on the blocks
+            (`HaHBlock.alpha`): a number for all blocks, a list with one
+            number per `HaHBlock` (in model order), or a dict from block
+            name to number. `None` keeps the alpha of each block that has
+            one and gives the others the paper's schedule by position,
+            `PAPER_ALPHAS` (its last value repeated past its end).
+            Defaults to `None`.
         adversarial: `None` (train on the clean images) or a dict of
             adversarial-training options (`ADVERSARIAL_DEFAULTS`):
             `attack`: `"fgsm_rs"` (one signed/normalized gradient step from
@@ -103,10 +114,8 @@ class HebbianModel(keras.Model):
             et al.) and `2.5 * eps / steps` for `pgd` (Madry et al.);
             `random_start`: start uniformly inside the ball (default
             `True`; `fgsm_rs` without it is plain FGSM); `hah_costs_on`:
-            the batch whose HaH costs enter the loss, `"adversarial"`
-            (default: the costs shape the representation the network is
-            trained to classify, and it costs no extra forward pass) or
-            `"clean"` (one more forward pass, which updates no state).
+            `"adversarial"`, the only value (the costs shape the
+            representation the network is trained to classify).
             Defaults to `None`.
         **kwargs: `keras.Model` keyword arguments.
 
@@ -121,18 +130,18 @@ class HebbianModel(keras.Model):
 
     def __init__(self, *args, hah_alphas=None, adversarial=None, **kwargs):
         super().__init__(*args, **kwargs)
-        _trainers.check_backend()
         self.adversarial = adversarial_options(adversarial)
+        if self.adversarial is not None:
+            _trainers.check_backend()
         self._hah_alphas_argument = hah_alphas
         self._hah_total_tracker = keras.metrics.Mean(name="hah_cost")
         self._hah_layers = []
         self._hah_layer_trackers = []
-        self.hah_alphas = []
         self._find_hah_layers()
 
     def _find_hah_layers(self):
-        """(Re)reads the model's `HaHBlock`s; alphas and per-block trackers
-        follow. A no-op when the blocks have not changed."""
+        """(Re)reads the model's `HaHBlock`s and sets their alphas; the
+        per-block trackers follow. A no-op when the blocks have not changed."""
         layers = [
             layer for layer in _compat.all_layers(self) if isinstance(layer, HaHBlock)
         ]
@@ -140,12 +149,18 @@ class HebbianModel(keras.Model):
             # Unchanged; also a subclassed model in its __init__, whose
             # blocks come later (its alphas are checked at compile).
             return
-        names = [layer.name for layer in layers]
-        self.hah_alphas = _resolve_alphas(self._hah_alphas_argument, names)
+        alphas = _resolve_alphas(self._hah_alphas_argument, layers)
+        for layer, alpha in zip(layers, alphas):
+            layer.alpha = alpha
         self._hah_layers = layers
         self._hah_layer_trackers = [
             keras.metrics.Mean(name=f"hah_{layer.name}") for layer in layers
         ]
+
+    @property
+    def hah_alphas(self):
+        """Each HaH block's alpha, in model order."""
+        return [layer.alpha for layer in self._hah_layers]
 
     def compile(self, *args, **kwargs):
         self._find_hah_layers()
@@ -170,22 +185,40 @@ class HebbianModel(keras.Model):
     @classmethod
     def from_model(cls, model, adversarial=None):
         """A `HebbianModel` on the layers of a functional `model` (shared,
-        not copied), with its HaH alphas if it is a `HebbianModel`: how a
-        built network, standard or HaH, gets this class's training options
-        (`adversarial`)."""
-        alphas = model.hah_alphas if isinstance(model, HebbianModel) else None
-        return cls(model.inputs, model.outputs, name=model.name, hah_alphas=alphas,
-                   adversarial=adversarial)
+        not copied), its blocks' alphas kept: how a built network, standard
+        or HaH, gets this class's training options (`adversarial`)."""
+        return cls(model.inputs, model.outputs, name=model.name, adversarial=adversarial)
 
     @property
     def hah_layers(self):
         """The `HaHBlock` layers, in model order."""
         return list(self._hah_layers)
 
-    def _hah_term(self, scope):
-        """`(costs, hah_term)` of one forward pass run inside `scope` (a
-        `collect_hah_costs()` scope): each block's cost, in model order, and
-        `sum_l alpha_l * cost_l`. Shared by the backends' step modules."""
+    def train_step(self, *args):
+        # TensorFlow: (data); JAX: (state, data), as Keras's own train_step.
+        *state, data = args
+        if self.adversarial is not None:
+            data = _trainers.for_backend().adversarial_batch(self, *state, data)
+        with collect_hah_costs():
+            return super().train_step(*state, data)
+
+    def test_step(self, *args):
+        with collect_hah_costs():
+            return super().test_step(*args)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        """Keras's loss (compiled loss plus the layers' losses, the HaH
+        terms among them); also logs the costs of the forward pass."""
+        loss = super().compute_loss(x=x, y=y, y_pred=y_pred,
+                                    sample_weight=sample_weight, training=training)
+        scope = hah_cost_scope()
+        if scope is not None and self._hah_layers:
+            self._log_hah_costs(scope, batch=ops.shape(
+                next(i for i in keras.tree.flatten(x) if i is not None))[0])
+        return loss
+
+    def _log_hah_costs(self, scope, batch):
         names = [layer.name for layer in self._hah_layers]
         unknown = sorted(set(scope.costs) - set(names))
         if unknown:
@@ -202,23 +235,12 @@ class HebbianModel(keras.Model):
                 "called in the forward pass; HebbianModel needs every HaH "
                 "block used once per step."
             )
-        costs = [scope.costs[name] for name in names]
-        hah_term = ops.zeros((), "float32")
-        for alpha, cost in zip(self.hah_alphas, costs):
-            hah_term += alpha * cost
-        return costs, hah_term
-
-    def _update_hah_trackers(self, costs, hah_term, batch):
-        self._hah_total_tracker.update_state(hah_term, sample_weight=batch)
-        for tracker, cost in zip(self._hah_layer_trackers, costs):
+        total = ops.zeros((), "float32")
+        for layer, tracker in zip(self._hah_layers, self._hah_layer_trackers):
+            cost = scope.costs[layer.name]
             tracker.update_state(cost, sample_weight=batch)
-
-    def train_step(self, *args):
-        # TensorFlow: (data); JAX: (state, data), see keras_hebb._trainers.
-        return _trainers.for_backend().train_step(self, *args)
-
-    def test_step(self, *args):
-        return _trainers.for_backend().test_step(self, *args)
+            total += layer.alpha * cost
+        self._hah_total_tracker.update_state(total, sample_weight=batch)
 
     def get_config(self):
         return {**super().get_config(), "hah_alphas": list(self.hah_alphas),
@@ -246,6 +268,12 @@ def adversarial_options(adversarial):
             f"no such option (options: {list(ADVERSARIAL_DEFAULTS)})")
     options = {**ADVERSARIAL_DEFAULTS, **adversarial}
 
+    if options["hah_costs_on"] == "clean":
+        raise _checks.InvalidArgument(
+            "adversarial.hah_costs_on", "clean",
+            "'adversarial': the HaH costs are layer losses of the training forward "
+            "pass, which sees the adversarial batch (the clean batch's costs were "
+            "dropped in keras_hebb 0.2)")
     attack, norm, hah_costs_on = (
         _checks.check_choice(f"adversarial.{key}", options[key], choices)
         for key, choices in (("attack", ADVERSARIAL_ATTACKS),
@@ -278,12 +306,16 @@ def adversarial_options(adversarial):
     }
 
 
-def _resolve_alphas(hah_alphas, names):
-    """One float per HaH layer name, from a number, a list or a dict."""
+def _resolve_alphas(hah_alphas, layers):
+    """One float per HaH block, from a number, a list, a dict or `None`
+    (each block's own alpha, else the paper's schedule by position)."""
+    names = [layer.name for layer in layers]
     count = len(names)
     if hah_alphas is None:
         schedule = list(PAPER_ALPHAS[:count])
-        return schedule + [PAPER_ALPHAS[-1]] * (count - len(schedule))
+        schedule += [PAPER_ALPHAS[-1]] * (count - len(schedule))
+        return [layer.alpha if layer.alpha is not None else paper
+                for layer, paper in zip(layers, schedule)]
     if isinstance(hah_alphas, numbers.Real) and not isinstance(hah_alphas, bool):
         alphas = [float(hah_alphas)] * count
     elif isinstance(hah_alphas, dict):

@@ -1,19 +1,37 @@
-"""A convolution with a second, layer-local output (TensorFlow).
+"""A convolution with a second, layer-local output, on every backend.
 
-`HebbianModel` needs, from one forward pass, the gradient of cross-entropy
-with respect to every weight and the gradient of each layer's HaH cost with
-respect to that layer's kernel only (the layer input held constant). A
-custom gradient gives both without a second convolution: the backward pass
-sends the gradient of the main output to the input, and the sum of both
-outputs' gradients to the kernel, using the same two kernels TensorFlow's
-own Conv2D gradient uses.
+A `HaHBlock` needs, from one forward pass, the gradient of the model's
+loss with respect to every weight and the gradient of its own HaH cost
+with respect to its kernel only (the block input held constant: a local,
+synapse-level Hebbian rule). `conv2d_with_local_branch` returns the
+convolution twice, `z` and `z_local`, from ONE convolution: a custom
+gradient sends the gradient of `z` to the input and the kernel as usual,
+and the gradient of `z_local` to the kernel alone.
+
+Keras has no backend-neutral way to write a convolution's two VJPs
+(`keras.ops.custom_gradient` would need the kernel's VJP as an op), so the
+custom gradient is written once per backend, side by side here:
+
+| backend      | custom gradient                   | the convolution's VJPs              |
+|--------------|-----------------------------------|-------------------------------------|
+| `tensorflow` | `tf.custom_gradient`              | `Conv2DBackpropInput` / `...Filter` |
+| `jax`        | `jax.custom_vjp`                  | `jax.vjp`, unused halves removed    |
+|              |                                   | by XLA's dead-code elimination      |
+| other        | none: a second convolution of `stop_gradient(inputs)`                   |
+
+Each backend's framework is imported inside its function, so importing
+this module imports none of them.
 """
 
-import tensorflow as tf
+import keras
+from keras import ops
 
 
 def conv2d_with_local_branch(inputs, kernel, strides, padding):
     """Returns `(z, z_local)`, both equal to `conv2d(inputs, kernel)`.
+
+    Gradients reaching `z` flow to `inputs` and `kernel`; gradients
+    reaching `z_local` flow to `kernel` only.
 
     Args:
         inputs: NHWC tensor.
@@ -21,6 +39,21 @@ def conv2d_with_local_branch(inputs, kernel, strides, padding):
         strides: pair of ints.
         padding: `"same"` or `"valid"`.
     """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tensorflow(inputs, kernel, strides, padding)
+    if backend == "jax":
+        return _jax(inputs, kernel, strides, padding)
+    # Other backends (Keras's torch backend, untested here): a second
+    # convolution of the held-constant input, same values and gradients.
+    z = ops.conv(inputs, kernel, strides=strides, padding=padding)
+    z_local = ops.conv(ops.stop_gradient(inputs), kernel, strides=strides, padding=padding)
+    return z, z_local
+
+
+def _tensorflow(inputs, kernel, strides, padding):
+    import tensorflow as tf
+
     strides4 = [1, strides[0], strides[1], 1]
     pad = padding.upper()
 
@@ -41,8 +74,11 @@ def conv2d_with_local_branch(inputs, kernel, strides, padding):
 
 
 def conv2d_gradients(x, w, g_input, g_kernel, strides4, pad):
-    """`(dx, dw)` of `conv2d(x, w)`: `g_input` reaches the input, `g_kernel`
-    the kernel (the two kernels TensorFlow's own Conv2D gradient uses)."""
+    """`(dx, dw)` of TensorFlow's `conv2d(x, w)`: `g_input` reaches the
+    input, `g_kernel` the kernel (the two kernels TensorFlow's own Conv2D
+    gradient uses; also `keras_hebb._fused`'s)."""
+    import tensorflow as tf
+
     dx = tf.raw_ops.Conv2DBackpropInput(
         input_sizes=tf.shape(x), filter=w, out_backprop=g_input,
         strides=strides4, padding=pad)
@@ -50,3 +86,30 @@ def conv2d_gradients(x, w, g_input, g_kernel, strides4, pad):
         input=x, filter_sizes=tf.shape(w), out_backprop=g_kernel,
         strides=strides4, padding=pad)
     return dx, dw
+
+
+def _jax(inputs, kernel, strides, padding):
+    import jax
+
+    def conv(x, w):
+        return ops.conv(x, w, strides=strides, padding=padding)
+
+    @jax.custom_vjp
+    def both(x, w):
+        z = conv(x, w)
+        return z, z
+
+    def forward(x, w):
+        z, vjp = jax.vjp(conv, x, w)
+        return (z, z), vjp
+
+    def backward(vjp, cotangents):
+        g_main, g_local = cotangents
+        # Each call computes both halves; under jit the unused one (the
+        # kernel's of the first, the input's of the second) is removed.
+        dx, _ = vjp(g_main)
+        _, dw = vjp(g_main + g_local)
+        return dx, dw
+
+    both.defvjp(forward, backward)
+    return both(inputs, kernel)

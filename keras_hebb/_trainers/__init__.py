@@ -1,22 +1,23 @@
-"""`HebbianModel`'s train and test steps, one module per Keras backend.
+"""Adversarial training's backend code: the input gradient, the random start.
 
-As in Keras itself (`keras/src/backend/<backend>/trainer.py`), the step
-that differentiates is backend code and everything else is shared:
-`HebbianModel` collects the blocks' HaH costs (`HebbianModel._hah_term`)
-and each module here turns them into an update.
+Keras's own trainers take every training step of a `HebbianModel` (the
+HaH costs are layer losses, `HaHBlock`); with
+`HebbianModel(adversarial=...)` the step first replaces the batch by
+adversarial examples. Crafting them needs what Keras has no
+backend-neutral API for -- the gradient of the loss with respect to the
+images, and stateless random draws keyed by the step -- so that part is
+written once per backend, as in Keras itself
+(`keras/src/backend/<backend>/trainer.py`); the attack's loop, steps,
+projections and starts' shapes are shared here (`keras.ops`).
 
-| backend      | module                | how it differentiates                        |
+| backend      | module                | input gradient                               |
 |--------------|-----------------------|----------------------------------------------|
-| `tensorflow` | `tensorflow_trainer`  | `tf.GradientTape`, optimizer updates in place |
-| `jax`        | `jax_trainer`         | stateless: `jax.value_and_grad` over the     |
-|              |                       | trainable variables, returns new variables   |
+| `tensorflow` | `tensorflow_trainer`  | `tf.GradientTape` in a `keras.StatelessScope` |
+| `jax`        | `jax_trainer`         | `jax.grad` of `compute_loss_and_updates`      |
 
-Both compute each block's cost on a layer-local copy of its convolution
-(the block input held constant), so a cost updates only its own kernel.
-With `HebbianModel(adversarial=...)` both first craft adversarial examples
-of the batch: the backend differentiates the loss with respect to the
-images and draws the random starts; the steps, projections and starts'
-shapes are shared here (`keras.ops`).
+Each module's `adversarial_batch(model, *state, data)` returns the batch
+the training step takes (TensorFlow: no state; JAX: the step's variable
+values).
 """
 
 import importlib
@@ -29,7 +30,7 @@ from keras import ops
 #: optimizer's step count, so a resumed run draws the same starts.
 RANDOM_START_SALT = 26
 
-#: The Keras backends keras_hebb trains and runs on.
+#: The Keras backends keras_hebb trains adversarially on.
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
 
@@ -38,18 +39,34 @@ def check_backend():
     backend = keras.backend.backend()
     if backend not in SUPPORTED_BACKENDS:
         raise RuntimeError(
-            f"keras_hebb supports the Keras backends {list(SUPPORTED_BACKENDS)}; "
-            f"set KERAS_BACKEND to one of them. Received: KERAS_BACKEND={backend!r}"
+            f"keras_hebb's adversarial training supports the Keras backends "
+            f"{list(SUPPORTED_BACKENDS)}; set KERAS_BACKEND to one of them. "
+            f"Received: KERAS_BACKEND={backend!r}"
         )
     return backend
 
 
 def for_backend():
-    """The step module of the running Keras backend."""
+    """The module of the running Keras backend."""
     return importlib.import_module(f"{__name__}.{check_backend()}_trainer")
 
 
+def adversarial_examples(x, options, start, input_gradient):
+    """`options["steps"]` ascent steps from `clip(x + start)`, each
+    projected and clipped (`attack_step`), in a `keras.ops.fori_loop` (a
+    loop, not unrolled). `input_gradient(images)`: the loss's gradient
+    with respect to the images. No gradient path back to `x`."""
+    adversarial = ops.clip(x + start, 0.0, 1.0)
+
+    def ascend(_, adversarial):
+        return attack_step(x, adversarial, input_gradient(adversarial), options)
+
+    adversarial = ops.fori_loop(0, options["steps"], ascend, adversarial)
+    return ops.stop_gradient(adversarial)
+
+
 def _l2_norms(t):
+
     """Per-example L2 norms of a batch, shaped to broadcast against it."""
     axes = tuple(range(1, len(t.shape)))
     return ops.sqrt(ops.sum(ops.square(t), axis=axes, keepdims=True))

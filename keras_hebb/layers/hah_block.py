@@ -1,5 +1,7 @@
 """The HaH block: unit-norm conv, ReLU, divisive normalization, threshold."""
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -19,17 +21,34 @@ class HaHBlock(keras.layers.Layer):
 
     The building block of HaH networks: implicitly normalized filters,
     divisive normalization instead of batch norm, and a threshold that keeps
-    only the strongest activations. Inside a `HebbianModel`'s training or
-    evaluation step the block also computes its Hebbian/anti-Hebbian cost
-    (`keras_hebb.hah_cost`) on the convolution output; in training that cost
-    reaches only this block's kernel (layer-local learning). Elsewhere
-    (predict, export) the block is a plain feed-forward layer.
+    only the strongest activations.
+
+    In training (`training=True`, as in `fit`) the block adds
+    `-alpha * HaH` to its model's losses (`Layer.add_loss`), where `HaH` is
+    its Hebbian/anti-Hebbian cost (`keras_hebb.hah_cost`) on the
+    convolution output. The cost's gradient reaches only this block's
+    kernel, the block input held constant (layer-local learning, as in the
+    paper's training loop), from the same convolution as the forward pass
+    (`keras_hebb.local_gradient`). So any Keras model with `HaHBlock`s --
+    `keras.Sequential`, functional, subclassed -- trains the HaH cost with
+    plain `compile` and `fit`, on every backend; `HebbianModel` adds
+    per-block cost logging and adversarial training. Under a
+    `tf.distribute` strategy the term is divided by the number of replicas,
+    as Keras does for compiled losses (not for `add_loss` terms). Outside
+    training (evaluate, predict, export) the block is a plain feed-forward
+    layer.
 
     Example:
 
-    >>> block = HaHBlock(16)
-    >>> block(np.random.rand(2, 28, 28, 1).astype("float32")).shape
-    (2, 28, 28, 16)
+    >>> model = keras.Sequential([
+    ...     keras.Input((28, 28, 1)),
+    ...     HaHBlock(16, alpha=0.1),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(10)])
+    >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+    ...     from_logits=True))
+    >>> model(np.random.rand(2, 28, 28, 1).astype("float32")).shape
+    (2, 10)
 
     Args:
         filters: number of output channels.
@@ -55,6 +74,15 @@ class HaHBlock(keras.layers.Layer):
             Defaults to `0.1`.
         cost_demote: weight of the losing channels in the HaH cost.
             Defaults to `1.0`.
+        alpha: weight of the HaH cost in the training loss, `>= 0` (`0`:
+            no cost). `None` leaves it to the model: a `HebbianModel` sets
+            it (the paper's per-layer schedule unless told otherwise); in
+            any other model a block with `alpha=None` adds no cost and
+            warns when training starts. The paper's values are 0.0045 to
+            0.0005 (`keras_hebb.PAPER_ALPHAS`), which change nothing
+            measurable on small networks trained for a few epochs; 30x
+            them is where the cost acts there (docs/TRAINING.md).
+            Defaults to `None`.
         kernel_initializer: initializer of the convolution kernel.
             Defaults to `"glorot_uniform"`.
         use_fused_training: whether training with TensorFlow takes the
@@ -89,6 +117,7 @@ class HaHBlock(keras.layers.Layer):
         cost_demote=1.0,
         kernel_initializer="glorot_uniform",
         use_fused_training=True,
+        alpha=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -114,6 +143,7 @@ class HaHBlock(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.use_fused_training = _checks.check_bool(
             "use_fused_training", use_fused_training)
+        self.alpha = None if alpha is None else _checks.check_non_negative("alpha", alpha)
 
         self.conv = UnitNormConv2D(
             filters,
@@ -174,9 +204,8 @@ class HaHBlock(keras.layers.Layer):
         fused = self._fused_training(training)
         if fused:
             from keras_hebb import _fused
-        if scope is None:
-            z = self.conv(inputs)
-        elif training:
+        alpha = self._training_alpha() if training else 0.0
+        if training and (alpha > 0 or scope is not None):
             winners = winner_count(self.filters, self.cost_ratio)
             if fused and winners < self.filters:
                 z, cost = _fused.conv_with_hah_cost(
@@ -185,10 +214,14 @@ class HaHBlock(keras.layers.Layer):
             else:
                 z, z_local = self.conv.call_with_local_branch(inputs)
                 cost = hah_cost(z_local, self.cost_ratio, self.cost_demote)
-            scope.record(self, cost)
+            if alpha > 0:
+                self.add_loss(_per_replica(-alpha * cost))
         else:
             z = self.conv(inputs)
-            scope.record(self, hah_cost(z, self.cost_ratio, self.cost_demote))
+            if scope is not None:
+                cost = hah_cost(z, self.cost_ratio, self.cost_demote)
+        if scope is not None:
+            scope.record(self, cost)
         threshold = self.threshold_layer
         if (fused and self.normalization is not None and self.normalization.field == "linf"
                 and isinstance(threshold, FractionalThreshold)
@@ -203,6 +236,16 @@ class HaHBlock(keras.layers.Layer):
         if self.threshold_layer is not None:
             x = self.threshold_layer(x)
         return x
+
+    def _training_alpha(self):
+        if self.alpha is None:
+            warnings.warn(
+                f"HaHBlock '{self.name}' trains without a HaH cost: its alpha "
+                "is None. Set HaHBlock(alpha=...) (30x the paper's values, "
+                "e.g. 0.135, acts on small networks) or use a HebbianModel.",
+                UserWarning, stacklevel=2)
+            return 0.0
+        return self.alpha
 
     def compute_output_shape(self, input_shape):
         return self.conv.compute_output_shape(input_shape)
@@ -227,4 +270,16 @@ class HaHBlock(keras.layers.Layer):
                 self.kernel_initializer
             ),
             "use_fused_training": self.use_fused_training,
+            "alpha": self.alpha,
         }
+
+
+def _per_replica(loss):
+    """`loss / replicas` under a `tf.distribute` strategy: Keras scales its
+    compiled losses so, not the `add_loss` terms, whose gradients the
+    strategy then sums over replicas."""
+    if keras.backend.backend() != "tensorflow":
+        return loss
+    from keras_hebb import _compat
+
+    return _compat.scale_loss_for_distribution(loss)

@@ -91,25 +91,19 @@ class UnitNormConv2D(keras.layers.Layer):
         )
 
     def call_with_local_branch(self, inputs):
-        """Returns `(z, z_local)`: two copies of the output `z`.
+        """Returns `(z, z_local)`: two copies of the output `z`, from one
+        convolution.
 
         Gradients reaching `z` flow to the kernel and to the inputs as usual;
         gradients reaching `z_local` flow to this layer's kernel only, as if
-        the inputs were constants. `HebbianModel` computes the layer-local
-        HaH cost on `z_local`, so one forward pass serves both losses.
-        On TensorFlow a custom gradient gives both from one convolution
-        (`keras_hebb.local_gradient`); on the other backends `z_local` is a
-        second convolution of `stop_gradient(inputs)`.
+        the inputs were constants (`keras_hebb.local_gradient`). A
+        `HaHBlock` computes its layer-local HaH cost on `z_local`, so one
+        forward pass serves both losses.
         """
-        kernel = self.normalized_kernel()
-        if keras.backend.backend() == "tensorflow":
-            from keras_hebb.local_gradient import conv2d_with_local_branch
+        from keras_hebb.local_gradient import conv2d_with_local_branch
 
-            return conv2d_with_local_branch(inputs, kernel, self.strides, self.padding)
-        z = ops.conv(inputs, kernel, strides=self.strides, padding=self.padding)
-        z_local = ops.conv(ops.stop_gradient(inputs), kernel, strides=self.strides,
-                           padding=self.padding)
-        return z, z_local
+        return conv2d_with_local_branch(
+            inputs, self.normalized_kernel(), self.strides, self.padding)
 
     def compute_output_shape(self, input_shape):
         _checks.check_image_rank(self, input_shape)
