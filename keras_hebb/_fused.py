@@ -23,11 +23,10 @@ surrogate scope, for the paper's block (`linf` field, fractional
 threshold); every other case, inference and export take the plain layers.
 """
 
-import tensorflow as tf
-
-from keras_hebb import _native, _selection
+from keras_hebb import _backends, _native, _selection
 from keras_hebb.layers.divisive_normalization import reciprocal_denominator
-from keras_hebb.local_gradient import conv2d_gradients
+
+_backends.require_tensorflow("keras_hebb._fused (the fused HaH block)")
 
 
 def relu_normalize_threshold(z, size, sigma, rank):
@@ -40,6 +39,7 @@ def relu_normalize_threshold(z, size, sigma, rank):
         rank: the threshold of each image and channel is its `rank`-th
             largest value (`H * W - k + 1` for `FractionalThreshold`'s k).
     """
+    import tensorflow as tf
 
     @tf.custom_gradient
     def forward(z):
@@ -79,12 +79,16 @@ def relu_normalize_threshold(z, size, sigma, rank):
 
 def _field(a, size):
     """`(max-pooled a, channel-mean field S, image-wide max of S)`."""
+    import tensorflow as tf
+
     s = tf.nn.max_pool2d(a, size, strides=1, padding="SAME")
     field = tf.reduce_mean(s, axis=-1, keepdims=True)
     return s, field, tf.reduce_max(field, axis=(1, 2), keepdims=True)
 
 
 def _threshold(u, rank):
+    import tensorflow as tf
+
     kth = _selection.kth_largest_spatial(u, rank, fast=True)
     return tf.where(u > kth[:, None, None, :], u, 0.0)
 
@@ -110,6 +114,10 @@ def conv_with_hah_cost(inputs, kernel, strides, padding, winners, demote):
         winners: K, the number of winning channels, `< C`.
         demote: weight of the losers' mean.
     """
+    import tensorflow as tf
+
+    from keras_hebb.local_gradient import conv2d_gradients
+
     strides4 = [1, strides[0], strides[1], 1]
     pad = padding.upper()
 
@@ -151,6 +159,8 @@ def cost_forward(z, winners, lose, native):
     (kth >= 0) the sum of the top K of r, ties included, is
     sum_c max(z, kth) - (C - K) kth: fewer passes over z than the plain
     cost's weighted sum, the same value to float rounding."""
+    import tensorflow as tf
+
     if native:
         value, kth = _native.hah_cost(z, winners, lose)
         return tf.reduce_mean(value), kth
@@ -164,6 +174,8 @@ def cost_forward(z, winners, lose, native):
 def cost_gradient(z, kth, winners, lose, d_cost, native):
     """The gradient of `cost_forward`'s cost times `d_cost` with respect to
     `z`, from `z` and its `kth`."""
+    import tensorflow as tf
+
     if native:
         scale = d_cost / tf.cast(tf.size(kth), tf.float32)
         return _native.hah_cost_gradient(z, kth, scale, winners, lose)
@@ -178,6 +190,8 @@ def _cost_gradient(z, kth, winners, lose, d_cost):
     Winners (`z > kth`) weigh `1/K`, losers `-lose`, and the channels tied
     at `kth` share the free winner slots. Where `kth == 0` the ties are
     zeros of the ReLU, whose gradient is 0 whatever their share."""
+    import tensorflow as tf
+
     positions = tf.cast(tf.size(z) // tf.shape(z)[-1], tf.float32)
     scale = d_cost / positions
     above, tied = z > kth, tf.equal(z, kth)

@@ -21,7 +21,7 @@ import functools
 import keras
 from keras import ops
 
-from keras_hebb import _compat, _context, _native
+from keras_hebb import _backends, _compat, _context, _native
 
 
 def above_kth_largest_by_bits(x, k):
@@ -36,8 +36,9 @@ def above_kth_largest_by_bits(x, k):
     negative int32: never counted nor kept, like 0.0). In an int8
     TFLite file `x` arrives through `DEQUANTIZE`, `BITCAST`; the rest runs
     in int32. The counts run on a `(N, C, H*W)` copy (TFLite sums a last
-    axis faster than the middle axes).
+    axis faster than the middle axes). TensorFlow backend only.
     """
+    _backends.require_tensorflow("keras_hebb._selection.above_kth_largest_by_bits")
     import tensorflow as tf
 
     _, height, width, channels = x.shape

@@ -1,9 +1,10 @@
 """`SimilarityMatchingModel`: `model.fit` with local Hebbian/anti-Hebbian rules."""
 
+import functools
 import numbers
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_hebb import _compat
 from keras_hebb._context import collect_similarity_matching
@@ -98,12 +99,12 @@ class SimilarityMatchingModel(keras.Model):
         """`eta` at the current local step (a float32 tensor)."""
         schedule = keras.optimizers.schedules.LearningRateSchedule
         if isinstance(self.learning_rate, schedule):
-            return tf.cast(self.learning_rate(self.local_step), "float32")
-        return tf.constant(self.learning_rate, "float32")
+            return ops.cast(self.learning_rate(self.local_step), "float32")
+        return ops.convert_to_tensor(self.learning_rate, "float32")
 
-    def _forward(self, x, training):
-        with collect_similarity_matching() as scope:
-            y_pred = self(x, training=training)
+    def _records(self, scope):
+        """`[(layer, inputs, states, residual)]` of the forward pass that
+        `scope` watched, in model order, held constant."""
         records = []
         for layer in self._sm_layers:
             if layer.name not in scope.records:
@@ -112,16 +113,24 @@ class SimilarityMatchingModel(keras.Model):
                     "in the forward pass."
                 )
             inputs, states, residual = scope.records[layer.name]
-            inputs = tf.stop_gradient(inputs)
-            states = [tf.stop_gradient(s) for s in states]
-            records.append((layer, inputs, states, tf.stop_gradient(residual)))
-        return y_pred, records
+            records.append((
+                layer,
+                ops.stop_gradient(inputs),
+                [ops.stop_gradient(s) for s in states],
+                ops.stop_gradient(residual),
+            ))
+        return records
+
+    def _forward(self, x, training):
+        with collect_similarity_matching() as scope:
+            y_pred = self(x, training=training)
+        return y_pred, self._records(scope)
 
     def _track(self, records, batch, rate):
-        objective = tf.add_n([
+        objective = functools.reduce(ops.add, [
             layer.objective(inputs, states) for layer, inputs, states, _ in records
         ])
-        residual = tf.reduce_max(tf.stack([r for *_, r in records]))
+        residual = ops.max(ops.stack([r for *_, r in records]))
         self._objective_tracker.update_state(objective, sample_weight=batch)
         self._residual_tracker.update_state(residual, sample_weight=batch)
         self._rate_tracker.update_state(rate, sample_weight=batch)
@@ -131,10 +140,19 @@ class SimilarityMatchingModel(keras.Model):
 
         `model.compile()` sets up purely local learning (nothing for an
         optimizer to do); with a loss the default optimizer is RMSprop, as
-        in Keras.
+        in Keras. (On JAX, whose `fit` loop carries an optimizer's state
+        whether or not it is used, "no optimizer" is an SGD that no step
+        applies.)
         """
         if isinstance(optimizer, str) and optimizer == "default":
             optimizer = None if loss is None else "rmsprop"
+        if optimizer is None and loss is not None:
+            raise ValueError(
+                "SimilarityMatchingModel needs an optimizer to minimize a "
+                f"compiled loss. Received: optimizer=None, loss={loss!r}"
+            )
+        if optimizer is None and keras.backend.backend() == "jax":
+            optimizer = keras.optimizers.SGD(0.0)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
     def compile_from_config(self, config):
@@ -145,58 +163,129 @@ class SimilarityMatchingModel(keras.Model):
         if self.optimizer is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def _has_loss(self):
-        return self.loss is not None
+    def _supervised(self, y):
+        return y is not None and self.loss is not None
 
-    def _results(self, x, y, y_pred, sample_weight):
-        if y is not None and self._has_loss():
-            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        return self.get_metrics_result()
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        batch = tf.shape(tf.nest.flatten(x)[0])[0]
-        supervised = y is not None and self._has_loss()
-        if supervised and self.optimizer is None:
-            raise ValueError(
-                "SimilarityMatchingModel was compiled with a loss but no "
-                "optimizer. Received: optimizer=None"
-            )
-        with tf.GradientTape() as tape:
-            y_pred, records = self._forward(x, training=True)
-            if supervised:
-                loss = self.compute_loss(
-                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                    training=True,
-                )
-                _compat.loss_tracker(self).update_state(loss, sample_weight=batch)
-                if self.optimizer is not None:
-                    loss = self.optimizer.scale_loss(loss)
-        if supervised and self.trainable_weights:
-            weights = self.trainable_weights
-            gradients = tape.gradient(loss, weights)
-            self.optimizer.apply_gradients(zip(gradients, weights))
+    def _local_learning(self, x, y, y_pred, sample_weight, records, loss):
+        """What follows the forward pass and the optimizer, in `keras.ops`
+        on every backend: logs the loss and the similarity-matching
+        metrics, applies the local rules, returns the logs."""
+        batch = ops.shape(keras.tree.flatten(x)[0])[0]
+        if loss is not None:
+            _compat.loss_tracker(self).update_state(loss, sample_weight=batch)
         rate = self.current_learning_rate()
         self._track(records, batch, rate)
         if self.local_updates:
             for layer, inputs, states, _ in records:
                 for variable, delta in layer.local_updates(inputs, states):
-                    variable.assign_add(tf.cast(rate * delta, variable.dtype))
+                    variable.assign_add(ops.cast(rate * delta, variable.dtype))
             self.local_step.assign_add(1)
-        return self._results(x, y, y_pred, sample_weight)
+        if self._supervised(y):
+            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return self.get_metrics_result()
 
-    def test_step(self, data):
+    def train_step(self, *args):
+        if keras.backend.backend() == "jax":
+            return self._jax_train_step(*args)
+        return self._tensorflow_train_step(*args)
+
+    def test_step(self, *args):
+        if keras.backend.backend() == "jax":
+            return self._jax_test_step(*args)
+        return self._test_step(*args)
+
+    def _tensorflow_train_step(self, data):
+        import tensorflow as tf
+
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        batch = tf.shape(tf.nest.flatten(x)[0])[0]
+        loss = None
+        with tf.GradientTape() as tape:
+            y_pred, records = self._forward(x, training=True)
+            if self._supervised(y):
+                loss = self.compute_loss(
+                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                    training=True,
+                )
+                scaled_loss = self.optimizer.scale_loss(loss)
+        if loss is not None and self.trainable_weights:
+            weights = self.trainable_weights
+            gradients = tape.gradient(scaled_loss, weights)
+            self.optimizer.apply_gradients(zip(gradients, weights))
+        return self._local_learning(x, y, y_pred, sample_weight, records, loss)
+
+    def _test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred, records = self._forward(x, training=False)
-        if y is not None and self._has_loss():
+        batch = ops.shape(keras.tree.flatten(x)[0])[0]
+        if self._supervised(y):
             loss = self.compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                 training=False,
             )
             _compat.loss_tracker(self).update_state(loss, sample_weight=batch)
         self._track(records, batch, self.current_learning_rate())
-        return self._results(x, y, y_pred, sample_weight)
+        if self._supervised(y):
+            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return self.get_metrics_result()
+
+    # JAX: Keras's JAX trainer passes the variables' values in and takes
+    # new ones back (`state`). The gradient of the supervised loss comes
+    # from Keras's own stateless loss function; everything after it runs
+    # the backend-neutral code above on those values (`StatelessScope`).
+
+    def _jax_train_step(self, state, data):
+        import jax
+
+        trainable, non_trainable, optimizer_variables, metrics_variables = state
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        loss = None
+        if self._supervised(y):
+            def loss_and_records(trainable):
+                with collect_similarity_matching() as scope:
+                    scaled, aux = self.compute_loss_and_updates(
+                        trainable, non_trainable, metrics_variables, x, y,
+                        sample_weight, training=True,
+                        optimizer_variables=optimizer_variables,
+                    )
+                return scaled, (aux, self._records(scope))
+
+            (_, (aux, records)), gradients = jax.value_and_grad(
+                loss_and_records, has_aux=True)(trainable)
+            loss, y_pred, non_trainable, metrics_variables = aux
+            if self.trainable_weights:
+                trainable, optimizer_variables = self.optimizer.stateless_apply(
+                    optimizer_variables, gradients, trainable)
+        else:
+            with collect_similarity_matching() as scope:
+                y_pred, non_trainable = self.stateless_call(
+                    trainable, non_trainable, x, training=True)
+            records = self._records(scope)
+        values = (trainable, non_trainable, metrics_variables)
+        logs, (trainable, non_trainable, metrics_variables) = self._run_stateless(
+            values, self._local_learning, x, y, y_pred, sample_weight, records,
+            loss)
+        return logs, (trainable, non_trainable, optimizer_variables,
+                      metrics_variables)
+
+    def _jax_test_step(self, state, data):
+        return self._run_stateless(state, self._test_step, data)
+
+    def _run_stateless(self, values, function, *args):
+        """`function(*args)` with the model's trainable, non-trainable and
+        metrics variables read from, and assigned to, `values` (three lists
+        in that order): returns its result and the new values."""
+        groups = (self.trainable_variables, self.non_trainable_variables,
+                  self.metrics_variables)
+        mapping = [(variable, value) for group, group_values in zip(groups, values)
+                   for variable, value in zip(group, group_values)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            result = function(*args)
+        new_values = tuple(
+            [_value_in(scope, variable, value)
+             for variable, value in zip(group, group_values)]
+            for group, group_values in zip(groups, values)
+        )
+        return result, new_values
 
     def get_config(self):
         rate = self.learning_rate
@@ -223,3 +312,10 @@ def _check_learning_rate(value):
             f"Received: learning_rate={value!r}"
         )
     return float(value)
+
+
+def _value_in(scope, variable, value):
+    """`variable`'s value after the `StatelessScope` `scope`: what was
+    assigned to it there, else `value`."""
+    new = scope.get_current_value(variable)
+    return value if new is None else new

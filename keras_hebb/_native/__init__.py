@@ -29,6 +29,8 @@ import platform
 import subprocess
 import tempfile
 
+from keras_hebb import _backends
+
 _DIR = os.path.dirname(os.path.abspath(__file__))
 _SOURCE = os.path.join(_DIR, "hah_ops.cc")
 _OPS = ("KerasHebbKthLargest", "KerasHebbHahCost", "KerasHebbHahCostGrad")
@@ -38,7 +40,7 @@ def library_path():
     """Where the ops built for the installed TensorFlow version live (or
     will, once built): the package folder if they are there or it is
     writable, else the user cache folder (`cache_dir()`)."""
-    import tensorflow as tf
+    tf = _tensorflow()
 
     in_package = os.path.join(_DIR, f"_hah_ops_tf{tf.__version__}.so")
     if os.path.exists(in_package) or _writable(_DIR):
@@ -46,6 +48,18 @@ def library_path():
     with open(_SOURCE, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:12]
     return os.path.join(cache_dir(), f"_hah_ops_tf{tf.__version__}_{digest}.so")
+
+
+def _tensorflow():
+    """The `tensorflow` module, or a one-line `RuntimeError` without it."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise RuntimeError(
+            "keras_hebb's native ops are TensorFlow ops: install TensorFlow "
+            "(pip install 'keras-hebb[tensorflow-cpu]') to build them"
+        ) from None
+    return tf
 
 
 def cache_dir():
@@ -71,7 +85,7 @@ def build(verbose=True):
     """Compiles `hah_ops.cc` for the installed TensorFlow; returns the path
     of the shared library. Raises `RuntimeError` with the compiler's message
     if it fails."""
-    import tensorflow as tf
+    tf = _tensorflow()
 
     target = library_path()
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -95,7 +109,8 @@ def build(verbose=True):
 
 def library():
     """The loaded op module, or `None` when it is not built or disabled
-    (`KERAS_HEBB_NATIVE=0`)."""
+    (`KERAS_HEBB_NATIVE=0`). TensorFlow backend only."""
+    _backends.require_tensorflow("keras_hebb's native ops (keras_hebb._native)")
     if os.environ.get("KERAS_HEBB_NATIVE", "1") == "0":
         return None
     return _load()

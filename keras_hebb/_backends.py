@@ -1,0 +1,21 @@
+"""The parts of keras_hebb that need one Keras backend say so in one line.
+
+Layers, models and costs are `keras.ops` and run on every supported
+backend; a few parts are TensorFlow code (the native and fused ops, the
+robustness attacks, export). They import TensorFlow only when used, and
+under another backend they raise `require_tensorflow`'s error instead of
+a stack trace from inside TensorFlow (or an `ImportError` where only the
+`jax` extra is installed).
+"""
+
+import keras
+
+
+def require_tensorflow(feature):
+    """`RuntimeError` (one line) naming `feature` unless Keras runs TensorFlow."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"{feature} needs the TensorFlow backend of Keras; set "
+            f"KERAS_BACKEND=tensorflow. Received: KERAS_BACKEND={backend!r}"
+        )
