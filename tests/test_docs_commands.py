@@ -1,4 +1,4 @@
-"""Every command README.md and docs/*.md write still runs as written.
+"""Every command README.md and docs/ write still runs as written.
 
 Each `python -m ...` and `make ...` in a code block or inline code is
 checked as far as it can be without doing the work:
@@ -113,9 +113,12 @@ def commands_in_markdown(text):
 
 
 def documents():
-    """README.md and docs/*.md, relative to the repository root."""
-    return ["README.md"] + sorted(os.path.relpath(path, ROOT)
-                                  for path in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+    """README.md and every Markdown file under docs/ but docs/history/,
+    relative to the repository root."""
+    paths = glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
+    return ["README.md"] + sorted(
+        path for path in (os.path.relpath(p, ROOT) for p in paths)
+        if not path.startswith(os.path.join("docs", "history", "")))
 
 
 def documented_commands(paths=None):
