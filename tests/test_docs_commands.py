@@ -38,14 +38,14 @@ PROGRAMS = ("training", "export", "experiments", "benchmarks")
 PLACEHOLDERS = ("...", "[", "|", "<")
 #: Shell operators that end a command.
 OPERATORS = {"|", "||", "&&", ";", ">", ">>", "2>&1", "&"}
-#: Commands the docs still hold that are known to be wrong (`"python
-#: MODULE ARGS"` as the test ids write them), with where the fix belongs;
-#: strict, so an entry whose command works again fails.
+#: Commands the docs still hold that are known to be wrong (as
+#: `command_text` writes them), with where the fix belongs; strict, so an
+#: entry whose command works again fails.
 KNOWN_DRIFT = {
-    "python training demo|results|sweep":
+    "python -m training demo|results|sweep":
         "docs/TRAINING.md says these still forward; they stop with a one-line error "
         "naming `python -m experiments ...` (TRAINING.md's owner rewrites it)",
-    "python training results --out results/fashion_mnist_regime --images 500 --seeded "
+    "python -m training results --out results/fashion_mnist_regime --images 500 --seeded "
     "hah_alpha0,hah_no_threshold,hah_no_threshold_alpha0 --hah-set hah_alphas=[0.135,0.075] "
     "--certify --report-only --docs docs/RESULTS.md README.md":
         "README.md's pasted report names the command recorded before the move "
@@ -243,6 +243,7 @@ def check_python(argv):
 
 @functools.cache
 def _make_dry_run(argv):
+    """`make -n ARGV` in the repository (once per distinct command)."""
     return subprocess.run(["make", "-n", *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, env={**os.environ, "MAKEFLAGS": ""})
 
@@ -266,13 +267,19 @@ def check(kind, argv):
     return check_python(argv) if kind == "python" else check_make(argv)
 
 
+def command_text(kind, argv):
+    """The command as the docs write it, less any path to python."""
+    return " ".join(["python -m" if kind == "python" else "make", *argv])
+
+
 # ------------------------------------------------------------------ tests
 
 COMMANDS = documented_commands()
 
 
 def _param(where, kind, argv):
-    command = f"{kind} {' '.join(argv)}"
+    """One documented command as a test case (known drift: a strict xfail)."""
+    command = command_text(kind, argv)
     drift = KNOWN_DRIFT.get(command)
     marks = [pytest.mark.xfail(reason=drift, strict=True)] if drift else []
     return pytest.param(where, kind, argv, id=f"{where.split(',')[0]} {command}"[:120],
@@ -282,12 +289,11 @@ def _param(where, kind, argv):
 @pytest.mark.parametrize("where, kind, argv", [_param(*command) for command in COMMANDS])
 def test_a_documented_command_runs_as_written(where, kind, argv):
     problems = check(kind, argv)
-    assert not problems, f"{where}: `{kind} {' '.join(argv)}`:\n" + "\n".join(problems)
+    assert not problems, f"{where}: `{command_text(kind, argv)}`:\n" + "\n".join(problems)
 
 
 def test_the_docs_hold_commands_of_each_program():
-    programs = {argv[0].split(".")[0] for kind, argv in [c[1:] for c in COMMANDS]
-                if kind == "python"}
+    programs = {argv[0].split(".")[0] for _, kind, argv in COMMANDS if kind == "python"}
     assert set(PROGRAMS) <= programs, f"found commands of {sorted(programs)} only"
     assert any(kind == "make" for _, kind, _ in COMMANDS)
 
