@@ -144,11 +144,19 @@ def _our_private_names():
 
 
 def _upstream_private_import(node):
-    """The text of a private upstream import in `node`, else `None`."""
+    """The text of a private upstream import in `node` (an import statement,
+    `importlib.import_module("...")` or an attribute chain such as
+    `keras.src.losses`), else `None`."""
     if isinstance(node, ast.Import):
         modules = [alias.name for alias in node.names]
     elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
         modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    elif (isinstance(node, ast.Call) and ast.unparse(node.func).endswith("import_module")
+            and node.args and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)):
+        modules = [node.args[0].value]
+    elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        modules = [ast.unparse(node)]  # `keras.src`: the start of a chain
     else:
         return None
     for dotted in modules:
@@ -213,8 +221,10 @@ def test_the_private_name_checks_find_planted_mistakes():
                "ctx = context.context()\n"
                "seed = ctx._seed\n"
                "rng = getattr(ctx, '_rng')\n"
-               "own = self._anything\n")
-    assert [line for line, _ in private_upstream_names(planted, set())] == [1, 2, 4, 5]
+               "own = self._anything\n"
+               "trainer = importlib.import_module('keras.src.backend.tensorflow.trainer')\n"
+               "loss = keras.src.losses.Loss\n")
+    assert [line for line, _ in private_upstream_names(planted, set())] == [1, 2, 4, 5, 7, 8]
     planted = ("from keras_hebb.robustness.attacks import _batches\n"
                "from keras_hebb import _selection, runtime\n"
                "runtime._hidden()\n")
