@@ -133,3 +133,9 @@ def test_a_gap_check_never_fails_on_two_images():
     assert failed["passed"] is False and "L-inf 0.05" in failed["message"]
     assert checks.tolerance(500) == checks.CHECK_MARGIN
     assert checks.tolerance(50) == pytest.approx(0.04)
+
+
+def test_autoattack_at_standard_strength_is_not_escalated_again():
+    config = suite.with_autoattack_standard(suite.FULL)
+    assert not config.escalate
+    assert config.attack_settings["square"]["queries"] == escalation.ESCALATED_SQUARE_QUERIES

@@ -174,13 +174,15 @@ AUTOATTACK_STANDARD = "autoattack_standard"
 
 def with_autoattack_standard(config):
     """`config` with APGD-CE, APGD-T and Square added (if missing) and set
-    to AutoAttack's standard strength; its other attacks unchanged."""
+    to AutoAttack's standard strength; its other attacks unchanged. No
+    escalation: its Square already runs at the escalated strength."""
     names = tuple(config.attacks) + tuple(
         n for n in ("apgd_ce", "apgd_t", "square") if n not in config.attacks)
     standard = {n: REGISTRY[n].settings_for(AUTOATTACK_STANDARD)
                 for n in ("apgd_ce", "apgd_t", "square")}
     return dataclasses.replace(config, attacks=registry.cascade_order(names),
-                               attack_settings={**config.attack_settings, **standard})
+                               attack_settings={**config.attack_settings, **standard},
+                               escalate=False)
 
 
 class _Progress:
