@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from experiments import defenses, full_autoattack
+from experiments import defenses, full_autoattack, results_confirmed
 from experiments.steps import load_json
 
 
@@ -140,6 +140,7 @@ def collect(out, runs, pairs=()):
     `pairs` (`(first, second)` network names) add their seed-by-seed
     differences (`comparisons`) where both ran."""
     models = {run.name: _model_summary(out, run) for run in runs}
+    results_confirmed.add_to_models(out, models)
     mains = [r for r in runs if family(r)]
     names = list(dict.fromkeys(["standard", "hah"] + [family(r) for r in mains]))
     groups = {name: _group([models[r.name] for r in mains if family(r) == name])
@@ -301,9 +302,19 @@ def goals(summary, targets, candidate="hah"):
         for eps in inside:
             a = 100 * _mean(budgets[eps])
             b = 100 * _mean(hah["robust"][norm][eps])
-            row(f"robust accuracy ({norm})", where.format(eps),
-                a, b, f">= +{targets['robust_gain_min']:g}",
+            text, marks = where.format(eps), _goal_marks(summary, candidate, norm, eps)
+            confirmed = _confirmed_pair(summary, candidate, norm, eps)
+            if confirmed is not None:
+                suite_difference = b - a
+                a, b, seeds, images = confirmed
+                text = (f"eps {eps:g}, first {images} images of seed {', '.join(map(str, seeds))}"
+                        f": per-image worst of suite and AutoAttack where it ran (the suite "
+                        f"alone, all images and seeds: {suite_difference:+.1f})")
+                marks = marks.replace(results_confirmed.LOWER, "") + (
+                    results_confirmed.ONE_SEED if len(seeds) == 1 else "")
+            row(f"robust accuracy ({norm})", text, a, b, f">= +{targets['robust_gain_min']:g}",
                 b - a >= targets["robust_gain_min"])
+            rows[-1]["marks"] = "".join(dict.fromkeys(marks))
     a, b = std.get("nonzero_first_layers"), hah.get("nonzero_first_layers")
     if a and b:
         ratio = b["mean"] / a["mean"]
@@ -313,6 +324,40 @@ def goals(summary, targets, candidate="hah"):
                      "standard": 100 * a["mean"], "hah": 100 * b["mean"],
                      "difference": ratio, "target": f"ratio <= {targets['nonzero_ratio_max']:g}",
                      "met": ratio <= targets["nonzero_ratio_max"]})
+    one_seed = results_confirmed.ONE_SEED if len(evaluated_runs(summary, candidate)) == 1 else ""
+    for r in rows:
+        r.setdefault("marks", one_seed)
     return rows
 
 
+
+
+def evaluated_runs(summary, name):
+    """`{seed: model}` of the evaluated seeds of network `name`."""
+    return {s: m for s, m in runs_of(list(summary["models"].values()), name).items()
+            if "clean" in m}
+
+
+def _goal_marks(summary, candidate, norm, eps):
+    """The marks of a suite-based goal row (`results_confirmed`): the
+    candidate's and standard's models, `§` when the candidate has one seed."""
+    models = [*evaluated_runs(summary, "standard").values(), *evaluated_runs(summary, candidate).values()]
+    marks = results_confirmed.marks_of(models, norm, eps, confirm=False)
+    return marks + (results_confirmed.ONE_SEED if len(evaluated_runs(summary, candidate)) == 1
+                    else "")
+
+
+def _confirmed_pair(summary, candidate, norm, eps):
+    """`(standard, candidate, seeds, images)` in percent: each network's mean
+    over the seeds where either ran AutoAttack of its robust accuracy on
+    the AutoAttack images (`results_confirmed.worst_on_first_images`), or
+    None where neither ran it."""
+    mine, theirs = evaluated_runs(summary, "standard"), evaluated_runs(summary, candidate)
+    seeds = sorted(s for s in set(mine) & set(theirs)
+                   if "autoattack" in mine[s] or "autoattack" in theirs[s])
+    a = [results_confirmed.worst_on_first_images(mine[s], norm, eps) for s in seeds]
+    b = [results_confirmed.worst_on_first_images(theirs[s], norm, eps) for s in seeds]
+    if not seeds or None in a + b:
+        return None
+    images = theirs[seeds[0]]["suite_first_images"]["images"]
+    return 100 * float(np.mean(a)), 100 * float(np.mean(b)), seeds, images

@@ -5,7 +5,8 @@ numbers of `results_summary.collect`; percentages in the tables.
 
 import os
 
-from experiments import certified, full_autoattack, results_plots, results_summary
+from experiments import (certified, full_autoattack, results_confirmed, results_plots,
+                         results_summary)
 
 
 def _pct(stat):
@@ -38,7 +39,10 @@ def _certified_radii(summary):
     return list(TABLE_RADII)
 
 
-def _table(rows, noise, robust, radii=()):
+def _table(rows, noise, robust, radii, legend):
+    """A table of numbers per row `(label, seeds, item)`: a network's group
+    (mean ± sd) or a model; robust accuracies marked (`results_confirmed`),
+    their footnotes after the table."""
     header = (["model", "seeds", "test acc.", "clean (eval images)"]
               + [f"noise σ={s:g}" for s in noise]
               + [f"{'L∞' if n == 'linf' else 'L2'} {e:g}" for n, e in robust]
@@ -51,13 +55,17 @@ def _table(rows, noise, robust, radii=()):
             for p in path:
                 value = None if value is None else value.get(p)
             return value
-        cells = [label, seeds, _pct(get("test_accuracy")), _pct(get("clean"))]
+        models = results_confirmed.row_models(legend.summary, label, item)
+        one_seed = "name" not in item and (get("clean") or {}).get("n") == 1
+        cells = [legend.mark(label, results_confirmed.ONE_SEED if one_seed else ""), seeds,
+                 _pct(get("test_accuracy")), _pct(get("clean"))]
         cells += [_pct(get("noise", s)) for s in noise]
-        cells += [_pct(get("robust", n, e)) for n, e in robust]
+        cells += [legend.mark(_pct(get("robust", n, e)), results_confirmed.marks_of(models, n, e))
+                  for n, e in robust]
         cells += [_pct(get("certified", r)) for r in radii]
         cells += [_pct(get("nonzero_first_layers"))]
         lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    return lines + legend.lines()
 
 
 def _points(stat):
@@ -69,7 +77,7 @@ def _points(stat):
     return f"{100 * stat['mean']:+.1f}"
 
 
-def _paper_tables(rows, robust):
+def _paper_tables(rows, robust, legend):
     """Per norm: worst case / paper protocol (overstatement) at each budget.
 
     `rows` are `(label, seeds, item)` with `item` a group (statistics) or a
@@ -92,27 +100,40 @@ def _paper_tables(rows, robust):
                     over = results_summary.overstates(item, norm, eps) if worst is not None else None
                     over = None if over is None else {"mean": over, "std": 0.0, "n": 1}
                 paper_text = "n/a" if paper is None else _pct(paper)
-                cells.append(f"{_pct(worst)} / {paper_text} ({_points(over)})")
+                marks = results_confirmed.marks_of(
+                    results_confirmed.row_models(legend.summary, label, item), norm, eps)
+                cells.append(f"{legend.mark(_pct(worst), marks)} / {paper_text} "
+                             f"({_points(over)})")
             lines.append("| " + " | ".join(cells) + " |")
+        lines += legend.lines()
     return lines
 
 
-def _difference_rows(pairs, keys, label):
-    """Table rows of seed-by-seed differences; bold when clear (> 2 sd)."""
+def _difference_rows(pairs, keys, label, legend, networks):
+    """Table rows of seed-by-seed differences; bold when clear (> 2 sd);
+    robust differences marked (`results_confirmed`) from both networks'
+    models (`networks(name)` gives the pair of a row), one seed marked."""
     lines = []
+    budgets = results_confirmed.measure_budgets(legend.robust)
     for name, entry in pairs.items():
+        models = results_confirmed.pair_models(legend.summary, *networks(name), entry["seeds"])
         cells = []
         for key in keys:
             stat = entry["measures"].get(key)
             text = _points(stat)
             clear = stat is not None and stat["n"] > 1 and abs(stat["mean"]) > 2 * stat["std"]
-            cells.append(f"**{text}**" if clear else text)
-        lines.append(f"| {label(name)} | {', '.join(map(str, entry['seeds']))} | "
-                     + " | ".join(cells) + " |")
-    return lines
+            text = f"**{text}**" if clear else text
+            if key in budgets:
+                text = legend.mark(text, results_confirmed.marks_of(models, *budgets[key],
+                                                                   confirm=False))
+            cells.append(text)
+        one_seed = results_confirmed.ONE_SEED if len(entry["seeds"]) == 1 else ""
+        lines.append(f"| {legend.mark(label(name), one_seed)} | "
+                     f"{', '.join(map(str, entry['seeds']))} | " + " | ".join(cells) + " |")
+    return lines + legend.lines()
 
 
-def _paired_lines(summary):
+def _paired_lines(summary, legend):
     """What HaH adds: HaH minus each other seeded network, seed by seed;
     what the cost adds to each variant with an alpha = 0 twin; and the
     chosen comparisons (`results_summary.comparisons`)."""
@@ -130,18 +151,20 @@ def _paired_lines(summary):
     if pairs:
         lines += ["| HaH minus | seeds | " + " | ".join(keys) + " |",
                   "|" + "---|" * (len(keys) + 2)]
-        lines += _difference_rows(pairs, keys, lambda name: name)
+        lines += _difference_rows(pairs, keys, lambda name: name, legend,
+                                  lambda name: ("hah", name))
     if twins:
         lines += ["", "What the HaH cost adds to the other variants: each one minus its "
                   "twin with the cost's weights at 0 (same seeds and batches), in the "
                   "same units.", "",
                   "| variant minus its alpha = 0 twin | seeds | " + " | ".join(keys) + " |",
                   "|" + "---|" * (len(keys) + 2)]
-        lines += _difference_rows(twins, keys, lambda name: f"{name} - {name}_alpha0")
-    return lines + _comparison_lines(summary, chosen, keys)
+        lines += _difference_rows(twins, keys, lambda name: f"{name} - {name}_alpha0",
+                                  legend, lambda name: (name, f"{name}_alpha0"))
+    return lines + _comparison_lines(summary, chosen, keys, legend)
 
 
-def _comparison_lines(summary, chosen, keys):
+def _comparison_lines(summary, chosen, keys, legend):
     """The chosen comparisons' table, after the networks they name."""
     if not chosen:
         return []
@@ -156,7 +179,8 @@ def _comparison_lines(summary, chosen, keys):
             lines.append(f"- `{name}`: {run['description']}")
     return lines + ["", "| difference | seeds | " + " | ".join(keys) + " |",
                     "|" + "---|" * (len(keys) + 2)] + _difference_rows(
-                        chosen, keys, lambda name: name)
+                        chosen, keys, lambda name: name, legend,
+                        lambda name: chosen[name]["pair"])
 
 
 def _certified_lines(summary):
@@ -221,7 +245,7 @@ def _intro_lines(summary, command, missing):
 GOAL_CANDIDATES = {"hah_no_threshold": "the robust recipe, hah_no_threshold"}
 
 
-def _goal_lines(summary, targets, candidate="hah"):
+def _goal_lines(summary, targets, legend, candidate="hah"):
     """The goals table (`candidate`, HaH by default, against standard), or
     nothing without goals."""
     rows = results_summary.goals(summary, targets, candidate)
@@ -238,12 +262,13 @@ def _goal_lines(summary, targets, candidate="hah"):
             f"{r['difference']:.2f}" if r["goal"] == "non-zero activations"
             else f"{r['difference']:+.1f}")
         met = {True: "yes", False: "**no**", None: "undecided"}[r["met"]]
+        difference = legend.mark(difference, r.get("marks", ""))
         lines.append(f"| {r['goal']} | {r['where']} | {fmt(r['standard'])} | "
                      f"{fmt(r['hah'])} | {difference} | {r['target']} | {met} |")
-    return lines
+    return lines + legend.lines()
 
 
-def _ablation_lines(summary, group_rows, noise, robust, radii):
+def _ablation_lines(summary, group_rows, noise, robust, radii, legend):
     """Each ablation described, then tabled next to the groups."""
     models = summary["models"]
     if not summary["ablations"]:
@@ -254,10 +279,10 @@ def _ablation_lines(summary, group_rows, noise, robust, radii):
                  if "weight_sparsity" in models[n] else "") for n in summary["ablations"]]
     return lines + [""] + _table(
         group_rows + [(n, str(models[n]["seed"]), models[n]) for n in summary["ablations"]],
-        noise, robust, radii)
+        noise, robust, radii, legend)
 
 
-def _paper_protocol_lines(summary, group_rows, robust):
+def _paper_protocol_lines(summary, group_rows, robust, legend):
     """Worst case against the paper's protocol: per group, then per model."""
     lines = ["", "## The paper's protocol against the worst case", "",
              "Each cell: worst case / the paper's protocol (APGD-CE + APGD-T, 1 "
@@ -267,10 +292,11 @@ def _paper_protocol_lines(summary, group_rows, robust):
              "paper-protocol column (or the suite ran without APGD).", ""]
     lines += ["Mean ± sample standard deviation over seeds (the overstatement's spread "
               "is that of the per-seed differences):"]
-    lines += _paper_tables(group_rows, robust)
+    lines += _paper_tables(group_rows, robust, legend)
     lines += ["", "Each model:"]
     return lines + _paper_tables([(m["name"], str(m["seed"]), m)
-                                  for m in summary["models"].values() if "clean" in m], robust)
+                                  for m in summary["models"].values() if "clean" in m], robust,
+                                 legend)
 
 
 def _masking_lines(summary, robust):
@@ -328,21 +354,22 @@ def write(out, summary, timings, targets, command):
     radii = _certified_radii(summary)
     group_rows = [(base, ", ".join(str(s) for s in groups[base]["seeds"]), groups[base])
                   for base in groups]
-    main_table = _table(group_rows, noise, robust, radii)
-    goal_lines = _goal_lines(summary, targets)
+    legend = results_confirmed.Legend(summary, robust)
+    main_table = _table(group_rows, noise, robust, radii, legend)
+    goal_lines = _goal_lines(summary, targets, legend)
     for candidate in GOAL_CANDIDATES:
         if candidate in summary["groups"]:
-            goal_lines += _goal_lines(summary, targets, candidate)
+            goal_lines += _goal_lines(summary, targets, legend, candidate)
     lines = _intro_lines(summary, command, missing)
     lines += ["## Standard vs HaH", ""] + main_table
     lines += ["", "### Each seed", ""]
     lines += _table([(m["name"], str(m["seed"]), m) for m in models.values()
                      if m["name"] not in summary["ablations"] and "clean" in m],
-                    noise, robust, radii)
+                    noise, robust, radii, legend)
     lines += goal_lines
-    lines += _paired_lines(summary)
-    lines += _ablation_lines(summary, group_rows, noise, robust, radii)
-    lines += _paper_protocol_lines(summary, group_rows, robust)
+    lines += _paired_lines(summary, legend)
+    lines += _ablation_lines(summary, group_rows, noise, robust, radii, legend)
+    lines += _paper_protocol_lines(summary, group_rows, robust, legend)
     lines += _certified_lines(summary)
     lines += certified.fixed_sigma_lines(summary)
     lines += full_autoattack.lines(summary.get("autoattack_standard"))

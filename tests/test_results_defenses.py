@@ -176,8 +176,8 @@ def test_report_has_a_row_per_defense_and_the_chosen_comparisons(defenses_report
     assert set(summary["paired"]) == {"standard", "hah_no_threshold"}
     assert "| standard_at | 1, 2 |" not in section
     assert "| recipe_at - standard_at | 1, 2 | " in section and "+7.0 ± 4.2" in section
-    assert "| hah_soft - hah_no_threshold | 1 | " in section and "-8.0" in section
-    assert "| standard_pgd_at - standard_at | 1 | " in section
+    assert "| hah_soft - hah_no_threshold § | 1 | " in section and "-8.0" in section
+    assert "| standard_pgd_at - standard_at § | 1 | " in section
     # What the cost adds on top of AT: the recipe-AT twin (+5 and 0 points).
     assert "| recipe_at - recipe_at_alpha0 | 1, 2 | " in section and "+2.5 ± 3.5" in section
     assert "- `recipe_at`: robust recipe (HaH without the threshold), adversarially" in section
