@@ -7,7 +7,8 @@ checked as far as it can be without doing the work:
   `benchmarks.*`) runs in this process up to its argument parser, which
   parses the exact arguments and stops there (a renamed subcommand or
   option fails); a command with placeholders (`...`, `[--opt N]`,
-  `demo|results`) has its subcommand and each option name checked instead;
+  `demo|results`), or one that leaves out a required argument, has its
+  subcommand and each option name checked instead;
 - `python -m pytest PATH` needs its paths, any other module must exist;
 - `make TARGET [VAR=value]` runs as `make -n`, and the `python -m`
   commands of its recipe are checked like the docs' own.
@@ -235,9 +236,11 @@ def check_python(argv):
     # without its arguments: it must reach its parser; options are parsed.
     has_options = any(t.startswith("-") for t in argv[1:])
     _, problem = run_to_parser(argv, parse=has_options)
-    if problem and argv[-1].startswith("--") and (
-            f"argument {argv[-1]}: expected" in problem):
-        return _check_pattern(argv)  # `... --option` names the option
+    if problem and ((argv[-1].startswith("--") and f"argument {argv[-1]}: expected" in problem)
+                    or "the following arguments are required" in problem):
+        # `... --option` names the option; a command that leaves out a
+        # required argument quotes some of a command's options.
+        return _check_pattern(argv)
     return [problem] if problem else []
 
 
