@@ -31,7 +31,8 @@ def tiny_data(n=32, seed=0):
 
 def test_hah_cost_of_a_layer_reaches_only_its_own_kernel():
     keras.utils.set_random_seed(3)
-    blocks = [HaHBlock(6, name="b1"), HaHBlock(8, name="b2"), HaHBlock(10, name="b3")]
+    blocks = [HaHBlock(6, name="b1", alpha=0.0), HaHBlock(8, name="b2", alpha=0.0),
+              HaHBlock(10, name="b3", alpha=0.0)]
     x = tf.constant(RNG.random((2, 9, 9, 2)).astype("float32"))
     for block, shape in zip(blocks, [(2, 9, 9, 2), (2, 9, 9, 6), (2, 9, 9, 8)]):
         block.build(shape)
@@ -114,11 +115,28 @@ def test_fit_and_evaluate_log_total_and_per_layer_hah_costs():
     assert keys <= set(history.history)
     result = model.evaluate(x, y, verbose=0, return_dict=True)
     assert keys <= set(result)
-    # loss = cross-entropy - sum(alpha * HaH), and hah_cost = sum(alpha * HaH).
+    # hah_cost = sum(alpha * HaH); evaluation's loss is the cross-entropy
+    # alone (the HaH terms are training losses).
     ce = float(LOSS(y, model.predict(x, verbose=0)))
     total = sum(a * result[f"hah_{b.name}"] for a, b in zip(model.hah_alphas, model.hah_layers))
+    assert total > 0.01
     assert result["hah_cost"] == pytest.approx(total, rel=1e-4)
-    assert result["loss"] == pytest.approx(ce - total, rel=1e-4, abs=1e-5)
+    assert result["loss"] == pytest.approx(ce, rel=1e-4, abs=1e-5)
+
+
+def test_training_loss_is_cross_entropy_minus_the_hah_term():
+    # Three HaH blocks and no batch norm: the training forward pass is the
+    # inference one, so one full batch at learning rate 0 gives training's
+    # loss from evaluation's numbers.
+    model = tiny_hah_model(hah_blocks=3)
+    x, y = tiny_data(32)
+    model.compile(keras.optimizers.SGD(0.0), LOSS)
+    evaluated = model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    assert evaluated["hah_cost"] > 0.01
+    trained = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0).history
+    assert trained["hah_cost"][0] == pytest.approx(evaluated["hah_cost"], rel=1e-4)
+    assert trained["loss"][0] == pytest.approx(
+        evaluated["loss"] - evaluated["hah_cost"], rel=1e-4, abs=1e-5)
 
 
 def test_sample_weights_weight_the_cross_entropy_as_keras_defines_it():
@@ -134,17 +152,17 @@ def test_sample_weights_weight_the_cross_entropy_as_keras_defines_it():
     hah = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)["hah_cost"]
     # Keras's "sum_over_batch_size": sum of w * loss over the batch, divided
     # by the batch size (not by the sum of the weights); the HaH term is not
-    # weighted.
-    expected = float(np.sum(weights * cross_entropy) / 16 - hah)
-    unweighted = float(np.mean(cross_entropy) - hah)
+    # weighted, and enters training's loss only.
+    expected = float(np.sum(weights * cross_entropy) / 16)
+    unweighted = float(np.mean(cross_entropy))
     assert abs(expected - unweighted) > 0.05  # the weights matter here
     weighted = model.evaluate(x, y, sample_weight=weights, batch_size=16,
                               verbose=0, return_dict=True)
     assert weighted["loss"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
-    # The training step's loss (computed before its update) is the same.
+    # The training step's loss (computed before its update) adds the HaH term.
     history = model.fit(x, y, sample_weight=weights, batch_size=16, epochs=1,
                         shuffle=False, verbose=0)
-    assert history.history["loss"][0] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert history.history["loss"][0] == pytest.approx(expected - hah, rel=1e-4, abs=1e-5)
 
 
 @pytest.mark.float16_conv

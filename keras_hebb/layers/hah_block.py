@@ -33,8 +33,8 @@ class HaHBlock(keras.layers.Layer):
     `keras.Sequential`, functional, subclassed -- trains the HaH cost with
     plain `compile` and `fit`, on every backend; `HebbianModel` adds
     per-block cost logging and adversarial training. Under a
-    `tf.distribute` strategy the term is divided by the number of replicas,
-    as Keras does for compiled losses (not for `add_loss` terms). Outside
+    `tf.distribute` strategy Keras divides the term by the number of
+    replicas, as it does the compiled loss. Outside
     training (evaluate, predict, export) the block is a plain feed-forward
     layer.
 
@@ -215,7 +215,7 @@ class HaHBlock(keras.layers.Layer):
                 z, z_local = self.conv.call_with_local_branch(inputs)
                 cost = hah_cost(z_local, self.cost_ratio, self.cost_demote)
             if alpha > 0:
-                self.add_loss(_per_replica(-alpha * cost))
+                self.add_loss(-alpha * cost)
         else:
             z = self.conv(inputs)
             if scope is not None:
@@ -273,13 +273,3 @@ class HaHBlock(keras.layers.Layer):
             "alpha": self.alpha,
         }
 
-
-def _per_replica(loss):
-    """`loss / replicas` under a `tf.distribute` strategy: Keras scales its
-    compiled losses so, not the `add_loss` terms, whose gradients the
-    strategy then sums over replicas."""
-    if keras.backend.backend() != "tensorflow":
-        return loss
-    from keras_hebb import _compat
-
-    return _compat.scale_loss_for_distribution(loss)
