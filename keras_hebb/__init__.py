@@ -3,7 +3,10 @@
 Keras 3 layers and a training step for Hebbian/anti-Hebbian (HaH) networks
 (Cekic, Bakiskan, Madhow, arXiv:2202.13074), on the TensorFlow and JAX
 backends of Keras (`KERAS_BACKEND`); importing it on another backend raises
-a one-line `RuntimeError`.
+a one-line `RuntimeError`. Importing it on JAX does not import TensorFlow:
+the TensorFlow-only parts (the native and fused ops, the robustness
+attacks) import it when used, and on JAX raise a one-line `RuntimeError`
+naming the backend they need.
 
 Public modules: `layers`, `architectures`, `data`, `sparsity`, `pruning`,
 `plots` (the reports' figures), `errors`, `runtime` (what the training

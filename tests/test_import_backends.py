@@ -5,6 +5,8 @@ Each test runs a program in a subprocess with `KERAS_BACKEND=jax` (Keras
 fixes its backend once per process) and TensorFlow blocked: a
 `sys.meta_path` finder refuses `tensorflow` and names the keras_hebb file
 that asked for it, so the install with only the `jax` extra is what runs.
+(Not `sys.modules["tensorflow"] = None`: Keras asks whether `"tensorflow"
+in sys.modules` to detect a tf.data graph, and would then import it.)
 """
 
 import importlib.util
