@@ -148,20 +148,34 @@ class _Parsed(BaseException):
 
 @contextlib.contextmanager
 def _stop_at_parsing(parse):
-    """Every `ArgumentParser.parse_args` call parses (if `parse`), then
-    raises `_Parsed`."""
-    original = argparse.ArgumentParser.parse_args
+    """Every `ArgumentParser.parse_args` (or `parse_known_args`) call
+    parses (if `parse`), then raises `_Parsed`: the program stops there."""
+    parse_args = argparse.ArgumentParser.parse_args
+    parse_known_args = argparse.ArgumentParser.parse_known_args
+    inside = []  # parse_args calls parse_known_args, then checks the rest
 
-    def parse_args(self, args=None, namespace=None):
+    def stop_after_parse_args(self, args=None, namespace=None):
         if parse:
-            original(self, args, namespace)
+            inside.append(True)
+            try:
+                parse_args(self, args, namespace)
+            finally:
+                inside.pop()
         raise _Parsed(self)
 
-    argparse.ArgumentParser.parse_args = parse_args
+    def stop_after_parse_known_args(self, args=None, namespace=None):
+        result = parse_known_args(self, args, namespace) if parse else None
+        if inside:
+            return result
+        raise _Parsed(self)
+
+    argparse.ArgumentParser.parse_args = stop_after_parse_args
+    argparse.ArgumentParser.parse_known_args = stop_after_parse_known_args
     try:
         yield
     finally:
-        argparse.ArgumentParser.parse_args = original
+        argparse.ArgumentParser.parse_args = parse_args
+        argparse.ArgumentParser.parse_known_args = parse_known_args
 
 
 def run_to_parser(argv, parse=True):
