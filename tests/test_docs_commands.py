@@ -1,7 +1,8 @@
 """Every command README.md and docs/ write still runs as written.
 
-Each `python -m ...` and `make ...` in a code block or inline code is
-checked as far as it can be without doing the work:
+Each `python -m ...` and `make ...` in a code block (fenced, or an
+indented line starting with python) or in inline code is checked as far
+as it can be without doing the work:
 
 - a program of this repository (`training`, `export`, `experiments`,
   `benchmarks.*`) runs in this process up to its argument parser, which
@@ -9,7 +10,8 @@ checked as far as it can be without doing the work:
   option fails); a command with placeholders (`...`, `[--opt N]`,
   `demo|results`), or one that leaves out a required argument, has its
   subcommand and each option name checked instead;
-- `python -m pytest PATH` needs its paths, any other module must exist;
+- `python -m pytest PATH` needs its paths, any other module must exist,
+  and so must the file of `python path/to/script.py`;
 - `make TARGET [VAR=value]` runs as `make -n`, and the `python -m`
   commands of its recipe are checked like the docs' own.
 
@@ -71,7 +73,8 @@ def _tokens(text):
 
 def commands_in(text):
     """`[(kind, argv)]` in one line of shell: kind `python` with argv
-    `[module, *arguments]`, or `make` with `[target, *VAR=value]`."""
+    `[module, *arguments]`, `script` with `[path.py, *arguments]`, or
+    `make` with `[target, *VAR=value]`."""
     tokens, found = _tokens(text.replace("\\|", "|")), []
     for i, token in enumerate(tokens):
         rest = tokens[i + 1:]
@@ -80,6 +83,9 @@ def commands_in(text):
         if (os.path.basename(token) in ("python", "python3") and rest[:1] == ["-m"]
                 and re.fullmatch(r"[A-Za-z_][\w.]*", rest[1] if rest[1:] else "")):
             found.append(("python", rest[1:]))
+        elif os.path.basename(token) in ("python", "python3") and rest[:1] and (
+                rest[0].endswith(".py")):
+            found.append(("script", rest))
         elif token == "make" and rest and re.fullmatch(r"[a-z][\w.-]*", rest[0]):
             found.append(("make", [rest[0]] + [t for t in rest[1:] if "=" in t]))
     return found
@@ -110,7 +116,14 @@ def commands_in_markdown(text):
     for span in INLINE.finditer(prose):
         number = prose.count("\n", 0, span.start()) + 1
         found += [(number, kind, argv) for kind, argv in commands_in(span.group(1))]
-    return found
+    for number, line in enumerate(prose.split("\n"), 1):
+        # An indented code line that starts with python (not prose: a list
+        # item's continuation is indented too).
+        words = line.split()
+        if line.startswith(("    ", "\t")) and words and (
+                os.path.basename(words[0]) in ("python", "python3")):
+            found += [(number, kind, argv) for kind, argv in commands_in(line)]
+    return sorted(found, key=lambda command: command[0])
 
 
 def documents():
@@ -280,13 +293,15 @@ def check_make(argv):
 
 
 def check(kind, argv):
-    """Problems with one documented command."""
+    """Problems with one documented command (a script: that it exists)."""
+    if kind == "script":
+        return [] if os.path.isfile(os.path.join(ROOT, argv[0])) else [f"no file {argv[0]}"]
     return check_python(argv) if kind == "python" else check_make(argv)
 
 
 def command_text(kind, argv):
     """The command as the docs write it, less any path to python."""
-    return " ".join(["python -m" if kind == "python" else "make", *argv])
+    return " ".join([{"python": "python -m", "script": "python"}.get(kind, kind), *argv])
 
 
 # ------------------------------------------------------------------ tests
