@@ -1,4 +1,4 @@
-"""`python -m experiments {demo,results,sweep,batchnorm} ...`: dispatch to a subcommand."""
+"""`python -m experiments {demo,results,sweep,batchnorm,front} ...`: dispatch to a subcommand."""
 
 import sys
 
@@ -9,17 +9,20 @@ prepare_tensorflow()
 
 #: Each subcommand's module (its `main(argv)`), imported only when used.
 SUBCOMMANDS = {"demo": "experiments.demo", "results": "experiments.results",
-               "sweep": "experiments.sweep", "batchnorm": "experiments.batchnorm"}
-USAGE = """usage: python -m experiments {demo,results,sweep,batchnorm} [options]
+               "sweep": "experiments.sweep", "batchnorm": "experiments.batchnorm",
+               "front": "experiments.front"}
+USAGE = """usage: python -m experiments {demo,results,sweep,batchnorm,front} [options]
 
   demo      train, evaluate and export standard + HaH networks on
             Fashion-MNIST, with a report (make demo)
   results   the full experiment: seeds, ablations, full robustness
-            suite, docs/RESULTS.md's tables (make results)
+            suite, a study's report (make results, docs/results/)
   sweep     HaH cost weights scaled x0..x300: where the cost changes
             the network (python -m experiments sweep --help)
   batchnorm do trained models' batch-norm statistics fit clean images?
-            (clean accuracy before and after recalibration)"""
+            (clean accuracy before and after recalibration)
+  front     the results front page's figure and tables (docs/RESULTS.md)
+            from the studies' committed reports (make results-docs)"""
 
 
 def main(argv=None):
