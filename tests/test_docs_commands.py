@@ -341,20 +341,24 @@ make no-such-target
 Then `python -m experiments no-such-command --out x`, or
 `python -m export MODEL.keras ... [--no-such-flag N]`, and `python -m no_such_module`.
 Fine: `python -m training train --config c.yaml --out runs/y` and `make test`.
+
+    python examples/no_such_example.py
 """
 
 
-def test_planted_mistakes_in_a_doc_fail(tmp_path):
+def test_planted_mistakes_in_a_doc_fail():
     found = commands_in_markdown(PLANTED)
     assert [(number, kind, argv[:2]) for number, kind, argv in found] == [
         (4, "python", ["training", "train"]), (6, "make", ["no-such-target"]),
-        (9, "python", ["experiments", "no-such-command"]), (10, "python", ["export", "MODEL.keras"]),
-        (10, "python", ["no_such_module"]), (11, "python", ["training", "train"]),
-        (11, "make", ["test"])]
+        (9, "python", ["experiments", "no-such-command"]),
+        (10, "python", ["export", "MODEL.keras"]), (10, "python", ["no_such_module"]),
+        (11, "python", ["training", "train"]), (11, "make", ["test"]),
+        (13, "script", ["examples/no_such_example.py"])]
     problems = [check(kind, argv) for _, kind, argv in found]
     assert "unrecognized arguments: --no-such-option 3" in problems[0][0]
     assert "No rule to make target" in problems[1][0]
     assert "unknown command 'no-such-command'" in problems[2][0]
     assert problems[3] == ["python -m export: no option --no-such-flag"]
     assert problems[4] == ["no module no_such_module"]
-    assert problems[5:] == [[], []]
+    assert problems[5:7] == [[], []]
+    assert problems[7] == ["no file examples/no_such_example.py"]
