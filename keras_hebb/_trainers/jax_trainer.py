@@ -18,8 +18,15 @@ from keras_hebb import _trainers
 def adversarial_batch(model, state, data):
     """The batch `data` with its images replaced by adversarial examples;
     nothing is updated."""
-    trainable, non_trainable, optimizer_vars, metrics_vars = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    adversarial = adversarial_examples(model, state, x, y, sample_weight)
+    return keras.utils.pack_x_y_sample_weight(adversarial, y, sample_weight)
+
+
+def adversarial_examples(model, state, x, y, sample_weight=None):
+    """The adversarial examples of `model.adversarial` for a batch, from
+    the variable values `state` (as `train_step`'s)."""
+    trainable, non_trainable, optimizer_vars, metrics_vars = state
     x = jax.numpy.asarray(x)
 
     def loss_of_images(images):
@@ -31,10 +38,9 @@ def adversarial_batch(model, state, data):
             training=True, optimizer_variables=optimizer_vars)
         return loss
 
-    adversarial = _trainers.adversarial_examples(
+    return _trainers.adversarial_examples(
         x, model.adversarial, _random_start(model, optimizer_vars, x),
         jax.grad(loss_of_images))
-    return keras.utils.pack_x_y_sample_weight(adversarial, y, sample_weight)
 
 
 def _random_start(model, optimizer_vars, x):

@@ -14,14 +14,21 @@ from keras_hebb import _trainers
 
 
 def adversarial_batch(model, data):
-    """The batch `data` with its images replaced by adversarial examples.
+    """The batch `data` with its images replaced by adversarial examples."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    adversarial = adversarial_examples(model, x, y, sample_weight)
+    return keras.utils.pack_x_y_sample_weight(adversarial, y, sample_weight)
+
+
+def adversarial_examples(model, x, y, sample_weight=None):
+    """The adversarial examples of `model.adversarial` for a batch.
 
     The attack's forward passes run with `training=True` inside a
     `keras.StatelessScope`: the model as it trains, but no variable (batch
     norm's moving statistics, metrics) is updated and no layer loss (the
-    HaH terms) enters the attack's loss, the compiled loss alone.
+    HaH terms) enters the attack's loss, the compiled loss alone. Returns
+    images in [0, 1], within `eps` of `x`, without a gradient path to `x`.
     """
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x = tf.convert_to_tensor(x)
     if not model.built:
         # Variables cannot be created inside the attack's stateless scope.
@@ -36,9 +43,8 @@ def adversarial_batch(model, data):
                                           sample_weight=sample_weight, training=True)
         return tape.gradient(loss, images)
 
-    adversarial = _trainers.adversarial_examples(
+    return _trainers.adversarial_examples(
         x, model.adversarial, _random_start(model, x), input_gradient)
-    return keras.utils.pack_x_y_sample_weight(adversarial, y, sample_weight)
 
 
 def _random_start(model, x):
