@@ -48,11 +48,6 @@ KNOWN_DRIFT = {
     "python -m training demo|results|sweep":
         "docs/TRAINING.md says these still forward; they stop with a one-line error "
         "naming `python -m experiments ...` (TRAINING.md's owner rewrites it)",
-    "python -m training results --out results/fashion_mnist_regime --images 500 --seeded "
-    "hah_alpha0,hah_no_threshold,hah_no_threshold_alpha0 --hah-set hah_alphas=[0.135,0.075] "
-    "--certify --report-only --docs docs/RESULTS.md README.md":
-        "README.md's pasted report names the command recorded before the move "
-        "(experiments.steps.made_by keeps it); README is being rewritten",
 }
 
 FENCE = re.compile(r"^ {0,3}```[^\n]*\n(.*?)^ {0,3}```", re.M | re.S)
