@@ -83,8 +83,10 @@ class SimilarityMatchingModel(keras.Model):
                 "StructuredSimilarityMatching or DeepSimilarityMatching layer. "
                 f"Received layers: {[layer.name for layer in self.layers]}"
             )
+        # "int", as Keras's optimizer step: int64 on TensorFlow, int32 on
+        # JAX (whose default configuration has no int64).
         self.local_step = keras.Variable(
-            0, dtype="int64", trainable=False, name="local_step"
+            0, dtype="int", trainable=False, name="local_step"
         )
         self._objective_tracker = keras.metrics.Mean(name="sm_objective")
         self._residual_tracker = keras.metrics.Mean(name="sm_residual")

@@ -125,7 +125,7 @@ def test_tensorflow_only_parts_on_jax_raise_one_line_naming_the_backend():
 #: code runs in the JAX subprocess and, for reference, on this process's
 #: backend (TensorFlow).
 SIMILARITY_MATCHING_PROGRAM = """
-def fit_similarity_matching():
+def fit_similarity_matching(path=None):
     import keras
     import numpy as np
 
@@ -159,17 +159,21 @@ def fit_similarity_matching():
     evaluated = model.evaluate(x, verbose=0, return_dict=True)
     weights = [keras.ops.convert_to_numpy(w).astype("float64").tolist()
                for w in model.weights]
+    if path is not None:
+        model.save(path)
     return {"weights": weights, "supervised": supervised,
             "unsupervised": unsupervised, "evaluated": evaluated,
-            "names": [w.path for w in model.weights]}
+            "names": [w.path for w in model.weights],
+            "x": x.tolist(), "predicted": model.predict(x, verbose=0).tolist()}
 """
 
 
-def test_similarity_matching_model_fits_on_jax_as_on_tensorflow():
+def test_similarity_matching_model_fits_on_jax_as_on_tensorflow(tmp_path):
+    path = str(tmp_path / "jax.keras")
     done = _run_on_jax(SIMILARITY_MATCHING_PROGRAM + """
 import json
-print(json.dumps(fit_similarity_matching()))
-""")
+print(json.dumps(fit_similarity_matching(sys.argv[1])))
+""", path)
     assert done.returncode == 0, done.stderr[-3000:]
     on_jax = json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -194,3 +198,8 @@ print(json.dumps(fit_similarity_matching()))
     lateral_start = np.eye(4) + 0.1
     lateral = [n.endswith("lateral") for n in on_jax["names"]].index(True)
     assert np.abs(np.array(on_jax["weights"][lateral]) - lateral_start).max() > 1e-2
+    # The model trained on JAX loads on TensorFlow and predicts the same.
+    loaded = keras.models.load_model(path)
+    assert int(loaded.local_step.numpy()) == 5
+    np.testing.assert_allclose(loaded.predict(np.array(on_jax["x"]), verbose=0),
+                               on_jax["predicted"], atol=1e-5)
