@@ -41,8 +41,10 @@ class SimilarityMatchingModel(keras.Model):
     (the largest natural residual of the dynamics) and `sm_learning_rate`,
     plus `loss` and the compiled metrics when there are labels. Compile with
     no loss (`model.compile()`) and call `fit(x)` without labels for purely
-    unsupervised learning. Single device only: under a `tf.distribute`
-    strategy the Hebbian statistics would need an all-reduce first.
+    unsupervised learning. Runs on the TensorFlow and JAX backends of Keras
+    (a model saved on one loads on the other). Single device only: under a
+    `tf.distribute` strategy the Hebbian statistics would need an
+    all-reduce first.
 
     Example:
 

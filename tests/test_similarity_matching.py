@@ -301,6 +301,14 @@ def test_model_without_similarity_matching_layers_is_refused():
         SimilarityMatchingModel(inputs, keras.layers.Dense(2)(inputs))
 
 
+def test_a_loss_without_an_optimizer_is_refused_at_compile():
+    model = dense_model(SimilarityMatching(2), 4)
+    with pytest.raises(ValueError, match=re.escape("Received: optimizer=None")):
+        model.compile(optimizer=None, loss="mse")
+    model.compile()  # purely local learning: no optimizer needed
+    assert model.optimizer is None
+
+
 # ------------------------------------------------------- schedule, saving
 
 
