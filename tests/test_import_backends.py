@@ -117,6 +117,26 @@ def test_tensorflow_only_parts_on_jax_raise_one_line_naming_the_backend():
                                 "KERAS_BACKEND='jax'"), message
 
 
+def test_data_pipelines_without_tensorflow_say_how_to_install_it():
+    done = _run_on_jax("""
+        import numpy as np
+
+        from keras_hebb import data
+
+        images = np.zeros((8, 28, 28, 1), "uint8")
+        try:
+            data.make_dataset(images, np.zeros(8, "int64"), "fashion_mnist",
+                              batch_size=4)
+        except RuntimeError as error:
+            print(error)
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines() == [
+        "keras_hebb.data.make_dataset (a tf.data pipeline) needs TensorFlow "
+        "installed (beside any Keras backend): pip install "
+        "'keras-hebb[tensorflow-cpu]'"]
+
+
 # ------------------------------------------- similarity matching on JAX
 
 #: Builds a similarity-matching network (NSM layer, Dense head) from

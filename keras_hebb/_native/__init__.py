@@ -40,7 +40,7 @@ def library_path():
     """Where the ops built for the installed TensorFlow version live (or
     will, once built): the package folder if they are there or it is
     writable, else the user cache folder (`cache_dir()`)."""
-    tf = _tensorflow()
+    tf = _backends.import_tensorflow("keras_hebb's native ops (keras_hebb._native)")
 
     in_package = os.path.join(_DIR, f"_hah_ops_tf{tf.__version__}.so")
     if os.path.exists(in_package) or _writable(_DIR):
@@ -48,18 +48,6 @@ def library_path():
     with open(_SOURCE, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:12]
     return os.path.join(cache_dir(), f"_hah_ops_tf{tf.__version__}_{digest}.so")
-
-
-def _tensorflow():
-    """The `tensorflow` module, or a one-line `RuntimeError` without it."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise RuntimeError(
-            "keras_hebb's native ops are TensorFlow ops: install TensorFlow "
-            "(pip install 'keras-hebb[tensorflow-cpu]') to build them"
-        ) from None
-    return tf
 
 
 def cache_dir():
@@ -85,7 +73,7 @@ def build(verbose=True):
     """Compiles `hah_ops.cc` for the installed TensorFlow; returns the path
     of the shared library. Raises `RuntimeError` with the compiler's message
     if it fails."""
-    tf = _tensorflow()
+    tf = _backends.import_tensorflow("keras_hebb's native ops (keras_hebb._native)")
 
     target = library_path()
     os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 
+from keras_hebb import _backends
 from keras_hebb.data.specs import DatasetUnavailableError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -90,7 +91,7 @@ def load_cifar10_sample(split="test"):
             "Invalid value for `split` of 'cifar10_sample': expected 'test' "
             f"(or 'train', the same 20 images). Received: split={split!r}"
         )
-    import tensorflow as tf
+    tf = _backends.import_tensorflow("the 'cifar10_sample' dataset (PNG decoding)")
 
     directory = foolbox_data_dir()
     pattern = re.compile(r"^cifar10_(\d+)_(\d)\.png$")

@@ -3,6 +3,7 @@ epoch), batching, prefetching."""
 
 import numpy as np
 
+from keras_hebb import _backends
 from keras_hebb.data.arrays import load_uint8_arrays
 from keras_hebb.data.specs import dataset_spec
 
@@ -14,7 +15,7 @@ def augment_image(image, seed, spec):
     random horizontal flip if `spec.flip`. `seed` is a stateless seed
     (shape `(2,)` int), so the result is a function of image and seed.
     """
-    import tensorflow as tf
+    tf = _backends.import_tensorflow("keras_hebb.data.augment_image")
 
     pad = spec.crop_padding
     crop_seed, flip_seed = tf.unstack(
@@ -130,7 +131,7 @@ def make_dataset(
         name: the dataset's name in `DATASETS` (for its augmentation).
         Others: as for `load_dataset`.
     """
-    import tensorflow as tf
+    tf = _backends.import_tensorflow("keras_hebb.data.make_dataset (a tf.data pipeline)")
 
     spec = dataset_spec(name)
     _check_pipeline_arguments(batch_size, initial_epoch, epochs, noise_sigma,
