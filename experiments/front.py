@@ -137,6 +137,7 @@ def main(argv=None):
         for path in args.docs:
             if not os.path.exists(path):
                 raise UsageError(f"--docs: {path} does not exist")
+        answer_text(args.docs[0])  # the front page's markers, before any work
         from experiments import front_plot
 
         front_plot.plot(load_studies(ROOT), args.figure)

@@ -32,10 +32,10 @@ class Study(NamedTuple):
 STUDIES = (
     Study("sweep", "fashion_mnist_sweep", "sweep.md", "sweep.md",
           "Where does the HaH cost act? Small network, cost weights x0-x300, 2 seeds "
-          "(noise and sparsity only)", "make sweep (first step)", False),
+          "(noise and sparsity only; the first step of make sweep)", "make sweep", False),
     Study("medium_sweep", "fashion_mnist_medium_sweep", "sweep.md", "medium_sweep.md",
           "The medium network (HaH-VGG16's shape, 15 epochs) at x0, x1, x30, one seed "
-          "(noise and sparsity only)", "make sweep (second step)", False),
+          "(noise and sparsity only; the second step of make sweep)", "make sweep", False),
     Study("regime", "fashion_mnist_regime", "results.md", "regime.md",
           "Small network at x30: standard, HaH, the recipe and both alpha = 0 twins, 3 seeds, "
           "5 one-seed ablations, 500 eval images", "make results", True),
@@ -154,6 +154,10 @@ def _text(value, signed=False, bold_clear=False):
     return f"**{text}**" if bold_clear and n > 1 and abs(mean) > 2 * sd else text
 
 
+#: The "run by" cell of a study without a make target.
+RUN_BY_COMMAND = "the command beside, without --report-only"
+
+
 def study_lines(commands, link):
     """One line per study: its report (under `link`), the make target that
     runs it and the command that rewrites its report from its files."""
@@ -161,7 +165,7 @@ def study_lines(commands, link):
              "|---|---|---|---|---|"]
     for number, study in enumerate(STUDIES, 1):
         lines.append(f"| {number} | {study.title} | [{study.page}]({link}/{study.page}) | "
-                     f"{'`' + study.make + '`' if study.make else 'the command beside'} | "
+                     f"{f'`{study.make}`' if study.make else RUN_BY_COMMAND} | "
                      f"`{commands[study.key]}` |")
     return lines
 
