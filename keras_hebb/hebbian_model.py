@@ -197,14 +197,23 @@ class HebbianModel(keras.Model):
     def train_step(self, *args):
         # TensorFlow: (data); JAX: (state, data), as Keras's own train_step.
         *state, data = args
+        self._build_outside_cost_scope(data)
         if self.adversarial is not None:
             data = _trainers.for_backend().adversarial_batch(self, *state, data)
         with collect_hah_costs():
             return super().train_step(*state, data)
 
     def test_step(self, *args):
+        self._build_outside_cost_scope(args[-1])
         with collect_hah_costs():
             return super().test_step(*args)
+
+    def _build_outside_cost_scope(self, data):
+        # A subclassed model builds on its first call by calling itself once
+        # more: that call must not record costs (first trace only; an
+        # inference call, which updates nothing and is pruned from graphs).
+        if not self.built:
+            self(keras.utils.unpack_x_y_sample_weight(data)[0], training=False)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):

@@ -30,7 +30,7 @@ from keras import ops
 #: optimizer's step count, so a resumed run draws the same starts.
 RANDOM_START_SALT = 26
 
-#: The Keras backends keras_hebb trains adversarially on.
+#: The Keras backends keras_hebb runs and trains on.
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
 
@@ -39,8 +39,8 @@ def check_backend():
     backend = keras.backend.backend()
     if backend not in SUPPORTED_BACKENDS:
         raise RuntimeError(
-            f"keras_hebb's adversarial training supports the Keras backends "
-            f"{list(SUPPORTED_BACKENDS)}; set KERAS_BACKEND to one of them. "
+            f"keras_hebb supports the Keras backends {list(SUPPORTED_BACKENDS)}; "
+            f"set KERAS_BACKEND to one of them. "
             f"Received: KERAS_BACKEND={backend!r}"
         )
     return backend
