@@ -300,21 +300,8 @@ def goals(summary, targets, candidate="hah"):
             where = (f"eps {{:g}} (no budget takes the standard network to "
                      f"{low:.0%}-{high:.0%}; the nearest)")
         for eps in inside:
-            a = 100 * _mean(budgets[eps])
-            b = 100 * _mean(hah["robust"][norm][eps])
-            text, marks = where.format(eps), _goal_marks(summary, candidate, norm, eps)
-            confirmed = _confirmed_pair(summary, candidate, norm, eps)
-            if confirmed is not None:
-                suite_difference = b - a
-                a, b, seeds, images = confirmed
-                text = (f"eps {eps:g}, first {images} images of seed {', '.join(map(str, seeds))}"
-                        f": per-image worst of suite and AutoAttack where it ran (the suite "
-                        f"alone, all images and seeds: {suite_difference:+.1f})")
-                marks = marks.replace(results_confirmed.LOWER, "") + (
-                    results_confirmed.ONE_SEED if len(seeds) == 1 else "")
-            row(f"robust accuracy ({norm})", text, a, b, f">= +{targets['robust_gain_min']:g}",
-                b - a >= targets["robust_gain_min"])
-            rows[-1]["marks"] = "".join(dict.fromkeys(marks))
+            rows.append(_robust_goal_row(summary, candidate, (norm, eps), where.format(eps),
+                                         targets["robust_gain_min"]))
     a, b = std.get("nonzero_first_layers"), hah.get("nonzero_first_layers")
     if a and b:
         ratio = b["mean"] / a["mean"]
@@ -330,6 +317,27 @@ def goals(summary, targets, candidate="hah"):
     return rows
 
 
+def _robust_goal_row(summary, candidate, budget, where, gain):
+    """The goal row of robust accuracy at `budget` `(norm, eps)`: the group
+    means of the suite, or where AutoAttack ran, the per-image worst of
+    suite and AutoAttack on its images (`_confirmed_pair`)."""
+    norm, eps = budget
+    std, hah = summary["groups"]["standard"], summary["groups"][candidate]
+    a = 100 * _mean(std["robust"][norm][eps])
+    b = 100 * _mean(hah["robust"][norm][eps])
+    marks = _goal_marks(summary, candidate, norm, eps)
+    confirmed = _confirmed_pair(summary, candidate, norm, eps)
+    if confirmed is not None:
+        suite_difference = b - a
+        a, b, seeds, images = confirmed
+        where = (f"eps {eps:g}, first {images} images of seed {', '.join(map(str, seeds))}: "
+                 f"per-image worst of suite and AutoAttack where it ran (the suite alone, "
+                 f"all images and seeds: {suite_difference:+.1f})")
+        marks = marks.replace(results_confirmed.LOWER, "") + (
+            results_confirmed.ONE_SEED if len(seeds) == 1 else "")
+    return {"goal": f"robust accuracy ({norm})", "where": where, "standard": a, "hah": b,
+            "difference": b - a, "target": f">= +{gain:g}", "met": b - a >= gain,
+            "marks": "".join(dict.fromkeys(marks))}
 
 
 def evaluated_runs(summary, name):

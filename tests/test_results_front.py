@@ -50,7 +50,7 @@ def test_the_generated_parts_are_what_the_committed_reports_give():
 def test_readme_results_section_is_the_front_page_first_screen():
     answer = front._relink(front.answer_text(PAGE), PAGE, README)
     assert _between(README, front.ANSWER) == answer.strip("\n")
-    assert "[docs/RESULTS.md](docs/RESULTS.md)" in answer
+    assert "[results front page](docs/RESULTS.md)" in answer
 
 
 def _test_accuracy(folder, run):
