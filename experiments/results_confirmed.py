@@ -145,23 +145,25 @@ class Legend:
         return [line for m in used for line in ("", notes[m])]
 
 
-def _evaluated_runs(summary, name):
-    from experiments.results_summary import evaluated_runs  # it imports this module
-
-    return evaluated_runs(summary, name)
+def evaluated_runs(summary, name):
+    """`{seed: model}` of the evaluated seeds of network `name` (its
+    `name_sSEED` runs, or its one run called `name`), as
+    `results_summary.runs_of` finds them."""
+    return {m["seed"]: m for m in summary["models"].values()
+            if m["name"] in (name, f"{name}_s{m['seed']}") and "clean" in m}
 
 
 def row_models(summary, label, item):
     """The models behind a table row: the model itself, or a network's seeds."""
     if "name" in item:
         return [item]
-    return list(_evaluated_runs(summary, label).values())
+    return list(evaluated_runs(summary, label).values())
 
 
 def pair_models(summary, first, second, seeds):
     """The models of both networks of a difference, on its seeds."""
     return [m for name in (first, second)
-            for seed, m in _evaluated_runs(summary, name).items() if seed in seeds]
+            for seed, m in evaluated_runs(summary, name).items() if seed in seeds]
 
 
 def measure_budgets(robust):

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from experiments import defenses, full_autoattack, results_confirmed
+from experiments.results_confirmed import evaluated_runs
 from experiments.steps import load_json
 
 
@@ -311,7 +312,8 @@ def goals(summary, targets, candidate="hah"):
                      "standard": 100 * a["mean"], "hah": 100 * b["mean"],
                      "difference": ratio, "target": f"ratio <= {targets['nonzero_ratio_max']:g}",
                      "met": ratio <= targets["nonzero_ratio_max"]})
-    one_seed = results_confirmed.ONE_SEED if len(evaluated_runs(summary, candidate)) == 1 else ""
+    one_seed = (results_confirmed.ONE_SEED if len(evaluated_runs(summary, candidate)) == 1
+                else "")
     for r in rows:
         r.setdefault("marks", one_seed)
     return rows
@@ -340,16 +342,11 @@ def _robust_goal_row(summary, candidate, budget, where, gain):
             "marks": "".join(dict.fromkeys(marks))}
 
 
-def evaluated_runs(summary, name):
-    """`{seed: model}` of the evaluated seeds of network `name`."""
-    return {s: m for s, m in runs_of(list(summary["models"].values()), name).items()
-            if "clean" in m}
-
-
 def _goal_marks(summary, candidate, norm, eps):
     """The marks of a suite-based goal row (`results_confirmed`): the
     candidate's and standard's models, `§` when the candidate has one seed."""
-    models = [*evaluated_runs(summary, "standard").values(), *evaluated_runs(summary, candidate).values()]
+    models = [*evaluated_runs(summary, "standard").values(),
+              *evaluated_runs(summary, candidate).values()]
     marks = results_confirmed.marks_of(models, norm, eps, confirm=False)
     return marks + (results_confirmed.ONE_SEED if len(evaluated_runs(summary, candidate)) == 1
                     else "")

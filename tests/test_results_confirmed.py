@@ -82,7 +82,8 @@ def _cells(row):
 def test_masked_and_autoattack_lowered_numbers_carry_their_marks(confirmed):
     _, markdown = confirmed
     # model, seeds, test acc., clean, noise 0.1, L-inf 0.02, L2 0.5, non-zero
-    assert _cells(_row(markdown, "| hah | 1, 2 |"))[5:7] == ["35.0 ± 0.0 †‡", "50.0 ± 0.0 †✓"]
+    assert _cells(_row(markdown, "| hah | 1, 2 |"))[5:7] == ["35.0 ± 0.0 †‡",
+                                                            "50.0 ± 0.0 †✓"]
     assert _cells(_row(markdown, "| hah_s2 | 2 |"))[5:7] == ["35.0 †", "50.0 †"]
     assert _cells(_row(markdown, "| standard_s1 | 1 |"))[5:7] == ["20.0 ✓", "40.0 ✓"]
     assert _cells(_row(markdown, "| standard_s2 | 2 |"))[5:7] == ["20.0", "40.0"]
