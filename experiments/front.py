@@ -1,5 +1,7 @@
-"""`python -m experiments front`: the generated parts of the results front
-page (docs/RESULTS.md) and its figure, from the committed study reports.
+"""`python -m experiments front`: the results front page's figure and tables.
+
+The generated parts of docs/RESULTS.md and its figure, from the committed
+study reports:
 
     python -m experiments front --docs docs/RESULTS.md README.md   # make results-docs
 
