@@ -107,7 +107,9 @@ def escalate(target, images, labels, clean_correct, norm, budgets, config, recor
             escalated_config(config), {}, progress, seed=seed + ESCALATION_SEED_OFFSET,
             prior_smallest=smallest)
     merged = [_merge(record, more) for record, more in zip(records, extra)]
-    combined = np.where(np.isnan(smallest), extra_smallest, smallest)
+    # The earlier of the two (NaN: never broken); the escalation can break an
+    # image at a smaller budget than the suite did.
+    combined = np.fmin(smallest, extra_smallest)
     resume.save(resume_dir, target.name, f"{norm}_escalated", key, merged, combined,
                 time.perf_counter() - started)
     return merged, combined
