@@ -152,3 +152,15 @@ def test_autoattack_at_standard_strength_is_not_escalated_again():
     config = suite.with_autoattack_standard(suite.FULL)
     assert not config.escalate
     assert config.attack_settings["square"]["queries"] == escalation.ESCALATED_SQUARE_QUERIES
+
+
+def test_an_interrupted_escalation_is_read_back_with_the_same_numbers(tmp_path):
+    x, y = _images(8)
+    model = _counting_model(quantize=True)
+    first = suite.run_suite({"rounded": model}, x, y, _config(1), seed=0, progress=False,
+                            resume_dir=str(tmp_path))
+    assert (tmp_path / "rounded.linf_escalated.json").exists()
+    again = suite.run_suite({"rounded": model}, x, y, _config(1), seed=0, progress=False,
+                            resume_dir=str(tmp_path))
+    for key in ("attacks", "smallest_breaking_budget"):
+        assert again["models"]["rounded"][key] == first["models"]["rounded"][key]

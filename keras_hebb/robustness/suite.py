@@ -300,6 +300,26 @@ def run_suite(models, images, labels, config=QUICK, seed=0, transfer_sources=Non
     return results
 
 
+def _norm_cascade(target, sources, images, labels, clean_correct, norm, budgets, config,
+                  seed, shared_caches, progress, resume_dir, key):
+    """One norm's cascades, or their results saved by an earlier run:
+    `(records, smallest, seconds the saved results took, else 0)`."""
+    saved = resume.load(resume_dir, target.name, norm, key)
+    if saved is not None:
+        if progress.enabled:
+            print(f"[{target.name}] {norm} attacks: finished in an earlier run, "
+                  f"read from {resume_dir}", flush=True)
+        return saved
+    norm_started = time.perf_counter()
+    with attacks.global_seed(seed):
+        records, smallest = evaluate_norm(
+            target, sources, images, labels, clean_correct, norm, budgets, config,
+            shared_caches, progress, seed=seed)
+    resume.save(resume_dir, target.name, norm, key, records, smallest,
+                time.perf_counter() - norm_started)
+    return records, smallest, 0.0
+
+
 def _evaluate_model(target, sources, images, labels, config, seed, shared_caches,
                     progress, resume_dir=None):
     """One model's entry: clean and noise accuracy, both norms' cascades,
@@ -326,21 +346,10 @@ def _evaluate_model(target, sources, images, labels, config, seed, shared_caches
     for norm, budgets in (("linf", config.linf_budgets), ("l2", config.l2_budgets)):
         if not budgets:
             continue
-        saved = resume.load(resume_dir, target.name, norm, key)
-        if saved is not None:
-            records, smallest, seconds = saved
-            earlier += seconds
-            if progress.enabled:
-                print(f"[{target.name}] {norm} attacks: finished in an earlier run, "
-                      f"read from {resume_dir}", flush=True)
-        else:
-            norm_started = time.perf_counter()
-            with attacks.global_seed(seed):
-                records, smallest = evaluate_norm(
-                    target, sources, images, labels, clean_correct, norm, budgets, config,
-                    shared_caches, progress, seed=seed)
-            resume.save(resume_dir, target.name, norm, key, records, smallest,
-                        time.perf_counter() - norm_started)
+        records, smallest, seconds = _norm_cascade(
+            target, sources, images, labels, clean_correct, norm, budgets, config, seed,
+            shared_caches, progress, resume_dir, key)
+        earlier += seconds
         entry["attacks"][norm] = records
         smallest_by_norm[norm] = np.asarray(smallest, np.float64)
     if config.escalate:
