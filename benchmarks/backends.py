@@ -1,7 +1,7 @@
 """Training-step time of `hah_vgg_small` on each Keras backend.
 
     python -m benchmarks.backends [--backends tensorflow,jax] [--batch-size 128]
-        [--steps 10] [--warmup 2] [--rounds 2] [--model hah_vgg_small]
+        [--steps 10] [--warmup 2] [--rounds 2] [--model hah_vgg_small,vgg_small_bn]
 
 Keras fixes its backend once per process, so each backend trains in its
 own process (`KERAS_BACKEND` set): `hah_vgg_small` (or another preset of
@@ -13,7 +13,11 @@ JAX), timed with `train_on_batch` after `--warmup` steps (the first one
 traces or compiles; its time is printed apart). The backends run in turns,
 `--rounds` times (TF, JAX, TF, JAX, ...), so that other load on the machine
 hits both alike; the table gives each backend's median over its rounds,
-the process CPU time per step and the ratio to TensorFlow.
+the process CPU time per step and the ratio to TensorFlow. With several
+models (`--model a,b`, interleaved in the same turns) it also gives each
+model's CPU time per step as a ratio to the first model's on the same
+backend: `hah_vgg_small,vgg_small_bn` is the HaH network's cost over its
+standard counterpart.
 """
 
 import argparse
@@ -58,10 +62,10 @@ def _worker(model_name, batch_size, steps, warmup):
                       "ms": common.median_ms(wall), "cpu_ms": common.median_ms(cpu)}))
 
 
-def _run_backend(backend, args):
+def _run_backend(backend, model, args):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     env.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    command = [sys.executable, "-m", "benchmarks.backends", "--worker", "--model", args.model,
+    command = [sys.executable, "-m", "benchmarks.backends", "--worker", "--model", model,
                "--batch-size", str(args.batch_size), "--steps", str(args.steps),
                "--warmup", str(args.warmup)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -80,7 +84,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--model", default="hah_vgg_small",
-                        help="a preset of keras_hebb.architectures (default: hah_vgg_small)")
+                        help="presets of keras_hebb.architectures, comma-separated "
+                             "(default: hah_vgg_small)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -94,26 +99,30 @@ def main(argv=None):
     machine = common.machine_description()
     common.print_header(machine, "benchmarks.backends", argv,
                         f"oneDNN {'on' if os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1') == '1' else 'off'}")
-    runs = {b: [] for b in backends}
+    models = [m for m in args.model.split(",") if m]
+    runs = {(b, m): [] for b in backends for m in models}
     for _ in range(args.rounds):
         for backend in backends:
-            runs[backend].append(_run_backend(backend, args))
+            for model in models:
+                runs[backend, model].append(_run_backend(backend, model, args))
     import numpy as np
 
-    reference = float(np.median([r["ms"] for r in runs[backends[0]]]))
-    rows = []
-    for backend in backends:
-        ms = float(np.median([r["ms"] for r in runs[backend]]))
-        rows.append([backend, args.model, args.batch_size, ms,
-                     float(np.median([r["cpu_ms"] for r in runs[backend]])),
-                     args.batch_size * 1000.0 / ms,
-                     f"{ms / reference:.2f}x",
-                     " / ".join(f"{r['first_s']:.1f}" for r in runs[backend])])
-    print(common.markdown_table(
-        ["backend", "model", "batch", "ms/step", "CPU ms/step", "img/s", f"vs {backends[0]}",
-         "first step s (per round)"], rows))
-    return 0
+    def median(backend, model, key):
+        return float(np.median([r[key] for r in runs[backend, model]]))
 
+    rows = []
+    for model in models:
+        for backend in backends:
+            ms, cpu = median(backend, model, "ms"), median(backend, model, "cpu_ms")
+            rows.append([backend, model, args.batch_size, ms, cpu,
+                         args.batch_size * 1000.0 / ms,
+                         f"{cpu / median(backends[0], model, 'cpu_ms'):.2f}x",
+                         f"{cpu / median(backend, models[0], 'cpu_ms'):.2f}x",
+                         " / ".join(f"{r['first_s']:.1f}" for r in runs[backend, model])])
+    print(common.markdown_table(
+        ["backend", "model", "batch", "ms/step", "CPU ms/step", "img/s",
+         f"CPU vs {backends[0]}", f"CPU vs {models[0]}", "first step s (per round)"], rows))
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,6 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_quickstart_notebook_runs(monkeypatch):
     monkeypatch.setenv("QUICKSTART_TRAIN_IMAGES", "512")
     monkeypatch.setenv("QUICKSTART_EPOCHS", "1")
+    monkeypatch.setenv("QUICKSTART_ATTACK_IMAGES", "16")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     path = os.path.join(ROOT, "examples", "quickstart.ipynb")
     notebook = nbformat.read(path, as_version=4)
@@ -20,4 +21,6 @@ def test_quickstart_notebook_runs(monkeypatch):
                for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     last = notebook.cells[-1].outputs[-1]["data"]["text/plain"]
-    assert "hah_vgg_small" in last and "vgg_small_bn" in last
+    for name in ("vgg_small_bn", "hah_vgg_small", "robust_hah_vgg_small", "linf 0.05",
+                 "checks passed"):
+        assert name in last, last
