@@ -164,3 +164,15 @@ def test_an_interrupted_escalation_is_read_back_with_the_same_numbers(tmp_path):
                             resume_dir=str(tmp_path))
     for key in ("attacks", "smallest_breaking_budget"):
         assert again["models"]["rounded"][key] == first["models"]["rounded"][key]
+
+
+def test_the_escalation_check_fails_beyond_two_points_and_two_images():
+    def records(gain):
+        return [{"norm": "l2", "budget": 0.5, "escalation_gain": gain}]
+
+    ran = {"ran": True, "signs": ["threshold"], "attacks": {"square": {"queries": 5000}}}
+    assert checks._check_strong_attacks_add_little(records(0.02), ran, 100)["passed"]
+    failed = checks._check_strong_attacks_add_little(records(0.03), ran, 100)
+    assert failed["passed"] is False and "L2 0.5" in failed["message"]
+    # On 50 images two images (4 points) still pass.
+    assert checks._check_strong_attacks_add_little(records(0.04), ran, 50)["passed"]

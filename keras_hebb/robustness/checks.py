@@ -31,9 +31,10 @@ fractions of all evaluated images:
   (`escalation`), Square at AutoAttack's 5,000 queries broke at most the
   tolerance beyond the suite at every budget; passes when no sign fired.
 
-The three gap checks tolerate `max(CHECK_MARGIN, CHECK_MIN_IMAGES / n)` on
-`n` images: a gap of one or two images never fails them (on 50 images, 2%
-is one image: sampling noise, not masking). A failing check's `message`
+The three gap checks tolerate `max(margin, CHECK_MIN_IMAGES / n)` on `n`
+images (margin `CHECK_MARGIN`, `ESCALATION_MARGIN` for
+`strong_attacks_add_little`): a gap of one or two images never fails them
+(on 50 images, 2% is one image: sampling noise, not masking). A failing check's `message`
 names the gap: columns, size, norm and budget.
 
 `summary` turns them into the model's `checks_passed` and
@@ -49,17 +50,23 @@ from keras_hebb.robustness.registry import REGISTRY
 CHECK_MARGIN = 0.03
 #: A gap check never fails on this many images or fewer (see `tolerance`).
 CHECK_MIN_IMAGES = 2
+#: Margin of `strong_attacks_add_little`: 2 points, the distance to the
+#: per-image worst case of suite and AutoAttack the full suite answers for.
+#: An escalation that still breaks more than this beyond the suite says
+#: the suite's attacks were not converged, and a stronger attack may find
+#: as much again.
+ESCALATION_MARGIN = 0.02
 ZERO_GRADIENT_LIMIT = 0.01
 LARGE_BUDGET = 0.5
 LARGE_BUDGET_LIMIT = 0.05
 
 
-def tolerance(images=None):
+def tolerance(images=None, margin=CHECK_MARGIN):
     """The gap checks' tolerance on `images` evaluated images (a fraction):
-    `CHECK_MARGIN`, or `CHECK_MIN_IMAGES` images if that is more."""
+    `margin`, or `CHECK_MIN_IMAGES` images if that is more."""
     if not images:
-        return CHECK_MARGIN
-    return max(CHECK_MARGIN, CHECK_MIN_IMAGES / images)
+        return margin
+    return max(margin, CHECK_MIN_IMAGES / images)
 
 
 def _within(gap, limit):
@@ -286,7 +293,7 @@ def _check_black_box_not_stronger(records, images=None):
 def _check_strong_attacks_add_little(records, escalated, images=None):
     """Where a sign of masking fired, Square at AutoAttack's strength
     breaks few images beyond the suite (`escalation`)."""
-    limit = tolerance(images)
+    limit = tolerance(images, ESCALATION_MARGIN)
     gap, where = 0.0, None
     for record in records:
         diff = record.get("escalation_gain") or 0.0
@@ -308,6 +315,6 @@ def _check_strong_attacks_add_little(records, escalated, images=None):
         "columns": ["worst_case_before_escalation", "worst_case"],
         "meaning": "where a sign of gradient masking fired (a threshold layer, black-box "
                    "or BPDA breaks beyond the gradients, zero gradients), Square at "
-                   "AutoAttack's 5,000 queries breaks at most the tolerance beyond the "
-                   "suite's attacks at every budget; passes when no sign fired",
+                   "AutoAttack's 5,000 queries breaks at most 2 points (and 2 images) beyond "
+                   "the suite's attacks at every budget; passes when no sign fired",
     }
