@@ -155,13 +155,15 @@ def fit_similarity_matching(path=None):
     x = rng.normal(size=(48, 10)).astype("float32")
     y = rng.integers(0, 3, size=48)
     inputs = keras.Input((10,))
+    # Named: the names of unnamed layers depend on what the process built
+    # before (the TensorFlow side runs inside the test session).
     similarity = keras_hebb.layers.SimilarityMatching(4, iterations=300,
-                                                      tolerance=1e-7)
-    head = keras.layers.Dense(3)
+                                                      tolerance=1e-7, name="similarity")
+    head = keras.layers.Dense(3, name="head")
     outputs = head(similarity(inputs))
     schedule = keras.optimizers.schedules.InverseTimeDecay(0.1, 2, 0.5)
     model = keras_hebb.SimilarityMatchingModel(inputs, outputs,
-                                               learning_rate=schedule)
+                                               learning_rate=schedule, name="sm")
     kernel = rng.normal(size=(10, 4))
     similarity.set_weights([
         (kernel / np.linalg.norm(kernel, axis=0)).astype("float32"),
