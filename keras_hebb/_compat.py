@@ -5,14 +5,13 @@ module, so that an upgrade breaks here, in one place, and
 `tests/test_compat.py` (one test per shim, each naming its shim) says which
 assumption changed. Where a public API does the same job the library uses
 it instead (`Model.compute_loss`, `Model.loss`, a plain `Callback` for the
-training program's checkpoints, `tf.distribute` for loss scaling).
+training program's checkpoints, `Layer.add_loss` for the HaH cost, which
+Keras scales for `tf.distribute` itself).
 
 | shim                            | upstream name it relies on                | used by                                        |
 |---------------------------------|-------------------------------------------|------------------------------------------------|
 | `all_layers`                    | `keras.Layer._flatten_layers`             | HebbianModel, SimilarityMatchingModel, pruning |
-| `loss_tracker`                  | `keras.Model._loss_tracker`               | HebbianModel, SimilarityMatchingModel          |
-| `scale_loss_for_distribution`   | (public `tf.distribute`; mirrors          | HebbianModel's HaH term and logged loss        |
-| `unscale_loss_for_distribution` |  `keras.src.losses.loss`'s own)           |                                                |
+| `loss_tracker`                  | `keras.Model._loss_tracker`               | SimilarityMatchingModel                        |
 | `in_xla_context`                | `tensorflow.python.ops.control_flow_util` | `_selection` (no native op under XLA)          |
 | `tape_is_recording`             | `tensorflow.python.eager.record`          | similarity-matching layers                     |
 | `preserved_global_seed`         | eager context's `_seed`, `_rng`           | `robustness.attacks.global_seed`               |
@@ -119,28 +118,6 @@ def loss_tracker(model):
         raise _broken("loss_tracker", "keras.Model._loss_tracker is not the "
                       "compiled model's `loss` metric")
     return tracker
-
-
-def scale_loss_for_distribution(value):
-    """`value / replicas` under a `tf.distribute` strategy with several
-    replicas, else `value`: what Keras does to compiled losses (its own
-    function is private), for a cost a `train_step` adds by hand."""
-    import tensorflow as tf
-
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    if replicas > 1:
-        value = value * tf.cast(1.0 / replicas, value.dtype)
-    return value
-
-
-def unscale_loss_for_distribution(value):
-    """The inverse of `scale_loss_for_distribution` (for logging)."""
-    import tensorflow as tf
-
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    if replicas > 1:
-        value = value * tf.cast(replicas, value.dtype)
-    return value
 
 
 # ------------------------------------------------------------- TensorFlow

@@ -89,24 +89,6 @@ def test_loss_tracker_is_what_fit_logs_as_loss():
         "_compat.loss_tracker: the tracker is not what the model reports as loss")
 
 
-@pytest.mark.parametrize("replicas", [1, 2])
-def test_loss_scaling_is_what_keras_does_to_compiled_losses(replicas):
-    from keras.src.losses import loss as keras_loss
-
-    strategy = (tf.distribute.get_strategy() if replicas == 1
-                else tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-    value = tf.constant(3.0)
-    with strategy.scope():
-        ours = (_compat.scale_loss_for_distribution(value),
-                _compat.unscale_loss_for_distribution(value))
-        theirs = (keras_loss.scale_loss_for_distribution(value),
-                  keras_loss.unscale_loss_for_distribution(value))
-    for name, a, b in zip(("scale", "unscale"), ours, theirs):
-        assert float(a) == float(b), (
-            f"_compat.{name}_loss_for_distribution: Keras now {name}s compiled "
-            f"losses differently ({float(b)}, ours {float(a)})")
-
-
 def test_in_xla_context_tells_jit_compiled_graphs():
     seen = {}
 

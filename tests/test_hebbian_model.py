@@ -189,7 +189,9 @@ def test_mirrored_strategy_on_two_devices_matches_one_device():
     def train(strategy):
         with strategy.scope():
             # HaH blocks only: batch norm's per-replica statistics would
-            # differ from one device's by design (not by a bug).
+            # differ from one device's by design (not by a bug). Fails if
+            # Keras stops dividing layer losses (the HaH terms) by the
+            # number of replicas as it does the compiled loss.
             model = tiny_hah_model(seed=5, hah_blocks=3)
             model.compile(keras.optimizers.Adam(1e-2), LOSS)
         data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
