@@ -282,7 +282,7 @@ def adversarial_options(adversarial):
             "adversarial.hah_costs_on", "clean",
             "'adversarial': the HaH costs are layer losses of the training forward "
             "pass, which sees the adversarial batch (the clean batch's costs were "
-            "dropped in keras_hebb 0.2)")
+            "dropped when the cost became a layer loss)")
     attack, norm, hah_costs_on = (
         _checks.check_choice(f"adversarial.{key}", options[key], choices)
         for key, choices in (("attack", ADVERSARIAL_ATTACKS),
