@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test test-numerics demo results results-medium results-defenses results-docs sweep clean bench bench-compare bench-accelerator
+.PHONY: setup test test-torch test-numerics demo results results-medium results-defenses results-docs sweep clean bench bench-compare bench-accelerator
 
 setup: $(STAMP)
 
@@ -42,6 +42,22 @@ NUMERICS_TESTS := tests/test_export.py tests/test_integer_threshold.py \
 test-numerics: setup
 	ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest $(NUMERICS_TESTS) $(PYTEST_ARGS)
 	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest $(NUMERICS_TESTS) $(PYTEST_ARGS)
+
+# The HaH layers and their layer losses on Keras's torch backend, in a
+# virtualenv of their own (the CPU torch wheel is too heavy for `make test`
+# and CI): a keras.Sequential with HaHBlocks fit with plain `fit`, its
+# kernels moved by the layer-local HaH gradient (tests/test_layer_loss.py).
+TORCH_VENV := .venv-torch
+$(TORCH_VENV)/.installed-stamp: setup.py setup.cfg pyproject.toml constraints.txt
+	test -x $(TORCH_VENV)/bin/python || $(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install --quiet torch==2.13.0
+	$(TORCH_VENV)/bin/pip install --quiet -c constraints.txt keras numpy pytest
+	$(TORCH_VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+test-torch: $(TORCH_VENV)/.installed-stamp
+	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest --noconftest -p no:cacheprovider \
+		tests/test_layer_loss.py -k running_backend $(PYTEST_ARGS)
 
 # Train standard + HaH on Fashion-MNIST, evaluate, export, report (runs/demo).
 demo: setup

@@ -1,9 +1,10 @@
 """keras_hebb: neuro-inspired networks with sparse, strong activations.
 
 Keras 3 layers and a training step for Hebbian/anti-Hebbian (HaH) networks
-(Cekic, Bakiskan, Madhow, arXiv:2202.13074), on the TensorFlow and JAX
-backends of Keras (`KERAS_BACKEND`); importing it on another backend raises
-a one-line `RuntimeError`. Importing it on JAX does not import TensorFlow:
+(Cekic, Bakiskan, Madhow, arXiv:2202.13074), on the TensorFlow, JAX and
+torch backends of Keras (`KERAS_BACKEND`; on torch the layers and their HaH
+layer losses, no adversarial training); importing it on another backend
+raises a one-line `RuntimeError`. Importing it on JAX does not import TensorFlow:
 the TensorFlow-only parts (the native and fused ops, the robustness
 attacks) import it when used, and on JAX raise a one-line `RuntimeError`
 naming the backend they need.

@@ -132,7 +132,8 @@ class HebbianModel(keras.Model):
         super().__init__(*args, **kwargs)
         self.adversarial = adversarial_options(adversarial)
         if self.adversarial is not None:
-            _trainers.check_backend()
+            _trainers.check_backend(_trainers.ADVERSARIAL_BACKENDS,
+                                    "keras_hebb's adversarial training")
         self._hah_alphas_argument = hah_alphas
         self._hah_total_tracker = keras.metrics.Mean(name="hah_cost")
         self._hah_layers = []

@@ -1,6 +1,10 @@
 """The HaH cost is an ordinary Keras layer loss: a `keras.Sequential` with
-`HaHBlock`s trains it with plain `compile` and `fit`, on TensorFlow and on
-JAX, and each block's cost moves only its own kernel.
+`HaHBlock`s trains it with plain `compile` and `fit`, on TensorFlow, JAX
+and PyTorch, and each block's cost moves only its own kernel.
+
+The suite runs it on TensorFlow (in this process) and JAX (a subprocess);
+`make test-torch` runs the in-process test on Keras's torch backend, in a
+virtualenv of its own with the CPU torch wheel (too heavy for `make test`).
 
 One SGD step from the same weights, with and without the cost: the
 cross-entropy part of the step is the same (no batch norm, so training's
@@ -53,11 +57,17 @@ def _local_cost_gradient(block, block_input):
         z = ops.conv(block_input, kernel / (norm + block.conv.epsilon), padding="same")
         return hah_cost(z, block.cost_ratio, block.cost_demote)
 
-    kernel = ops.convert_to_tensor(block.conv.kernel.numpy())
+    kernel = ops.convert_to_tensor(ops.convert_to_numpy(block.conv.kernel))
+    block_input = ops.convert_to_tensor(block_input)
     if keras.backend.backend() == "jax":
         import jax
 
         cost, gradient = jax.value_and_grad(cost_of)(kernel)
+    elif keras.backend.backend() == "torch":
+        kernel = kernel.detach().requires_grad_()
+        cost = cost_of(kernel)
+        cost.backward()
+        cost, gradient = cost.detach().cpu(), kernel.grad.cpu()
     else:
         import tensorflow as tf
 
@@ -65,13 +75,14 @@ def _local_cost_gradient(block, block_input):
             tape.watch(kernel)
             cost = cost_of(kernel)
         gradient = tape.gradient(cost, kernel)
-    return float(cost), np.asarray(gradient)
+    return float(cost), ops.convert_to_numpy(gradient)
 
 
 def one_step(out=None):
     """Weights after one SGD step with and without the cost, the logged
     losses, and the reference costs and local gradients."""
     import keras
+    from keras import ops
 
     rng = np.random.default_rng(0)
     x = rng.random((16, *SHAPE)).astype("float32")
@@ -81,7 +92,7 @@ def one_step(out=None):
         model = _sequential(alphas)
         if tag == "hah":
             b1_input = x
-            b2_input = np.asarray(model.get_layer("b1")(x))
+            b2_input = ops.convert_to_numpy(model.get_layer("b1")(x))
             for name, block_input in (("b1", b1_input), ("b2", b2_input)):
                 cost, gradient = _local_cost_gradient(model.get_layer(name), block_input)
                 results[f"cost_{name}"], results[f"gradient_{name}"] = cost, gradient
@@ -90,7 +101,7 @@ def one_step(out=None):
         history = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
         results[f"loss_{tag}"] = history.history["loss"][0]
         for weight in model.trainable_weights:
-            results[f"{tag}:{weight.path}"] = np.asarray(weight)
+            results[f"{tag}:{weight.path}"] = ops.convert_to_numpy(weight)
     if out is not None:
         np.savez(out, **results)
     return results
@@ -117,7 +128,7 @@ def _check(results):
     assert set(kernels.values()) <= set(paths)
 
 
-def test_a_sequential_fit_on_tensorflow_minimizes_the_local_hah_cost():
+def test_a_sequential_fit_on_the_running_backend_minimizes_the_local_hah_cost():
     _check(one_step())
 
 

@@ -30,16 +30,20 @@ from keras import ops
 #: optimizer's step count, so a resumed run draws the same starts.
 RANDOM_START_SALT = 26
 
-#: The Keras backends keras_hebb runs and trains on.
-SUPPORTED_BACKENDS = ("tensorflow", "jax")
+#: The Keras backends keras_hebb runs and trains on (torch: the layers and
+#: their HaH layer losses, `make test-torch`; no adversarial training).
+SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
+
+#: The backends with a module here (adversarial training).
+ADVERSARIAL_BACKENDS = ("tensorflow", "jax")
 
 
-def check_backend():
+def check_backend(supported=SUPPORTED_BACKENDS, what="keras_hebb"):
     """`RuntimeError` (one line) unless Keras runs a supported backend."""
     backend = keras.backend.backend()
-    if backend not in SUPPORTED_BACKENDS:
+    if backend not in supported:
         raise RuntimeError(
-            f"keras_hebb supports the Keras backends {list(SUPPORTED_BACKENDS)}; "
+            f"{what} supports the Keras backends {list(supported)}; "
             f"set KERAS_BACKEND to one of them. "
             f"Received: KERAS_BACKEND={backend!r}"
         )
@@ -48,7 +52,8 @@ def check_backend():
 
 def for_backend():
     """The module of the running Keras backend."""
-    return importlib.import_module(f"{__name__}.{check_backend()}_trainer")
+    backend = check_backend(ADVERSARIAL_BACKENDS, "keras_hebb's adversarial training")
+    return importlib.import_module(f"{__name__}.{backend}_trainer")
 
 
 def adversarial_examples(x, options, start, input_gradient):
