@@ -56,8 +56,9 @@ $(TORCH_VENV)/.installed-stamp: setup.py setup.cfg pyproject.toml constraints.tx
 	touch $@
 
 test-torch: $(TORCH_VENV)/.installed-stamp
-	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest --noconftest -p no:cacheprovider \
-		tests/test_layer_loss.py -k running_backend $(PYTEST_ARGS)
+	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest --noconftest \
+		tests/test_layer_loss.py::test_a_sequential_fit_on_the_running_backend_minimizes_the_local_hah_cost \
+		$(PYTEST_ARGS)
 
 # Train standard + HaH on Fashion-MNIST, evaluate, export, report (runs/demo).
 demo: setup

@@ -125,7 +125,7 @@ def test_unsupported_backend_error_is_one_line():
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("RuntimeError: keras_hebb supports the Keras backends "
-                           "['tensorflow', 'jax']"), done.stderr[-2000:]
+                           "['tensorflow', 'jax', 'torch']"), done.stderr[-2000:]
     assert "Received: KERAS_BACKEND='numpy'" in last
 
 
