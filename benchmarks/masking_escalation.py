@@ -2,7 +2,7 @@
 
     # a full-suite report (python -m training evaluate --suite full) against
     # a committed AutoAttack report on the same images, per L-inf budget:
-    python -m benchmarks.masking_escalation compare REPORT.json AUTOATTACK.json \\
+    python -m benchmarks.masking_escalation compare REPORT.json [AUTOATTACK.json] \\
         [--baseline OLD_REPORT.json]
 
     # a committed masked model on a few images the old suite left standing
@@ -75,17 +75,26 @@ def compare(args):
     """Prints the `compare` figures."""
     with open(args.report) as f:
         suite_report = json.load(f)
-    with open(args.autoattack) as f:
-        autoattack_report = json.load(f)
     name, entry, _ = _smallest(suite_report)
     print(f"model {name}, {suite_report['settings']['images']} images, suite "
           f"{suite_report['settings']['name']}")
+    if args.autoattack:
+        _print_table(suite_report, args.autoattack)
+    _print_checks_and_time(entry, args.baseline)
+
+
+def _print_table(suite_report, autoattack_path):
+    with open(autoattack_path) as f:
+        autoattack_report = json.load(f)
     rows = _compare_rows(suite_report, autoattack_report)
     print("| L-inf | suite | before escalation | AutoAttack | union | suite - union |")
     print("|---|---|---|---|---|---|")
     for eps, suite_acc, before, autoattack, union, gap in rows:
         print(f"| {eps:g} | {_percent(suite_acc)} | {_percent(before)} | "
               f"{_percent(autoattack)} | {_percent(union)} | {100 * gap:+.1f} |")
+
+
+def _print_checks_and_time(entry, baseline):
     escalation = entry.get("escalation") or {}
     print(f"signs of masking: {escalation.get('signs')}, escalated: {escalation.get('ran')}")
     for key, check in entry["checks"].items():
@@ -96,8 +105,8 @@ def compare(args):
     total = float(entry["seconds"])
     print(f"time: {total:.0f} s in all, {rule:.1f} s of it the rule's "
           f"({100 * rule / max(total - rule, 1e-9):.1f}% on top of the rest)")
-    if args.baseline:
-        with open(args.baseline) as f:
+    if baseline:
+        with open(baseline) as f:
             _, old, _ = _smallest(json.load(f))
         print(f"baseline (suite before the rule): {old['seconds']:.0f} s; new/old "
               f"{total / old['seconds']:.2f}; old checks: "
@@ -164,7 +173,8 @@ def _parser():
     commands = parser.add_subparsers(dest="command", required=True)
     one = commands.add_parser("compare", help="a full-suite report against AutoAttack's")
     one.add_argument("report")
-    one.add_argument("autoattack")
+    one.add_argument("autoattack", nargs="?", default=None,
+                     help="the committed AutoAttack report (omit: checks and time only)")
     one.add_argument("--baseline", default=None)
     two = commands.add_parser("subset", help="old and new suite on a committed masked model")
     two.add_argument("--model-dir", default="results/fashion_mnist_defenses")
