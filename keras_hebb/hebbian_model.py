@@ -18,6 +18,7 @@ PAPER_ALPHAS = (0.0045, 0.0025, 0.0013, 0.001, 0.0008, 0.0005)
 ADVERSARIAL_ATTACKS = ("fgsm_rs", "pgd")
 ADVERSARIAL_NORMS = ("linf", "l2")
 HAH_COSTS_ON = ("adversarial",)
+BATCH_NORM_STATISTICS = ("adversarial", "clean")
 ADVERSARIAL_DEFAULTS = {
     "attack": None,
     "eps": None,
@@ -26,6 +27,7 @@ ADVERSARIAL_DEFAULTS = {
     "step_size": None,
     "random_start": True,
     "hah_costs_on": "adversarial",
+    "batch_norm_statistics": "adversarial",
 }
 
 
@@ -115,7 +117,18 @@ class HebbianModel(keras.Model):
             `random_start`: start uniformly inside the ball (default
             `True`; `fgsm_rs` without it is plain FGSM); `hah_costs_on`:
             `"adversarial"`, the only value (the costs shape the
-            representation the network is trained to classify).
+            representation the network is trained to classify);
+            `batch_norm_statistics`: what the moving statistics of batch
+            norm (and any other non-trainable state) follow,
+            `"adversarial"` (default: the training forward pass on the
+            adversarial batch, as in the field's reference code) or
+            `"clean"` (a forward pass on the clean batch in training mode,
+            without a gradient, sets them; the step itself still
+            normalizes the adversarial batch with its own statistics). A
+            channel silent on adversarial batches but not on clean images
+            then keeps a clean variance instead of about 0, which at
+            inference multiplies its clean output by up to
+            `1 / sqrt(epsilon)`.
             Defaults to `None`.
         **kwargs: `keras.Model` keyword arguments.
 
@@ -199,10 +212,20 @@ class HebbianModel(keras.Model):
         # TensorFlow: (data); JAX: (state, data), as Keras's own train_step.
         *state, data = args
         self._build_outside_cost_scope(data)
-        if self.adversarial is not None:
-            data = _trainers.for_backend().adversarial_batch(self, *state, data)
-        with collect_hah_costs():
-            return super().train_step(*state, data)
+        if self.adversarial is None:
+            with collect_hah_costs():
+                return super().train_step(*state, data)
+        trainer = _trainers.for_backend()
+        crafted = trainer.adversarial_batch(self, *state, data)
+
+        def step(*state):
+            with collect_hah_costs():
+                return super(HebbianModel, self).train_step(*state, crafted)
+
+        if self.adversarial["batch_norm_statistics"] == "clean":
+            clean_images = keras.utils.unpack_x_y_sample_weight(data)[0]
+            return trainer.with_clean_state(self, state, clean_images, step)
+        return step(*state)
 
     def test_step(self, *args):
         self._build_outside_cost_scope(args[-1])
@@ -313,6 +336,9 @@ def adversarial_options(adversarial):
         "random_start": _checks.check_bool(
             "adversarial.random_start", options["random_start"]),
         "hah_costs_on": hah_costs_on,
+        "batch_norm_statistics": _checks.check_choice(
+            "adversarial.batch_norm_statistics", options["batch_norm_statistics"],
+            BATCH_NORM_STATISTICS),
     }
 
 

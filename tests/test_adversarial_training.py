@@ -144,6 +144,31 @@ def test_batch_norm_statistics_are_updated_by_the_training_pass_only():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_clean_batch_norm_statistics_follow_the_clean_batch_and_keep_the_step():
+    rng = np.random.default_rng(6)
+    x = rng.random((16, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 3, 16)
+    options = {"attack": "pgd", "eps": 0.3, "steps": 2, "random_start": False}
+    trained = {}
+    for statistics in ("adversarial", "clean"):
+        model = bn_model({**options, "batch_norm_statistics": statistics})
+        model.compile(keras.optimizers.SGD(0.5), LOSS)
+        model.train_on_batch(x, y)
+        trained[statistics] = model
+    # The moving statistics: a plain step's on the clean images.
+    plain = bn_model(None)
+    plain.compile(keras.optimizers.SGD(0.5), LOSS)
+    plain.train_on_batch(x, y)
+    moved = [np.abs(a - b).max() for a, b in zip(_moving_statistics(trained["adversarial"]),
+                                                   _moving_statistics(trained["clean"]))]
+    assert max(moved) > 1e-3  # the two options differ here
+    for a, b in zip(_moving_statistics(plain), _moving_statistics(trained["clean"])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # The gradient step is the adversarial one either way.
+    for a, b in zip(trained["adversarial"].trainable_weights, trained["clean"].trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_hah_costs_are_those_of_the_adversarial_batch():
     rng = np.random.default_rng(7)
     x = rng.random((16, 8, 8, 1)).astype("float32")
@@ -358,6 +383,17 @@ def _jax_program(out):
     results["loss"] = np.array(history.history["loss"][-1])
     results["statistics_moved"] = np.array(max(
         float(np.abs(a - b).max()) for a, b in zip(before, _moving_statistics(model))))
+    # batch_norm_statistics="clean": a plain step's statistics on the clean batch.
+    images, labels = rng.random((16, 8, 8, 1)).astype("float32"), rng.integers(0, 3, 16)
+    stepped = {}
+    for name, options in (("clean", {"attack": "pgd", "eps": 0.3, "steps": 2,
+                                       "batch_norm_statistics": "clean"}), ("plain", None)):
+        model = bn_model(options)
+        model.compile(keras.optimizers.SGD(0.0), LOSS)
+        model.train_on_batch(images, labels)
+        stepped[name] = _moving_statistics(model)
+    results["clean_statistics_gap"] = np.array(max(
+        float(np.abs(a - b).max()) for a, b in zip(stepped["clean"], stepped["plain"])))
     np.savez(out, **results)
 
 
@@ -372,6 +408,7 @@ def test_jax_step_crafts_the_closed_form_and_trains(tmp_path):
     np.testing.assert_allclose(results["l2"], np.clip(x + 0.5 * gradient / length, 0, 1),
                                atol=1e-5)
     assert np.isfinite(results["loss"]) and results["statistics_moved"] > 0
+    assert results["clean_statistics_gap"] < 1e-5
 
 
 if __name__ == "__main__":

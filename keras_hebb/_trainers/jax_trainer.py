@@ -56,3 +56,14 @@ def _random_start(model, optimizer_vars, x):
         x, options["norm"], options["eps"],
         uniform=lambda shape: jax.random.uniform(uniform_key, shape, x.dtype),
         normal=lambda shape: jax.random.normal(normal_key, shape, x.dtype))
+
+
+def with_clean_state(model, state, clean_images, step):
+    """`step(*state)` (a training step on the crafted batch), its new
+    non-trainable values (batch-norm moving statistics) replaced by those
+    of a training-mode forward pass on `clean_images` from `state` (the
+    step's arguments: one tuple of variable values)."""
+    (trainable, non_trainable, _, _), = state
+    _, clean = model.stateless_call(trainable, non_trainable, clean_images, training=True)
+    logs, (trainable, _, optimizer_vars, metrics_vars) = step(*state)
+    return logs, (trainable, clean, optimizer_vars, metrics_vars)

@@ -62,3 +62,18 @@ def _random_start(model, x):
         x, options["norm"], options["eps"],
         uniform=lambda shape: tf.random.stateless_uniform(shape, uniform_seed, dtype=x.dtype),
         normal=lambda shape: tf.random.stateless_normal(shape, normal_seed, dtype=x.dtype))
+
+
+def with_clean_state(model, state, clean_images, step):
+    """`step()` (a training step on the crafted batch), with the model's
+    non-trainable state (batch-norm moving statistics) afterwards that of
+    a training-mode forward pass on `clean_images` from the state before
+    the step, as if the clean batch had been the one trained on."""
+    del state  # TensorFlow's step has no state arguments: it is the variables.
+    variables = model.non_trainable_variables
+    model(clean_images, training=True)
+    clean = [tf.identity(v.value) for v in variables]
+    logs = step()
+    for variable, value in zip(variables, clean):
+        variable.assign(value)
+    return logs
