@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test test-torch test-numerics demo results results-medium results-defenses results-docs sweep clean bench bench-compare bench-accelerator
+.PHONY: setup test test-torch test-numerics demo results results-medium results-defenses results-front results-docs sweep clean bench bench-compare bench-accelerator
 
 setup: $(STAMP)
 
@@ -133,6 +133,18 @@ results-defenses: setup
 		--hah-set 'hah_alphas=$(HEADLINE_ALPHAS)' --certify \
 		--autoattack-images 100 --autoattack-runs $(DEFENSES_AA_RUNS) \
 		--section defenses --docs docs/results/defenses.md $(DEFENSES_ARGS)
+
+# Issue 36 (where HaH stands on the accuracy-robustness front), first part:
+# the batch-norm collapse of adversarial training. FGSM-RS at L-inf 0.1 on
+# the small network, alphas x30, with batch norm's moving statistics from
+# the adversarial batches (the field's default, `*_at`) and from the clean
+# batches (`*_bnclean`, HebbianModel's adversarial.batch_norm_statistics),
+# 3 seeds each. Resumable like results; FRONT_ARGS='--only NAME,...' makes
+# those runs now, FRONT_ARGS=--train-only trains first.
+FRONT_SEEDED := recipe_at_bnclean,recipe_at_alpha0_bnclean,standard_at_bnclean,recipe_at,recipe_at_alpha0,standard_at
+results-front: setup
+	$(PY) -m experiments results --out results/fashion_mnist_front --images 500 --ablations none \
+		--seeded $(FRONT_SEEDED) --hah-set 'hah_alphas=$(HEADLINE_ALPHAS)' $(FRONT_ARGS)
 
 # Where the HaH cost acts: the small HaH network with its alphas x0..x300,
 # 2 seeds, 3 epochs (docs/results/sweep.md); then HaH-VGG16's shape with the

@@ -44,6 +44,9 @@ each `X - X_alpha0` twin that it always shows.
 FGSM_AT = ["adversarial.attack=fgsm_rs", "adversarial.eps=0.1"]
 PGD_AT = ["adversarial.attack=pgd", "adversarial.eps=0.1"]
 NOISE_MIX = ["noise_sigma=0.25", "noise_fraction=0.5"]
+#: Batch norm's moving statistics from the clean batch (issue 36: the
+#: collapse of half the recipe-family FGSM-RS runs).
+CLEAN_BN = ["adversarial.batch_norm_statistics=clean"]
 RECIPE = ["block_options.threshold=null"]
 
 #: name -> (base network, `--set` overrides, what it tests).
@@ -73,6 +76,15 @@ DEFENSES = {
                          "of each batch"),
     "hah_soft": ("hah", ["block_options.threshold_mode=soft"],
                  "HaH network with the continuous threshold max(a - t_k, 0)"),
+    "standard_at_bnclean": ("standard", FGSM_AT + CLEAN_BN,
+                            "standard_at with batch norm's moving statistics from the "
+                            "clean batch"),
+    "recipe_at_bnclean": ("hah", RECIPE + FGSM_AT + CLEAN_BN,
+                          "recipe_at with batch norm's moving statistics from the clean "
+                          "batch"),
+    "recipe_at_alpha0_bnclean": ("hah", RECIPE + ["hah_alphas=0.0"] + FGSM_AT + CLEAN_BN,
+                                 "recipe_at_alpha0 with batch norm's moving statistics "
+                                 "from the clean batch"),
 }
 
 #: `(first, second)`: the report's `first - second`, seed by seed, when
@@ -89,4 +101,9 @@ PAIRS = (
     ("hah_pgd_at", "hah_at"),
     # The continuous threshold against the hard one and against the recipe.
     ("hah_soft", "hah"), ("hah_soft", "hah_no_threshold"),
+    # The batch-norm statistics of adversarial training (issue 36).
+    ("standard_at_bnclean", "standard_at"), ("recipe_at_bnclean", "recipe_at"),
+    ("recipe_at_alpha0_bnclean", "recipe_at_alpha0"),
+    ("recipe_at_bnclean", "recipe_at_alpha0_bnclean"),
+    ("recipe_at_bnclean", "standard_at_bnclean"),
 )
