@@ -164,6 +164,9 @@ def test_an_interrupted_escalation_is_read_back_with_the_same_numbers(tmp_path):
                             resume_dir=str(tmp_path))
     for key in ("attacks", "smallest_breaking_budget"):
         assert again["models"]["rounded"][key] == first["models"]["rounded"][key]
+    # The time read back is counted: the escalation's seconds are those it took.
+    assert again["models"]["rounded"]["escalation"]["seconds"] >= \
+        0.9 * first["models"]["rounded"]["escalation"]["seconds"]
 
 
 def test_the_escalation_check_fails_beyond_two_points_and_two_images():

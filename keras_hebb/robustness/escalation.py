@@ -90,7 +90,9 @@ def masking_signs(target, records, images, labels, config):
 def escalate(target, images, labels, clean_correct, norm, budgets, config, records,
              smallest, progress, seed, resume_dir=None, key=None):
     """Runs the escalated cascade of one norm on the images the suite left
-    standing; returns `(records, smallest)` with its breaks merged in.
+    standing; returns `(records, smallest, seconds)` with its breaks merged
+    in (`seconds`: what it took in an earlier run when read back from
+    `resume_dir`, else 0).
 
     Each record gets the escalated stages (names ending `_escalated`),
     its new worst case, `worst_case_before_escalation` and
@@ -98,7 +100,7 @@ def escalate(target, images, labels, clean_correct, norm, budgets, config, recor
     """
     saved = resume.load(resume_dir, target.name, f"{norm}_escalated", key)
     if saved is not None:
-        return saved[0], np.asarray(saved[1], np.float64)
+        return saved[0], np.asarray(saved[1], np.float64), saved[2]
     started = time.perf_counter()
     smallest = np.asarray(smallest, np.float64)
     with attacks.global_seed(seed + ESCALATION_SEED_OFFSET):
@@ -112,7 +114,7 @@ def escalate(target, images, labels, clean_correct, norm, budgets, config, recor
     combined = np.fmin(smallest, extra_smallest)
     resume.save(resume_dir, target.name, f"{norm}_escalated", key, merged, combined,
                 time.perf_counter() - started)
-    return merged, combined
+    return merged, combined, 0.0
 
 
 def _merge(record, more):
