@@ -6,7 +6,10 @@
 Every model is evaluated on exactly the same images, noise draws and
 attack seeds; the report (report.json, report.md, PNG plots) goes to
 `--out`. Robust accuracy is the per-image worst case over the whole suite
-(keras_hebb.robustness; docs/ROBUSTNESS.md). Mistakes a user can make
+(keras_hebb.robustness; docs/ROBUSTNESS.md); `--suite full` attacks a
+model that shows a sign of gradient masking again with Square at
+AutoAttack's 5,000 queries, and a failed check prints the gap it names
+under the model's line. Mistakes a user can make
 (missing or invalid model file, mismatched dataset, unknown attack,
 negative budget) end with one line on stderr and exit status 2.
 
