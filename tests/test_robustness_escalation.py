@@ -181,3 +181,18 @@ def test_the_escalation_check_fails_beyond_two_points_and_two_images():
     assert failed["passed"] is False and "L2 0.5" in failed["message"]
     # On 50 images two images (4 points) still pass.
     assert checks._check_strong_attacks_add_little(records(0.04), ran, 50)["passed"]
+
+
+def test_evaluate_prints_the_gap_a_failed_check_names(monkeypatch, capsys):
+    from training import evaluate
+
+    x, y = _images(8)
+    results = suite.run_suite({"rounded": _counting_model(True)}, x, y, _config(1), seed=0,
+                              progress=False)
+    monkeypatch.setattr(evaluate, "run", lambda args: (results, ["report.md"]))
+    assert evaluate.main(["--model", "m.keras", "--suite", "full"]) == 0
+    printed = capsys.readouterr().out
+    message = results["models"]["rounded"]["checks"]["strong_attacks_add_little"]["message"]
+    assert "FAILED" in printed and f"  strong_attacks_add_little: {message}" in printed
+    signs = next(line for line in printed.splitlines() if "signs of gradient masking" in line)
+    assert "zero_gradients" in signs and "threshold" not in signs
