@@ -34,8 +34,8 @@ fractions of all evaluated images:
 The three gap checks tolerate `max(margin, CHECK_MIN_IMAGES / n)` on `n`
 images (margin `CHECK_MARGIN`, `ESCALATION_MARGIN` for
 `strong_attacks_add_little`): a gap of one or two images never fails them
-(on 50 images, 2% is one image: sampling noise, not masking). A failing check's `message`
-names the gap: columns, size, norm and budget.
+(on 50 images, 2% is one image: sampling noise, not masking). A failing
+check's `message` names the gap: columns, size, norm and budget.
 
 `summary` turns them into the model's `checks_passed` and
 `checks_complete`.
