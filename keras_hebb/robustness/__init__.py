@@ -37,7 +37,7 @@ _EXPORTS = {
     "write_report": "report",
 }
 
-_MODULES = ("attacks", "autoattack", "bpda", "cascade", "checks", "cw", "noise", "registry",
+_MODULES = ("attacks", "autoattack", "bpda", "cascade", "checks", "cw", "escalation", "noise", "registry",
             "report", "smoothing", "spsa", "square", "suite")
 
 #: The submodules that run on any Keras backend; the others need TensorFlow.
