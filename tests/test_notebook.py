@@ -9,9 +9,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_quickstart_notebook_runs(monkeypatch):
-    monkeypatch.setenv("QUICKSTART_TRAIN_IMAGES", "512")
+    monkeypatch.setenv("QUICKSTART_TRAIN_IMAGES", "256")
     monkeypatch.setenv("QUICKSTART_EPOCHS", "1")
-    monkeypatch.setenv("QUICKSTART_ATTACK_IMAGES", "16")
+    monkeypatch.setenv("QUICKSTART_ATTACK_IMAGES", "8")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     path = os.path.join(ROOT, "examples", "quickstart.ipynb")
     notebook = nbformat.read(path, as_version=4)
