@@ -49,6 +49,62 @@ NOISE_MIX = ["noise_sigma=0.25", "noise_fraction=0.5"]
 CLEAN_BN = ["adversarial.batch_norm_statistics=clean"]
 RECIPE = ["block_options.threshold=null"]
 
+#: The front study (issue 36): adversarial training at smaller budgets,
+#: noise at other sigmas, the recipe at other cost weights, sparse routes.
+def _fgsm_at(eps):
+    return ["adversarial.attack=fgsm_rs", f"adversarial.eps={eps}"]
+
+
+def _noise_mix(sigma):
+    return [f"noise_sigma={sigma}", "noise_fraction=0.5"]
+
+
+def _l1(strength):
+    """Keras's L1 activity regularizer on every HaH block's output."""
+    return ["block_options.activity_regularizer="
+            f"{{class_name: L1, config: {{l1: {strength:.1e}}}}}"]
+
+
+#: The headline alphas (x30 the paper's) times 10/30 and 100/30.
+ALPHAS_X10 = ["hah_alphas=[0.045,0.025]"]
+ALPHAS_X100 = ["hah_alphas=[0.45,0.25]"]
+
+FRONT = {
+    "standard_at_eps002": ("standard", _fgsm_at(0.02) + CLEAN_BN,
+                           "standard network, FGSM-RS at L∞ eps 0.02, clean batch-norm "
+                           "statistics"),
+    "standard_at_eps005": ("standard", _fgsm_at(0.05) + CLEAN_BN,
+                           "standard network, FGSM-RS at L∞ eps 0.05, clean batch-norm "
+                           "statistics"),
+    "recipe_at_eps002": ("hah", RECIPE + _fgsm_at(0.02) + CLEAN_BN,
+                         "robust recipe, FGSM-RS at L∞ eps 0.02, clean batch-norm statistics"),
+    "recipe_at_eps005": ("hah", RECIPE + _fgsm_at(0.05) + CLEAN_BN,
+                         "robust recipe, FGSM-RS at L∞ eps 0.05, clean batch-norm statistics"),
+    "standard_noise_mix_s012": ("standard", _noise_mix(0.12),
+                                "standard network, Gaussian noise sigma 0.12 on half of "
+                                "each batch"),
+    "standard_noise_mix_s05": ("standard", _noise_mix(0.5),
+                               "standard network, Gaussian noise sigma 0.5 on half of "
+                               "each batch"),
+    "recipe_noise_mix_alpha0": ("hah", RECIPE + ["hah_alphas=0.0"] + NOISE_MIX,
+                                "recipe_noise_mix without the HaH cost (alpha = 0)"),
+    "recipe_x10": ("hah", RECIPE + ALPHAS_X10,
+                   "robust recipe with the HaH cost's weights x10 the paper's"),
+    "recipe_x100": ("hah", RECIPE + ALPHAS_X100,
+                    "robust recipe with the HaH cost's weights x100 the paper's"),
+    "recipe_l1_3e5": ("hah", RECIPE + _l1(3e-5),
+                      "robust recipe with an L1 activity penalty 3e-5 on the HaH blocks"),
+    "recipe_l1_1e4": ("hah", RECIPE + _l1(1e-4),
+                      "robust recipe with an L1 activity penalty 1e-4 on the HaH blocks"),
+    "recipe_l1_3e4": ("hah", RECIPE + _l1(3e-4),
+                      "robust recipe with an L1 activity penalty 3e-4 on the HaH blocks"),
+    "hah_soft_pgd_at": ("hah", ["block_options.threshold_mode=soft"] + PGD_AT + CLEAN_BN,
+                        "HaH network with the continuous threshold, adversarially trained "
+                        "(PGD-7, L∞ eps 0.1, clean batch-norm statistics)"),
+    "recipe_pgd_at_alpha0": ("hah", RECIPE + ["hah_alphas=0.0"] + PGD_AT,
+                             "recipe_pgd_at without the HaH cost (alpha = 0)"),
+}
+
 #: name -> (base network, `--set` overrides, what it tests).
 DEFENSES = {
     "standard_at": ("standard", FGSM_AT,
@@ -85,6 +141,7 @@ DEFENSES = {
     "recipe_at_alpha0_bnclean": ("hah", RECIPE + ["hah_alphas=0.0"] + FGSM_AT + CLEAN_BN,
                                  "recipe_at_alpha0 with batch norm's moving statistics "
                                  "from the clean batch"),
+    **FRONT,
 }
 
 #: `(first, second)`: the report's `first - second`, seed by seed, when
@@ -106,4 +163,10 @@ PAIRS = (
     ("recipe_at_alpha0_bnclean", "recipe_at_alpha0"),
     ("recipe_at_bnclean", "recipe_at_alpha0_bnclean"),
     ("recipe_at_bnclean", "standard_at_bnclean"),
+    # The front (issue 36): the cost at matched training, sparse routes.
+    ("recipe_pgd_at", "recipe_pgd_at_alpha0"),
+    ("recipe_at_eps002", "standard_at_eps002"), ("recipe_at_eps005", "standard_at_eps005"),
+    ("recipe_noise_mix", "recipe_noise_mix_alpha0"),
+    ("recipe_l1_3e5", "hah_no_threshold"), ("recipe_l1_1e4", "hah_no_threshold"),
+    ("recipe_l1_3e4", "hah_no_threshold"), ("hah_soft_pgd_at", "recipe_pgd_at"),
 )

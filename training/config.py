@@ -164,6 +164,15 @@ def _check_block_options(value):
                 f"Unknown config key {f'block_options.{key}'!r}: expected one of "
                 f"{known}{_suggest(key, known)}."
             )
+    if "activity_regularizer" in value:
+        import keras
+
+        try:
+            keras.regularizers.get(value["activity_regularizer"])
+        except (ValueError, TypeError):
+            raise _bad("block_options.activity_regularizer", value["activity_regularizer"],
+                       "a Keras regularizer, e.g. {class_name: L1, config: {l1: 1.0e-4}} "
+                       "(YAML reads 1e-4, without a dot, as a string)") from None
     # HaHBlock checks its own arguments (the one place that knows them);
     # the checked values are its attributes of the same names.
     try:
@@ -172,7 +181,17 @@ def _check_block_options(value):
                          name="block_options_check")
     except InvalidArgument as error:
         raise _bad(f"block_options.{error.name}", error.value, error.expected) from None
-    return {key: getattr(block, key) for key in value}
+    return {key: _plain(getattr(block, key)) for key in value}
+
+
+def _plain(value):
+    """A checked `block_options` value as the config stores it (YAML): a
+    regularizer as Keras serializes it."""
+    import keras
+
+    if isinstance(value, keras.regularizers.Regularizer):
+        return keras.regularizers.serialize(value)
+    return value
 
 
 def _check_adversarial(value):

@@ -89,6 +89,15 @@ class HaHBlock(keras.layers.Layer):
             memory-lean path of `keras_hebb._fused` (same values and
             gradients, less memory); `False`: the plain layers, as in
             inference. Defaults to `True`.
+        activity_regularizer: Keras's own (`keras.regularizers.get`
+            identifiers), on the block's output: e.g.
+            `keras.regularizers.L1(1e-4)` adds `1e-4 * sum|output|`, divided
+            by the batch size, to the model's losses -- a continuous route
+            to sparse activations without the threshold's hard cut
+            (docs/TRAINING.md, "Sparse activations without a threshold").
+            Unlike the HaH cost its gradient flows through the whole
+            network, as every Keras activity regularizer's does. Defaults to
+            `None`.
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
@@ -118,9 +127,10 @@ class HaHBlock(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         use_fused_training=True,
         alpha=None,
+        activity_regularizer=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         # Each argument checked here, under its own name (the sublayers
         # would report theirs: `size`, `ratio`, `scale`), whether or not the
         # part that uses it is switched on.
