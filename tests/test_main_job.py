@@ -1,15 +1,24 @@
 """The main job end to end at a tiny budget: `make demo`'s pipeline and
-`make results`' pipeline (train, evaluate, export, report), as programs."""
+`make results`' pipeline (train, evaluate, export, report), as programs.
+
+Calls that train nothing (a rerun that only reports, an AutoAttack
+evaluation, usage mistakes) run the program's `main` in this process: a
+subprocess would spend its seconds importing TensorFlow. The programs'
+start as a process is checked by the calls that train (and by one usage
+mistake here; tests/test_cli.py checks the start-up notices).
+"""
 
 import json
 import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from experiments import __main__ as experiments_main
 from experiments import results
 from experiments.networks import NETWORKS
 from training import config as run_config
@@ -24,6 +33,22 @@ def _program(*arguments, timeout=900):
         capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     return result
+
+
+def _in_process(capfd, *arguments, check=True):
+    """`python -m experiments ARGUMENTS` as its `main` in this process:
+    `(returncode, stdout, stderr)` as `subprocess.run` gives them."""
+    capfd.readouterr()
+    status = experiments_main.main(list(arguments))
+    out, err = capfd.readouterr()
+    if check:
+        assert status == 0, (out[-2000:], err[-3000:])
+    return SimpleNamespace(returncode=status, stdout=out, stderr=err)
+
+
+#: Test images the tiny results pipeline attacks (its own default 32):
+#: every check below reads the files whatever their number.
+RESULTS_IMAGES = "16"
 
 
 def test_demo_pipeline_writes_report_with_three_models_plots_and_export(tmp_path):
@@ -84,8 +109,9 @@ def test_every_ablation_is_a_valid_config():
 @pytest.fixture(scope="module")
 def tiny_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    _program("results", "--tiny", "--out", str(out), "--seeds", "2022,2023",
-             "--ablations", "standard_pruned90", "--seeded", "hah_alpha0", "--certify")
+    _program("results", "--tiny", "--out", str(out), "--images", RESULTS_IMAGES,
+             "--seeds", "2022,2023", "--ablations", "standard_pruned90",
+             "--seeded", "hah_alpha0", "--certify")
     return out
 
 
@@ -158,13 +184,17 @@ def test_fixed_sigma_certified_summary_is_computed_from_the_report_files(tiny_re
             in section)
 
 
-def test_autoattack_at_standard_strength_runs_and_joins_the_worst_case(tiny_results, tmp_path):
+def test_autoattack_at_standard_strength_runs_and_joins_the_worst_case(tiny_results, tmp_path,
+                                                                       capfd):
     out = tmp_path / "results"
     shutil.copytree(tiny_results, out)
     # One seed: only the AutoAttack evaluation of hah_s2022 runs (the rest
     # exists; standard_s2022 is not among --autoattack-runs); 4 images.
-    _program("results", "--tiny", "--out", str(out), "--seeds", "2022", "--ablations", "none",
-             "--autoattack-images", "4", "--autoattack-runs", "hah_s2022")
+    result = _in_process(capfd, "results", "--tiny", "--out", str(out), "--images",
+                         RESULTS_IMAGES, "--seeds", "2022", "--ablations", "none",
+                         "--autoattack-images", "4", "--autoattack-runs", "hah_s2022")
+    assert "=== train" not in result.stdout and "=== evaluate" not in result.stdout
+    assert "=== autoattack hah_s2022" in result.stdout
     assert not (out / "eval_autoattack" / "standard_s2022").exists()
     caps = (out / "eval_autoattack" / "hah_s2022" / "report.md").read_text()
     assert ("APGD-CE 100 steps x 5 restart(s); APGD-T 100 steps x 1 restart(s) x 9 target "
@@ -190,13 +220,14 @@ def test_autoattack_at_standard_strength_runs_and_joins_the_worst_case(tiny_resu
         assert cells == [f"{100 * np.mean(values > b):.1f}" for b in (0.02, 0.1)]
 
 
-def test_results_rerun_reuses_finished_steps_and_fills_the_docs(tiny_results, tmp_path):
+def test_results_rerun_reuses_finished_steps_and_fills_the_docs(tiny_results, tmp_path, capfd):
     doc = tmp_path / "RESULTS.md"
     doc.write_text("# Title\n\nprose before\n<!-- results:begin -->\nold\n"
                    "<!-- results:end -->\nprose after\n")
-    result = _program("results", "--tiny", "--out", str(tiny_results), "--seeds",
-                      "2022,2023", "--ablations", "standard_pruned90", "--seeded",
-                      "hah_alpha0", "--certify", "--docs", str(doc))
+    result = _in_process(capfd, "results", "--tiny", "--out", str(tiny_results), "--images",
+                         RESULTS_IMAGES, "--seeds", "2022,2023", "--ablations",
+                         "standard_pruned90", "--seeded", "hah_alpha0", "--certify",
+                         "--docs", str(doc))
     assert "=== train" not in result.stdout and "=== evaluate" not in result.stdout
     text = doc.read_text()
     assert text.startswith("# Title\n\nprose before\n") and text.endswith("prose after\n")
@@ -214,8 +245,18 @@ def test_results_rerun_reuses_finished_steps_and_fills_the_docs(tiny_results, tm
     (["--seeds", "2022", "--autoattack-runs", "hah_s2023"],
      "--autoattack-runs: 'hah_s2023' is not a run of this experiment"),
 ])
-def test_results_usage_mistakes_give_one_line(arguments, message, tmp_path, one_line_error):
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments", "results", "--out", str(tmp_path), *arguments],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+def test_results_usage_mistakes_give_one_line(arguments, message, tmp_path, one_line_error,
+                                              capfd):
+    result = _in_process(capfd, "results", "--out", str(tmp_path), *arguments, check=False)
     assert one_line_error(result, message).startswith("error: ")
+
+
+def test_a_results_usage_mistake_found_after_tensorflow_starts_is_one_line_as_a_program(
+        tmp_path, one_line_error):
+    # The mistake found last (its runs planned, TensorFlow imported).
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments", "results", "--out", str(tmp_path),
+         "--seeds", "2022", "--autoattack-runs", "hah_s2023"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert one_line_error(result, "--autoattack-runs: 'hah_s2023' is not a run of "
+                                  "this experiment").startswith("error: ")
