@@ -1,4 +1,4 @@
-"""`python -m experiments {demo,results,sweep,batchnorm,front} ...`: dispatch to a subcommand."""
+"""`python -m experiments {demo,results,sweep,batchnorm,front,kept-models} ...`: dispatch to a subcommand."""
 
 import sys
 
@@ -10,8 +10,8 @@ prepare_tensorflow()
 #: Each subcommand's module (its `main(argv)`), imported only when used.
 SUBCOMMANDS = {"demo": "experiments.demo", "results": "experiments.results",
                "sweep": "experiments.sweep", "batchnorm": "experiments.batchnorm",
-               "front": "experiments.front"}
-USAGE = """usage: python -m experiments {demo,results,sweep,batchnorm,front} [options]
+               "front": "experiments.front", "kept-models": "experiments.kept_models"}
+USAGE = """usage: python -m experiments {demo,results,sweep,batchnorm,front,kept-models} [options]
 
   demo      train, evaluate and export standard + HaH networks on
             Fashion-MNIST, with a report (make demo)
@@ -22,7 +22,10 @@ USAGE = """usage: python -m experiments {demo,results,sweep,batchnorm,front} [op
   batchnorm do trained models' batch-norm statistics fit clean images?
             (clean accuracy before and after recalibration)
   front     the results front page's figure and tables (docs/RESULTS.md)
-            from the studies' committed reports (make results-docs)"""
+            from the studies' committed reports (make results-docs)
+  kept-models
+            the committed model files a claim rests on, per study
+            (--prune deletes the others under results/)"""
 
 
 def main(argv=None):

@@ -30,8 +30,14 @@ single seed, the HaH network of that seed, attacked through its BPDA
 surrogates by the suite's `transfer_bpda`); for every ablation the
 standard network of the first seed. Each step is skipped when its output
 exists, so an interrupted run continues where it stopped (a training run
-resumes from its last epoch). `OUT/results.md` (tables, goals, plots) and
-`OUT/results.json` are written from the files of the finished steps.
+resumes from its last epoch). A model is trained only when a step of the
+call needs it: a run's own when its evaluation or AutoAttack step is
+pending (or with `--train-only`), its transfer source when its evaluation
+is; so on a checkout whose uncommitted model files were pruned
+(`python -m experiments kept-models`) with every report present nothing is
+trained, and `--train-only --only NAME` retrains NAME's model.
+`OUT/results.md` (tables, goals, plots) and `OUT/results.json` are written
+from the files of the finished steps.
 """
 
 import json
@@ -158,20 +164,40 @@ def plan(seeds, ablations, seeded=(), hah_overrides=()):
 
 def run_all(out, runs, budget, images, record, certify=False, train_only=False,
             configs=None, autoattack_images=0, autoattack_runs=None, only=None):
-    """Trains and evaluates (or only trains) every run that has no output
-    yet; `record(step, seconds)` after each step, so an interrupted call
-    keeps the times of the steps it finished. `configs` maps the base names
-    to training configs (default: the small network's); with
-    `autoattack_images`, each model is also attacked on that many first
-    images by AutoAttack at its standard strength (`full_autoattack`): the
-    runs named in `autoattack_runs`, or every run when it is None. With
-    `only` (run names), only those runs are made, in that order, their
-    transfer sources still those of the whole plan."""
+    """Makes every step of the runs that has no output yet; `record(step,
+    seconds)` after each step, so an interrupted call keeps the times of
+    the steps it finished. `configs` maps the base names to training
+    configs (default: the small network's); with `autoattack_images`, each
+    model is also attacked on that many first images by AutoAttack at its
+    standard strength (`full_autoattack`): the runs named in
+    `autoattack_runs`, or every run when it is None. With `only` (run
+    names), only those runs are made, in that order, their transfer sources
+    still those of the whole plan.
+
+    A model is trained (when its `model.keras` is missing) only when a step
+    needs it: a run's own model when its evaluation or its AutoAttack step
+    is pending, or with `train_only` (which makes no other step: it trains
+    every run, or the `only` ones, and the transfer sources of those whose
+    evaluation is pending); its transfer source only when its evaluation is
+    pending. So a checkout whose model files were pruned
+    (`experiments.kept_models`) but whose reports are all there trains
+    nothing."""
     configs = configs or NETWORKS["small"]
     by_name = {run.name: run for run in runs}
-    # Train a run and its transfer source before evaluating it.
     for run in runs if only is None else [by_name[name] for name in only]:
-        for trained in (run, by_name[run.transfer_source]):
+        report = steps.load_json(os.path.join(out, "eval", run.name, "report.json"))
+        evaluate = not (report or {}).get("models")
+        strong = os.path.join(out, full_autoattack.FOLDER, run.name)
+        autoattack = bool(autoattack_images and (
+            autoattack_runs is None or run.name in autoattack_runs) and not (
+            steps.load_json(os.path.join(strong, "report.json")) or {}).get("models"))
+        # Train a run and its transfer source before the steps that use them.
+        needed = []
+        if train_only or evaluate or autoattack:
+            needed.append(run)
+        if evaluate:
+            needed.append(by_name[run.transfer_source])
+        for trained in needed:
             if not os.path.exists(os.path.join(out, "runs", trained.name, "model.keras")):
                 sets = [a for o in trained.overrides for a in ("--set", o)]
                 record("train " + trained.name, steps.run(
@@ -179,8 +205,9 @@ def run_all(out, runs, budget, images, record, certify=False, train_only=False,
                     ["--config", config_path(configs[trained.base]),
                      "--out", os.path.join(out, "runs", trained.name), "--skip-finished",
                      *budget["train"], *sets]))
-        report = steps.load_json(os.path.join(out, "eval", run.name, "report.json"))
-        if not train_only and not (report or {}).get("models"):
+        if train_only:
+            continue
+        if evaluate:
             record("evaluate " + run.name, steps.run(
                 f"evaluate {run.name}", "evaluate",
                 ["--model", os.path.join(out, "runs", run.name, "model.keras"),
@@ -189,10 +216,7 @@ def run_all(out, runs, budget, images, record, certify=False, train_only=False,
                  "--dataset", "fashion_mnist", "--images", str(images),
                  "--out", os.path.join(out, "eval", run.name), *budget["evaluate"],
                  *(budget["certify"] if certify else [])]))
-        strong = os.path.join(out, full_autoattack.FOLDER, run.name)
-        if (autoattack_images and not train_only
-                and (autoattack_runs is None or run.name in autoattack_runs) and not (
-                steps.load_json(os.path.join(strong, "report.json")) or {}).get("models")):
+        if autoattack:
             record("autoattack " + run.name, steps.run(
                 f"autoattack {run.name}", "evaluate",
                 ["--model", os.path.join(out, "runs", run.name, "model.keras"),
@@ -241,7 +265,11 @@ def _parser():
     parser.add_argument("--report-only", action="store_true",
                         help="only write the report from the finished steps")
     parser.add_argument("--train-only", action="store_true",
-                        help="only train (every model now, the evaluations in a later call)")
+                        help="only train: every run's model (or the --only runs') whose "
+                        "model.keras is missing, and the transfer sources of those not "
+                        "yet evaluated; the evaluations in a later call (without it, a "
+                        "model is trained only for a pending evaluation or AutoAttack "
+                        "step: a pruned model file is not made again needlessly)")
     parser.add_argument("--docs", nargs="+", default=[], metavar="DOC.md",
                         help="also put the tables into each DOC.md: all of them between "
                         "its '<!-- results:begin -->' and '<!-- results:end -->' lines, "

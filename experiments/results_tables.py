@@ -5,8 +5,8 @@ numbers of `results_summary.collect`; percentages in the tables.
 
 import os
 
-from experiments import (certified, full_autoattack, results_confirmed, results_plots,
-                         results_summary)
+from experiments import (certified, full_autoattack, kept_models, results_confirmed,
+                         results_plots, results_summary)
 
 
 def _pct(stat):
@@ -209,7 +209,7 @@ def _suite_caps(suite):
     return caps(suite)
 
 
-def _intro_lines(summary, command, missing):
+def _intro_lines(out, summary, command, missing):
     """The title, where the numbers come from, and what was measured how."""
     models = summary["models"]
     lines = ["# Results: standard vs HaH network on Fashion-MNIST", "",
@@ -217,6 +217,7 @@ def _intro_lines(summary, command, missing):
              "(`runs/NAME/metrics.json`, `eval/NAME/report.json`).", ""]
     if missing:
         lines += [f"**Incomplete**: not evaluated yet: {', '.join(missing)}.", ""]
+    lines += kept_models.retrain_lines(out, command, models)
     reference = next((m for m in models.values() if "clean" in m), None)
     if reference is not None:
         lines += [f"Test accuracy on the whole test set (from training); everything else "
@@ -360,7 +361,7 @@ def write(out, summary, timings, targets, command):
     for candidate in GOAL_CANDIDATES:
         if candidate in summary["groups"]:
             goal_lines += _goal_lines(summary, targets, legend, candidate)
-    lines = _intro_lines(summary, command, missing)
+    lines = _intro_lines(out, summary, command, missing)
     lines += ["## Standard vs HaH", ""] + main_table
     lines += ["", "### Each seed", ""]
     lines += _table([(m["name"], str(m["seed"]), m) for m in models.values()

@@ -70,10 +70,21 @@ def build_parser():
     return parser
 
 
+def _saved_value(saved, key):
+    """A saved config's value of `key` as today's config spells it: a key
+    missing from a saved config is one added since (e.g. noise_sigma), and
+    so is an adversarial-training option missing from its `adversarial`
+    mapping (e.g. batch_norm_statistics): that run used its default."""
+    value = saved.get(key, DEFAULTS.get(key))
+    if key == "adversarial" and isinstance(value, dict):
+        from keras_hebb.hebbian_model import ADVERSARIAL_DEFAULTS
+
+        value = {**ADVERSARIAL_DEFAULTS, **value}
+    return value
+
+
 def _config_difference(saved, config):
-    # A key missing from a saved config is one added since (e.g.
-    # noise_sigma): that run used its default.
-    keys = [key for key in config if saved.get(key, DEFAULTS.get(key)) != config[key]]
+    keys = [key for key in config if _saved_value(saved, key) != config[key]]
     if not keys:
         return None
     key = keys[0]
