@@ -141,10 +141,14 @@ results-defenses: setup
 # batches (`*_bnclean`, HebbianModel's adversarial.batch_norm_statistics),
 # 3 seeds each. Resumable like results; FRONT_ARGS='--only NAME,...' makes
 # those runs now, FRONT_ARGS=--train-only trains first.
+# AutoAttack at its standard strength on the first 100 images of seed 2022.
 FRONT_SEEDED := recipe_at_bnclean,recipe_at_alpha0_bnclean,standard_at_bnclean,recipe_at,recipe_at_alpha0,standard_at
+FRONT_AA_RUNS := standard_at_bnclean_s2022,recipe_at_bnclean_s2022,recipe_at_alpha0_bnclean_s2022
 results-front: setup
 	$(PY) -m experiments results --out results/fashion_mnist_front --images 500 --ablations none \
-		--seeded $(FRONT_SEEDED) --hah-set 'hah_alphas=$(HEADLINE_ALPHAS)' $(FRONT_ARGS)
+		--seeded $(FRONT_SEEDED) --hah-set 'hah_alphas=$(HEADLINE_ALPHAS)' \
+		--autoattack-images 100 --autoattack-runs $(FRONT_AA_RUNS) \
+		--section front --docs docs/results/front.md $(FRONT_ARGS)
 
 # Where the HaH cost acts: the small HaH network with its alphas x0..x300,
 # 2 seeds, 3 epochs (docs/results/sweep.md); then HaH-VGG16's shape with the
@@ -167,6 +171,7 @@ results-docs: setup
 		--section paper-alphas --docs docs/results/paper_alphas.md --report-only
 	$(MAKE) -s results-medium MEDIUM_ARGS=--report-only
 	$(MAKE) -s results-defenses DEFENSES_ARGS=--report-only
+	$(MAKE) -s results-front FRONT_ARGS=--report-only
 	$(PY) -m experiments front --docs docs/RESULTS.md README.md
 
 # Training-step throughput, HaH vs standard, oneDNN on and off (docs/PERFORMANCE.md).

@@ -49,6 +49,10 @@ STUDIES = (
           "Small network at x30 with adversarial (FGSM-RS, PGD-7) and noise training, and "
           "the continuous threshold, 500 eval images, AutoAttack on 100",
           "make results-defenses", True),
+    Study("front", "fashion_mnist_front", "results.md", "front.md",
+          "Adversarial training without the batch-norm collapse: clean vs adversarial "
+          "batch-norm statistics, small network at x30, 500 eval images, AutoAttack on 100 "
+          "(in progress)", "make results-front", False),
 )
 LABELS = {s.key: {"regime": "small", "paper_alphas": "small, x1", "medium": "medium",
                   "defenses": "small"}.get(s.key, s.key) for s in STUDIES}
