@@ -1,16 +1,24 @@
 """The alpha sweep (`python -m experiments sweep`) end to end at a tiny budget,
 on the small HaH network and on the HaH-VGG16-shaped `hah_vgg_medium`:
 its tables are computed from the run files, and it resumes: a finished
-run is not trained again."""
+run is not trained again.
+
+Calls that train nothing (a report, a finished sweep, usage mistakes) run
+the program's `main` in this process: a subprocess would spend its seconds
+importing TensorFlow (tests/test_cli.py checks a sweep mistake's one line
+as a process).
+"""
 
 import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from experiments import __main__ as experiments_main
 from experiments import docs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,6 +32,18 @@ def _sweep(*arguments, check=True):
     if check:
         assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     return result
+
+
+def _sweep_in_process(capfd, monkeypatch, *arguments, check=True):
+    """`_sweep` as the program's `main` in this process (from the
+    repository root, as `_sweep` runs it)."""
+    monkeypatch.chdir(ROOT)
+    capfd.readouterr()
+    status = experiments_main.main(["sweep", *arguments])
+    out, err = capfd.readouterr()
+    if check:
+        assert status == 0, (out[-2000:], err[-3000:])
+    return SimpleNamespace(returncode=status, stdout=out, stderr=err)
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +92,14 @@ def test_sweep_report_is_computed_from_the_run_files(tiny_sweep):
     assert {"train x0_s1", "probe x30_s2"} <= set(timings)
 
 
-def test_sweep_report_only_rewrites_the_same_report_into_a_doc(tiny_sweep, tmp_path):
+def test_sweep_report_only_rewrites_the_same_report_into_a_doc(tiny_sweep, tmp_path, capfd,
+                                                                monkeypatch):
     before = (tiny_sweep / "sweep.md").read_text()
     doc = tmp_path / "DOC.md"
     doc.write_text(f"# Doc\n\n{docs.SWEEP_BEGIN}\nOLD-TEXT\n{docs.SWEEP_END}\ntail\n")
-    result = _sweep("--tiny", "--out", str(tiny_sweep), "--scales", "0,30", "--seeds", "1,2",
-                    "--report-only", "--docs", str(doc))
+    result = _sweep_in_process(capfd, monkeypatch, "--tiny", "--out", str(tiny_sweep),
+                               "--scales", "0,30", "--seeds", "1,2", "--report-only",
+                               "--docs", str(doc))
     assert "=== train" not in result.stdout and "=== probe" not in result.stdout
     after = (tiny_sweep / "sweep.md").read_text()
     assert after.split("\n")[3:] == before.split("\n")[3:]  # all but the command
@@ -93,7 +115,7 @@ def _started(stdout, step):
                   if line.startswith(f"=== {step} ") and ": done in " not in line)
 
 
-def test_sweep_resumes_without_training_a_finished_run_again(tiny_sweep):
+def test_sweep_resumes_without_training_a_finished_run_again(tiny_sweep, capfd, monkeypatch):
     # An interrupted sweep: one run lost its model and its probe.
     (tiny_sweep / "runs" / "x30_s2" / "model.keras").unlink()
     (tiny_sweep / "probe" / "x30_s2.json").unlink()
@@ -106,7 +128,8 @@ def test_sweep_resumes_without_training_a_finished_run_again(tiny_sweep):
             for name in kept} == kept
     assert (tiny_sweep / "probe" / "x30_s2.json").is_file()
     # Once everything is finished, a new call trains and probes nothing.
-    again = _sweep("--tiny", "--out", str(tiny_sweep), "--scales", "0,30", "--seeds", "1,2")
+    again = _sweep_in_process(capfd, monkeypatch, "--tiny", "--out", str(tiny_sweep),
+                              "--scales", "0,30", "--seeds", "1,2")
     assert _started(again.stdout, "train") == [] and _started(again.stdout, "probe") == []
     assert len(json.loads((tiny_sweep / "timings.json").read_text())["calls"]) == 3
 
@@ -117,8 +140,10 @@ def test_sweep_resumes_without_training_a_finished_run_again(tiny_sweep):
     (["--config", "training/configs/fashion_mnist_vgg_small.yaml"], "HaH blocks"),
     (["--config", "training/configs/no_such.yaml"], "no config file"),
 ])
-def test_sweep_errors_are_one_line_with_status_2(arguments, message, tmp_path, one_line_error):
-    line = one_line_error(_sweep("--out", str(tmp_path), *arguments, check=False), message)
+def test_sweep_errors_are_one_line_with_status_2(arguments, message, tmp_path, one_line_error,
+                                                 capfd, monkeypatch):
+    line = one_line_error(_sweep_in_process(capfd, monkeypatch, "--out", str(tmp_path),
+                                            *arguments, check=False), message)
     assert line.startswith("error: ")
 
 
