@@ -27,8 +27,12 @@ ADVERSARIAL_DEFAULTS = {
     "step_size": None,
     "random_start": True,
     "hah_costs_on": "adversarial",
-    "batch_norm_statistics": "adversarial",
+    "batch_norm_statistics": "clean",
 }
+#: The value an option had before it existed: a model or config saved
+#: without it was trained that way (`batch_norm_statistics` was added, and
+#: later made `"clean"` by default, after adversarial training shipped).
+ADVERSARIAL_BEFORE_OPTIONS = {"batch_norm_statistics": "adversarial"}
 
 
 @keras.saving.register_keras_serializable(package="keras_hebb")
@@ -119,16 +123,18 @@ class HebbianModel(keras.Model):
             `"adversarial"`, the only value (the costs shape the
             representation the network is trained to classify);
             `batch_norm_statistics`: what the moving statistics of batch
-            norm (and any other non-trainable state) follow,
-            `"adversarial"` (default: the training forward pass on the
-            adversarial batch, as in the field's reference code) or
-            `"clean"` (a forward pass on the clean batch in training mode,
+            norm (and any other non-trainable state) follow, `"clean"`
+            (default: a forward pass on the clean batch in training mode,
             without a gradient, sets them; the step itself still
-            normalizes the adversarial batch with its own statistics). A
-            channel silent on adversarial batches but not on clean images
-            then keeps a clean variance instead of about 0, which at
-            inference multiplies its clean output by up to
-            `1 / sqrt(epsilon)`.
+            normalizes the adversarial batch with its own statistics; about
+            one forward pass more per step) or `"adversarial"` (the
+            training forward pass on the adversarial batch, as in the
+            field's reference code). Under `"adversarial"` a channel silent
+            on adversarial batches but not on clean images keeps a moving
+            variance of about 0, which at inference multiplies its clean
+            output by up to `1 / sqrt(epsilon)`: it collapsed half the
+            robust recipe's FGSM-RS runs (docs/results/front.md). A model
+            saved before the option existed loads with `"adversarial"`.
             Defaults to `None`.
         **kwargs: `keras.Model` keyword arguments.
 
@@ -187,6 +193,14 @@ class HebbianModel(keras.Model):
                 stacklevel=2,
             )
         super().compile(*args, **kwargs)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        adversarial = config.get("adversarial")
+        if isinstance(adversarial, dict):
+            # Saved before an option existed: trained the way it was then.
+            config = {**config, "adversarial": {**ADVERSARIAL_BEFORE_OPTIONS, **adversarial}}
+        return super().from_config(config, custom_objects)
 
     def compile_from_config(self, config):
         # Keras skips `compile` on load when a model overrides it; this

@@ -125,7 +125,8 @@ def test_batch_norm_statistics_are_updated_by_the_training_pass_only():
     rng = np.random.default_rng(6)
     x = rng.random((16, 8, 8, 1)).astype("float32")
     y = rng.integers(0, 3, 16)
-    adversarial = {"attack": "pgd", "eps": 0.3, "steps": 3}
+    adversarial = {"attack": "pgd", "eps": 0.3, "steps": 3,
+                   "batch_norm_statistics": "adversarial"}
     model = bn_model(adversarial)
     model.compile(keras.optimizers.SGD(0.0), LOSS)
     before = _moving_statistics(model)
@@ -142,6 +143,22 @@ def test_batch_norm_statistics_are_updated_by_the_training_pass_only():
     plain.train_on_batch(crafted.numpy(), y)
     for a, b in zip(_moving_statistics(plain), _moving_statistics(model)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_clean_statistics_are_the_default_and_older_models_keep_theirs():
+    # The default since the batch-norm collapse (docs/results/front.md).
+    model = bn_model({"attack": "fgsm_rs", "eps": 0.1})
+    assert model.adversarial["batch_norm_statistics"] == "clean"
+    # A model saved before the option existed was trained on adversarial
+    # statistics, and loads that way (a resumed fit keeps its behaviour).
+    config = model.get_config()
+    del config["adversarial"]["batch_norm_statistics"]
+    assert HebbianModel.from_config(config).adversarial["batch_norm_statistics"] == (
+        "adversarial")
+    # A committed one of study 6 (saved before the option).
+    committed = keras.models.load_model(os.path.join(
+        REPO, "results/fashion_mnist_defenses/runs/standard_at_s2022/model.keras"))
+    assert committed.adversarial["batch_norm_statistics"] == "adversarial"
 
 
 def test_clean_batch_norm_statistics_follow_the_clean_batch_and_keep_the_step():

@@ -79,7 +79,7 @@ def test_adversarial_options_are_completed_and_overridable():
     assert c["adversarial"] == {
         "attack": "pgd", "eps": 0.1, "norm": "l2", "steps": 7,
         "step_size": pytest.approx(2.5 * 0.1 / 7), "random_start": True,
-        "hah_costs_on": "adversarial", "batch_norm_statistics": "adversarial"}
+        "hah_costs_on": "adversarial", "batch_norm_statistics": "clean"}
     # The dumped config validates to itself (a resumed run's check).
     again = training_config.validate(yaml.safe_load(training_config.dump_config(c)))
     assert again == c

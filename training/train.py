@@ -74,12 +74,13 @@ def _saved_value(saved, key):
     """A saved config's value of `key` as today's config spells it: a key
     missing from a saved config is one added since (e.g. noise_sigma), and
     so is an adversarial-training option missing from its `adversarial`
-    mapping (e.g. batch_norm_statistics): that run used its default."""
+    mapping (e.g. batch_norm_statistics): that run used its value of
+    then (`ADVERSARIAL_BEFORE_OPTIONS`, else today's default)."""
     value = saved.get(key, DEFAULTS.get(key))
     if key == "adversarial" and isinstance(value, dict):
-        from keras_hebb.hebbian_model import ADVERSARIAL_DEFAULTS
+        from keras_hebb.hebbian_model import ADVERSARIAL_BEFORE_OPTIONS, ADVERSARIAL_DEFAULTS
 
-        value = {**ADVERSARIAL_DEFAULTS, **value}
+        value = {**ADVERSARIAL_DEFAULTS, **ADVERSARIAL_BEFORE_OPTIONS, **value}
     return value
 
 
