@@ -134,14 +134,14 @@ results-defenses: setup
 		--autoattack-images 100 --autoattack-runs $(DEFENSES_AA_RUNS) \
 		--section defenses --docs docs/results/defenses.md $(DEFENSES_ARGS)
 
-# Issue 36 (where HaH stands on the accuracy-robustness front), first part:
-# the batch-norm collapse of adversarial training. FGSM-RS at L-inf 0.1 on
-# the small network, alphas x30, with batch norm's moving statistics from
-# the adversarial batches (the field's default, `*_at`) and from the clean
-# batches (`*_bnclean`, HebbianModel's adversarial.batch_norm_statistics),
-# 3 seeds each. Resumable like results; FRONT_ARGS='--only NAME,...' makes
-# those runs now, FRONT_ARGS=--train-only trains first.
-# AutoAttack at its standard strength on the first 100 images of seed 2022.
+# Study 7 (docs/results/front.md), first part: the batch-norm collapse of
+# adversarial training. FGSM-RS at L-inf 0.1 on the small network, alphas
+# x30, with batch norm's moving statistics from the adversarial batches
+# (the field's reference code and study 6, `*_at`) and from the clean
+# batches (`*_bnclean`, adversarial.batch_norm_statistics=clean, the
+# default since), 3 seeds each; AutoAttack at its standard strength on the
+# first 100 images of seed 2022. Resumable like results; FRONT_ARGS='--only
+# NAME,...' makes those runs now, FRONT_ARGS=--train-only trains first.
 FRONT_SEEDED := recipe_at_bnclean,recipe_at_alpha0_bnclean,standard_at_bnclean,recipe_at,recipe_at_alpha0,standard_at
 FRONT_AA_RUNS := standard_at_bnclean_s2022,recipe_at_bnclean_s2022,recipe_at_alpha0_bnclean_s2022
 results-front: setup
