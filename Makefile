@@ -144,8 +144,11 @@ results-defenses: setup
 # NAME,...' makes those runs now, FRONT_ARGS=--train-only trains first.
 FRONT_SEEDED := recipe_at_bnclean,recipe_at_alpha0_bnclean,standard_at_bnclean,recipe_at,recipe_at_alpha0,standard_at
 FRONT_AA_RUNS := standard_at_bnclean_s2022,recipe_at_bnclean_s2022,recipe_at_alpha0_bnclean_s2022
+# Sparse without masking (one seed each): the recipe with Keras's L1
+# activity penalty on its HaH blocks at three strengths.
+FRONT_ONE_SEED := recipe_l1_3e5,recipe_l1_1e4,recipe_l1_3e4
 results-front: setup
-	$(PY) -m experiments results --out results/fashion_mnist_front --images 500 --ablations none \
+	$(PY) -m experiments results --out results/fashion_mnist_front --images 500 --ablations $(FRONT_ONE_SEED) \
 		--seeded $(FRONT_SEEDED) --hah-set 'hah_alphas=$(HEADLINE_ALPHAS)' \
 		--autoattack-images 100 --autoattack-runs $(FRONT_AA_RUNS) \
 		--section front --docs docs/results/front.md $(FRONT_ARGS)
