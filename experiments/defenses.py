@@ -41,9 +41,17 @@ each `X - X_alpha0` twin that it always shows.
 """
 
 #: `--set` overrides of each defense.
-FGSM_AT = ["adversarial.attack=fgsm_rs", "adversarial.eps=0.1"]
+def _fgsm_at(eps):
+    return ["adversarial.attack=fgsm_rs", f"adversarial.eps={eps}"]
+
+
+def _noise_mix(sigma):
+    return [f"noise_sigma={sigma}", "noise_fraction=0.5"]
+
+
+FGSM_AT = _fgsm_at(0.1)
 PGD_AT = ["adversarial.attack=pgd", "adversarial.eps=0.1"]
-NOISE_MIX = ["noise_sigma=0.25", "noise_fraction=0.5"]
+NOISE_MIX = _noise_mix(0.25)
 #: Batch norm's moving statistics from the clean batch (issue 36: the
 #: collapse of half the recipe-family FGSM-RS runs; the default since),
 #: and from the adversarial batch (the default before: the runs of study 6
@@ -51,15 +59,6 @@ NOISE_MIX = ["noise_sigma=0.25", "noise_fraction=0.5"]
 CLEAN_BN = ["adversarial.batch_norm_statistics=clean"]
 ADVERSARIAL_BN = ["adversarial.batch_norm_statistics=adversarial"]
 RECIPE = ["block_options.threshold=null"]
-
-#: The front study (issue 36): adversarial training at smaller budgets,
-#: noise at other sigmas, the recipe at other cost weights, sparse routes.
-def _fgsm_at(eps):
-    return ["adversarial.attack=fgsm_rs", f"adversarial.eps={eps}"]
-
-
-def _noise_mix(sigma):
-    return [f"noise_sigma={sigma}", "noise_fraction=0.5"]
 
 
 def _l1(strength):
@@ -72,6 +71,8 @@ def _l1(strength):
 ALPHAS_X10 = ["hah_alphas=[0.045,0.025]"]
 ALPHAS_X100 = ["hah_alphas=[0.45,0.25]"]
 
+#: The front study (issue 36): adversarial training at smaller budgets,
+#: noise at other sigmas, the recipe at other cost weights, sparse routes.
 FRONT = {
     "standard_at_eps002": ("standard", _fgsm_at(0.02) + CLEAN_BN,
                            "standard network, FGSM-RS at L∞ eps 0.02, clean batch-norm "
