@@ -14,11 +14,12 @@ from experiments import front_tables
 from keras_hebb import plots
 
 COLORS = {"regime": "tab:blue", "paper_alphas": "tab:gray", "medium": "tab:green",
-          "defenses": "tab:orange"}
+          "defenses": "tab:orange", "front": "tab:purple"}
 TITLES = {"regime": "small network, x30 (study 3)",
           "paper_alphas": "small network, paper's alphas (study 4)",
           "medium": "medium network, x30 (study 5)",
-          "defenses": "small network, x30, defended (study 6)"}
+          "defenses": "small network, x30, defended (study 6)",
+          "front": "small network, x30, adv. trained, clean batch-norm statistics (study 7)"}
 
 
 #: The networks named on the figure (the others are points only).

@@ -52,10 +52,10 @@ STUDIES = (
     Study("front", "fashion_mnist_front", "results.md", "front.md",
           "Adversarial training without the batch-norm collapse: clean vs adversarial "
           "batch-norm statistics, small network at x30, 500 eval images, AutoAttack on 100 "
-          "(in progress)", "make results-front", False),
+          "(in progress)", "make results-front", True),
 )
 LABELS = {s.key: {"regime": "small", "paper_alphas": "small, x1", "medium": "medium",
-                  "defenses": "small"}.get(s.key, s.key) for s in STUDIES}
+                  "defenses": "small", "front": "small"}.get(s.key, s.key) for s in STUDIES}
 #: The figure's and the key table's robust accuracies.
 BUDGETS = (("linf", 0.05), ("l2", 0.5))
 KEY = (("regime", "standard"), ("regime", "hah"), ("regime", "hah_no_threshold"),
@@ -64,7 +64,9 @@ KEY = (("regime", "standard"), ("regime", "hah"), ("regime", "hah_no_threshold")
        ("defenses", "standard_at"), ("defenses", "recipe_at"), ("defenses", "recipe_at_alpha0"),
        ("defenses", "hah_at"), ("defenses", "standard_pgd_at"), ("defenses", "recipe_pgd_at"),
        ("defenses", "hah_pgd_at"), ("defenses", "standard_noise_mix"),
-       ("defenses", "recipe_noise_mix"), ("defenses", "hah_soft"))
+       ("defenses", "recipe_noise_mix"), ("defenses", "hah_soft"),
+       ("front", "standard_at_bnclean"), ("front", "recipe_at_bnclean"),
+       ("front", "recipe_at_alpha0_bnclean"))
 DIFFERENCES = (
     ("regime", "hah_no_threshold", "standard"), ("regime", "hah_no_threshold",
                                                  "hah_no_threshold_alpha0"),
@@ -78,7 +80,9 @@ DIFFERENCES = (
                                                        "standard_pgd_at"),
     ("defenses", "standard_noise_mix", "standard"),
     ("defenses", "recipe_noise_mix", "standard_noise_mix"),
-    ("defenses", "hah_soft", "hah_no_threshold"))
+    ("defenses", "hah_soft", "hah_no_threshold"),
+    ("front", "recipe_at_bnclean", "standard_at_bnclean"),
+    ("front", "recipe_at_bnclean", "recipe_at_alpha0_bnclean"))
 
 
 def _key(value):
@@ -94,10 +98,16 @@ def runs(summary, name):
 
 def networks(study, summary):
     """The names of a study's evaluated networks (groups, then one-seed
-    runs); the defenses study's own only (its references are the regime's)."""
+    runs); the defenses study's own only (its references are the regime's),
+    and of the front study those trained without batch norm's adversarial
+    statistics (the others are study 6's networks, evaluated again there
+    for the before/after table on the same weights)."""
     names = [*summary["groups"], *summary["ablations"]]
     if study == "defenses":
         names = [n for n in names if n in defenses.DEFENSES]
+    if study == "front":
+        names = [n for n in names if n in defenses.DEFENSES
+                 and not set(defenses.ADVERSARIAL_BN) & set(defenses.DEFENSES[n][1])]
     return [n for n in names if runs(summary, n)]
 
 
