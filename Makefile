@@ -140,17 +140,22 @@ results-defenses: setup
 # (the field's reference code and study 6, `*_at`) and from the clean
 # batches (`*_bnclean`, adversarial.batch_norm_statistics=clean, the
 # default since), 3 seeds each; AutoAttack at its standard strength on the
-# first 100 images of seed 2022. Resumable like results; FRONT_ARGS='--only
-# NAME,...' makes those runs now, FRONT_ARGS=--train-only trains first.
-FRONT_SEEDED := recipe_at_bnclean,recipe_at_alpha0_bnclean,standard_at_bnclean,recipe_at,recipe_at_alpha0,standard_at
+# first 100 images of seed 2022. The adversarial-statistics runs are
+# evaluated on seed 2023 only (the same weights as its `_bnclean` twins:
+# the before/after table); their other seeds are study 6's, and the plain
+# standard/HaH networks are transfer sources only (FRONT_EVALUATE).
+# Resumable like results; FRONT_ARGS='--only NAME,...' makes those runs
+# now, FRONT_ARGS=--train-only trains first.
+FRONT_SEEDED := recipe_at_bnclean,recipe_at_alpha0_bnclean,standard_at_bnclean,recipe_at,recipe_at_alpha0
 FRONT_AA_RUNS := standard_at_bnclean_s2022,recipe_at_bnclean_s2022,recipe_at_alpha0_bnclean_s2022
 # Sparse without masking (one seed each): the recipe with Keras's L1
 # activity penalty on its HaH blocks at three strengths.
 FRONT_ONE_SEED := recipe_l1_3e5,recipe_l1_1e4,recipe_l1_3e4
+FRONT_EVALUATE := recipe_at_bnclean,recipe_at_alpha0_bnclean,standard_at_bnclean,recipe_at_s2023,recipe_at_alpha0_s2023,$(FRONT_ONE_SEED)
 results-front: setup
 	$(PY) -m experiments results --out results/fashion_mnist_front --images 500 --ablations $(FRONT_ONE_SEED) \
 		--seeded $(FRONT_SEEDED) --hah-set 'hah_alphas=$(HEADLINE_ALPHAS)' \
-		--autoattack-images 100 --autoattack-runs $(FRONT_AA_RUNS) \
+		--autoattack-images 100 --autoattack-runs $(FRONT_AA_RUNS) --evaluate $(FRONT_EVALUATE) \
 		--section front --docs docs/results/front.md $(FRONT_ARGS)
 
 # Where the HaH cost acts: the small HaH network with its alphas x0..x300,

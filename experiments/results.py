@@ -163,7 +163,8 @@ def plan(seeds, ablations, seeded=(), hah_overrides=()):
 
 
 def run_all(out, runs, budget, images, record, certify=False, train_only=False,
-            configs=None, autoattack_images=0, autoattack_runs=None, only=None):
+            configs=None, autoattack_images=0, autoattack_runs=None, only=None,
+            evaluated=None):
     """Makes every step of the runs that has no output yet; `record(step,
     seconds)` after each step, so an interrupted call keeps the times of
     the steps it finished. `configs` maps the base names to training
@@ -172,7 +173,8 @@ def run_all(out, runs, budget, images, record, certify=False, train_only=False,
     standard strength (`full_autoattack`): the runs named in
     `autoattack_runs`, or every run when it is None. With `only` (run
     names), only those runs are made, in that order, their transfer sources
-    still those of the whole plan.
+    still those of the whole plan. With `evaluated` (run names), the other
+    runs are never evaluated: they are in the plan as transfer sources only.
 
     A model is trained (when its `model.keras` is missing) only when a step
     needs it: a run's own model when its evaluation or its AutoAttack step
@@ -186,7 +188,8 @@ def run_all(out, runs, budget, images, record, certify=False, train_only=False,
     by_name = {run.name: run for run in runs}
     for run in runs if only is None else [by_name[name] for name in only]:
         report = steps.load_json(os.path.join(out, "eval", run.name, "report.json"))
-        evaluate = not (report or {}).get("models")
+        evaluate = not (report or {}).get("models") and (
+            evaluated is None or run.name in evaluated)
         strong = os.path.join(out, full_autoattack.FOLDER, run.name)
         autoattack = bool(autoattack_images and (
             autoattack_runs is None or run.name in autoattack_runs) and not (
@@ -262,6 +265,10 @@ def _parser():
                         help="comma-separated runs to make now, in this order, e.g. "
                         "hah_no_threshold_s2023,hah_no_threshold_alpha0_s2023 (the report "
                         "still covers every finished run) (default: all)")
+    parser.add_argument("--evaluate", default="all", metavar="NAMES",
+                        help="comma-separated runs the study evaluates and reports (a "
+                        "--seeded ablation's name: all its seeds); the others are "
+                        "trained only as the transfer sources of those (default: all)")
     parser.add_argument("--report-only", action="store_true",
                         help="only write the report from the finished steps")
     parser.add_argument("--train-only", action="store_true",
@@ -317,6 +324,10 @@ def _settings(args):
     runs = plan(seeds, ablations, seeded, args.hah_set)
     args.autoattack_runs = _run_names(args.autoattack_runs, "--autoattack-runs", runs)
     args.only = _run_names(args.only, "--only", runs)
+    seeded_runs = {name: [f"{name}_s{seed}" for seed in seeds] for name in seeded}
+    args.evaluate = _run_names(",".join(
+        ",".join(seeded_runs.get(name, [name])) for name in _comma_list(args.evaluate)),
+        "--evaluate", runs)
     return out, runs, budget, images
 
 
@@ -347,7 +358,7 @@ def _run_steps(out, runs, budget, images, args, timings):
     started = time.time()
     run_all(out, runs, budget, images, record, args.certify, args.train_only,
             NETWORKS[args.network], args.autoattack_images, args.autoattack_runs,
-            args.only)
+            args.only, args.evaluate)
     record_call = {"seconds": round(time.time() - started, 1),
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     timings.setdefault("calls", []).append(record_call)
@@ -377,7 +388,8 @@ def main(argv=None):
             _run_steps(out, runs, budget, images, args, timings)
     except UsageError as error:
         return usage_failure(error)
-    summary = results_summary.collect(out, runs, PAIRS)
+    reported = [r for r in runs if args.evaluate is None or r.name in args.evaluate]
+    summary = results_summary.collect(out, reported, PAIRS)
     path = results_tables.write(out, summary, timings, GOALS, steps.made_by(
         "results", argv, os.path.join(out, "results.md"), _parser()))
     print(f"\nResults: {path}")

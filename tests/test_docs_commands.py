@@ -357,3 +357,28 @@ def test_planted_mistakes_in_a_doc_fail():
     assert problems[4] == ["no module no_such_module"]
     assert problems[5:7] == [[], []]
     assert problems[7] == ["no file examples/no_such_example.py"]
+
+
+#: `make TARGET   # = [(a note)] python -m ...`: a doc spelling out what a
+#: target runs, on the same line or the next.
+SPELT_OUT = re.compile(r"^make ([\w.-]+) +# =(?: \([^)\n]*\))?[ \n](python -m [^\n]+)$", re.M)
+
+
+def _recipe_commands(target):
+    """The `python -m` commands `make -n TARGET` prints, as token lists."""
+    result = _make_dry_run((target,))
+    assert result.returncode == 0, result.stderr
+    return [["python", "-m", *command] for _, line in _logical_lines(result.stdout, 1)
+            for kind, command in commands_in(line) if kind == "python"]
+
+
+def test_a_make_target_spelt_out_in_the_docs_is_its_recipe():
+    spelt = []
+    for path in documents():
+        with open(os.path.join(ROOT, path)) as f:
+            spelt += [(path, *m.groups()) for m in SPELT_OUT.finditer(f.read())]
+    assert len(spelt) >= 4, spelt
+    for path, target, command in spelt:
+        assert _tokens(command) in _recipe_commands(target), (
+            f"{path}: `make {target}` is spelt out as `{command}`, which its recipe "
+            f"no longer runs: {_recipe_commands(target)}")

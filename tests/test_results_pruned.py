@@ -112,3 +112,31 @@ def test_the_report_lists_the_runs_without_a_model_file_and_how_to_retrain_one(p
     assert "--train-only --only NAME` retrains one" in markdown
     assert "--report-only" not in markdown.split("Not committed")[1].split("\n")[0]
     assert "a retrained model is a re-run, not the committed network" in markdown
+
+
+def test_evaluate_names_the_runs_a_study_evaluates_and_reports(pruned):
+    # The others stay in the plan as transfer sources: never evaluated,
+    # and not listed as missing in the report.
+    out, call = pruned
+    for name in ("hah_s2022", "hah_alpha0"):
+        (out / "eval" / name / "report.json").unlink()
+    assert call("--evaluate", "hah_alpha0") == [
+        "train hah_alpha0", "train standard_s2022", "evaluate hah_alpha0"]
+    incomplete = [line for line in (out / "results.md").read_text().splitlines()
+                  if line.startswith("**Incomplete**")]
+    assert incomplete == ["**Incomplete**: not evaluated yet: hah_alpha0."]
+
+
+def test_evaluate_with_a_name_outside_the_plan_is_a_one_line_error(pruned, capsys):
+    out, _ = pruned
+    assert results.main(["--tiny", "--out", str(out), "--seeds", "2022", "--ablations",
+                         "hah_alpha0", "--evaluate", "hah_s2023"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--evaluate: 'hah_s2023' is not a run of this experiment" in error
+    assert len(error.splitlines()) == 1
+
+
+def test_evaluate_with_a_seeded_ablation_means_all_its_seeds(pruned):
+    _, call = pruned
+    assert call("--seeded", "hah_alpha0", "--evaluate", "hah_alpha0") == [
+        "train hah_alpha0_s2022", "train standard_s2022", "evaluate hah_alpha0_s2022"]
