@@ -7,7 +7,9 @@ bars the sample standard deviation over seeds. Where AutoAttack at its
 standard strength ran on a seed, a black ring says it confirms the
 number (within `results_confirmed.TOLERANCE` on its images); an arrow
 shows how far it lowers it otherwise (its mean reduction on its images).
-A red ring: a masking check failed.
+A red ring: a masking check failed. Below, the same axes with only the
+curves of `front_tables.FAMILIES`: each family from its undefended
+network up its defense's strength, through the points evaluated so far.
 """
 
 from experiments import front_tables
@@ -60,6 +62,37 @@ def _point(ax, study, name, seeded, budget):
     return marks
 
 
+#: The line of each of `front_tables.FAMILIES`' curves.
+FAMILY_LINES = ({"color": "tab:blue", "ls": "-", "marker": "o"},
+                {"color": "tab:cyan", "ls": ":", "marker": "o"},
+                {"color": "tab:gray", "ls": "--", "marker": "s"},
+                {"color": "tab:red", "ls": "-", "marker": "s"},
+                {"color": "tab:pink", "ls": ":", "marker": "s"})
+
+
+def _curves(ax, studies, budget):
+    """Each family's curve through its evaluated points: means over seeds,
+    bars the sample sd, a black ring where AutoAttack confirms the point."""
+    for (label, members), line in zip(front_tables.FAMILIES.items(), FAMILY_LINES):
+        points = []
+        for study, name in members:
+            seeded = front_tables.runs(studies[study], name) if study in studies else {}
+            x = front_tables.stat([front_tables.measure(m, budget) for m in seeded.values()])
+            y = front_tables.stat([front_tables.measure(m, "clean") for m in seeded.values()])
+            if x is not None and y is not None:
+                points.append((x, y, front_tables.verdict(seeded, *budget)))
+        if not points:
+            continue
+        ax.errorbar([x[0] for x, _, _ in points], [y[0] for _, y, _ in points],
+                    xerr=[x[1] for x, _, _ in points], yerr=[y[1] for _, y, _ in points],
+                    lw=1.0, ms=4, elinewidth=0.7, capsize=1.5, label=label, **line)
+        for x, y, marks in points:
+            if front_tables.MASKED in marks:
+                ax.plot(x[0], y[0], "o", ms=10, mfc="none", mec="red", mew=1.0)
+            elif front_tables.CONFIRMED in marks:
+                ax.plot(x[0], y[0], "o", ms=8, mfc="none", mec="black", mew=1.2)
+
+
 def _legend(ax):
     """The key to colors, shapes, rings and arrows."""
     for study, title in TITLES.items():
@@ -76,7 +109,18 @@ def _legend(ax):
 
 def plot(studies, path):
     """Writes the figure of `studies` (`{study key: results.json}`) to `path`."""
-    fig, axes = plots.figure(1, len(front_tables.BUDGETS), size=(11, 5.2))
+    fig, grid = plots.figure(2, len(front_tables.BUDGETS), size=(11, 10.4))
+    axes, curves = grid
+    for ax, budget in zip(curves, front_tables.BUDGETS):
+        _curves(ax, studies, budget)
+        symbol = "L∞" if budget[0] == "linf" else "L2"
+        ax.set_xlabel(f"robust accuracy at {symbol} {budget[1]:g}, worst case over the "
+                      "suite (%, eval images)")
+        ax.set_ylabel("clean accuracy (%, the same eval images)")
+        ax.set_title(f"{symbol} {budget[1]:g}: the front, one curve per family (small "
+                     "network, studies 3, 6, 7; ring: AutoAttack confirms)", fontsize=8)
+        ax.grid(alpha=0.3)
+    curves[0].legend(fontsize=6, loc="lower left")
     for ax, budget in zip(axes, front_tables.BUDGETS):
         for study, summary in studies.items():
             for name in front_tables.networks(study, summary):

@@ -67,6 +67,27 @@ KEY = (("regime", "standard"), ("regime", "hah"), ("regime", "hah_no_threshold")
        ("defenses", "recipe_noise_mix"), ("defenses", "hah_soft"),
        ("front", "standard_at_bnclean"), ("front", "recipe_at_bnclean"),
        ("front", "recipe_at_alpha0_bnclean"))
+#: The figure's curves: each family of networks, from the undefended
+#: network of the same design up its defense's strength (the small network
+#: at x30 and 500 eval images in studies 3, 6 and 7, so one curve may join
+#: points of several studies). A curve is drawn through the points that
+#: are evaluated, in this order.
+FAMILIES = {
+    "standard, adversarially trained (L∞ eps 0, 0.02, 0.05, 0.1)": (
+        ("regime", "standard"), ("front", "standard_at_eps002"),
+        ("front", "standard_at_eps005"), ("front", "standard_at_bnclean")),
+    "standard, noise training (σ 0, 0.12, 0.25, 0.5)": (
+        ("regime", "standard"), ("front", "standard_noise_mix_s012"),
+        ("defenses", "standard_noise_mix"), ("front", "standard_noise_mix_s05")),
+    "recipe, cost weight (x0, x10, x30, x100)": (
+        ("regime", "hah_no_threshold_alpha0"), ("front", "recipe_x10"),
+        ("regime", "hah_no_threshold"), ("front", "recipe_x100")),
+    "recipe, adversarially trained (L∞ eps 0, 0.02, 0.05, 0.1)": (
+        ("regime", "hah_no_threshold"), ("front", "recipe_at_eps002"),
+        ("front", "recipe_at_eps005"), ("front", "recipe_at_bnclean")),
+    "recipe, noise training (σ 0, 0.25)": (
+        ("regime", "hah_no_threshold"), ("defenses", "recipe_noise_mix")),
+}
 DIFFERENCES = (
     ("regime", "hah_no_threshold", "standard"), ("regime", "hah_no_threshold",
                                                  "hah_no_threshold_alpha0"),

@@ -100,3 +100,27 @@ def test_a_document_without_markers_is_one_line_error(tmp_path, capsys):
     page.write_text("# no markers\n")
     assert front.main(["--docs", str(page), "--figure", str(tmp_path / "f.png")]) == 2
     assert "has no '<!-- results-front-answer:begin -->' line" in capsys.readouterr().err
+
+
+def test_every_family_of_the_front_curves_names_networks_of_its_studies():
+    from experiments.results import ABLATIONS
+
+    keys = {s.key for s in front_tables.STUDIES if s.figure}
+    for label, members in front_tables.FAMILIES.items():
+        assert len(members) >= 2, label
+        for study, name in members:
+            assert study in keys and (name in ("standard", "hah") or name in ABLATIONS), (
+                label, study, name)
+
+
+def test_a_family_with_an_evaluated_network_gets_a_curve(studies):
+    from experiments import front_plot
+    from keras_hebb import plots
+
+    _, ax = plots.figure()
+    front_plot._curves(ax, studies, ("linf", 0.05))
+    evaluated = [label for label, members in front_tables.FAMILIES.items()
+                 if any(study in studies and front_tables.runs(studies[study], name)
+                        for study, name in members)]
+    assert len(evaluated) >= 4
+    assert ax.get_legend_handles_labels()[1] == evaluated
