@@ -150,7 +150,8 @@ FRONT_SEEDED := recipe_at_bnclean,recipe_at_alpha0_bnclean,standard_at_bnclean,r
 FRONT_AA_RUNS := standard_at_bnclean_s2022,recipe_at_bnclean_s2022,recipe_at_alpha0_bnclean_s2022
 # Sparse without masking (one seed each): the recipe with Keras's L1
 # activity penalty on its HaH blocks at three strengths.
-FRONT_ONE_SEED := recipe_l1_3e5,recipe_l1_1e4,recipe_l1_3e4
+# One strength does not sparsify the first block: two per-block strengths.
+FRONT_ONE_SEED := recipe_l1_3e5,recipe_l1_1e4,recipe_l1_3e4,recipe_l1_b1_1e3,recipe_l1_b1_3e3
 FRONT_EVALUATE := recipe_at_bnclean,recipe_at_alpha0_bnclean,standard_at_bnclean,recipe_at_s2023,recipe_at_alpha0_s2023,$(FRONT_ONE_SEED)
 results-front: setup
 	$(PY) -m experiments results --out results/fashion_mnist_front --images 500 --ablations $(FRONT_ONE_SEED) \

@@ -67,6 +67,14 @@ def _l1(strength):
             f"{{class_name: L1, config: {{l1: {strength:.1e}}}}}"]
 
 
+def _l1_blocks(*strengths):
+    """Keras's L1 activity regularizer with one strength per HaH block
+    (first block first), the recipe's no-threshold on each."""
+    blocks = ", ".join(f"{{activity_regularizer: {{class_name: L1, config: {{l1: {s:.1e}}}}}}}"
+                       for s in strengths)
+    return [f"block_options=[{blocks}]"] + RECIPE
+
+
 #: The headline alphas (x30 the paper's) times 10/30 and 100/30.
 ALPHAS_X10 = ["hah_alphas=[0.045,0.025]"]
 ALPHAS_X100 = ["hah_alphas=[0.45,0.25]"]
@@ -102,6 +110,14 @@ FRONT = {
                       "robust recipe with an L1 activity penalty 1e-4 on the HaH blocks"),
     "recipe_l1_3e4": ("hah", RECIPE + _l1(3e-4),
                       "robust recipe with an L1 activity penalty 3e-4 on the HaH blocks"),
+    # One strength leaves the first block at 38% non-zero (the second at
+    # 2% at 3e-4): a stronger penalty on the first block only.
+    "recipe_l1_b1_1e3": ("hah", _l1_blocks(1e-3, 1e-4),
+                         "robust recipe with an L1 activity penalty 1e-3 on the first HaH "
+                         "block, 1e-4 on the second"),
+    "recipe_l1_b1_3e3": ("hah", _l1_blocks(3e-3, 1e-4),
+                         "robust recipe with an L1 activity penalty 3e-3 on the first HaH "
+                         "block, 1e-4 on the second"),
     "hah_soft_pgd_at": ("hah", ["block_options.threshold_mode=soft"] + PGD_AT + CLEAN_BN,
                         "HaH network with the continuous threshold, adversarially trained "
                         "(PGD-7, L∞ eps 0.1, clean batch-norm statistics)"),

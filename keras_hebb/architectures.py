@@ -75,8 +75,10 @@ def build_vgg(
             datasets; other channel counts must pass them). Pass `dataset`
             or `mean`/`std` for any other data (e.g. MNIST, SVHN).
         hah_alphas: HaH cost weights, see `HebbianModel`.
-        block_options: dict of extra `HaHBlock` arguments (e.g.
-            `{"threshold": None}` for an ablation).
+        block_options: dict of extra `HaHBlock` arguments for every HaH
+            block (e.g. `{"threshold": None}` for an ablation), or a list
+            with one such dict per HaH block, first block first (e.g. a
+            different `activity_regularizer` per block).
         weight_init: initialization of every conv and Dense kernel, one of
             `WEIGHT_INITS`: `"glorot_uniform"` (Keras's default) or
             `"torch"` (PyTorch's default, as in the authors' code).
@@ -90,6 +92,7 @@ def build_vgg(
         A `HebbianModel` if `hah_blocks > 0`, else a `keras.Model`.
     """
     _check_shape_arguments(widths, hah_blocks, input_shape)
+    block_options = per_block_options(block_options, hah_blocks)
     mean, std = _input_statistics(input_shape[-1], mean, std, dataset)
     initializer = _initializer(weight_init)
 
@@ -125,6 +128,21 @@ def _check_shape_arguments(widths, hah_blocks, input_shape):
             "Invalid value for `input_shape`: expected (height, width, "
             f"channels). Received: input_shape={tuple(input_shape)!r}"
         )
+
+
+def per_block_options(block_options, hah_blocks):
+    """`block_options` as a list of one dict per HaH block: a dict (or
+    None) repeated, a list checked for its length."""
+    if block_options is None or isinstance(block_options, dict):
+        return [dict(block_options or {}) for _ in range(hah_blocks)]
+    options = list(block_options)
+    if len(options) != hah_blocks or not all(isinstance(o, dict) for o in options):
+        raise ValueError(
+            f"Invalid value for `block_options`: expected a dict, or a list of "
+            f"{hah_blocks} dicts (one per HaH block). Received: "
+            f"block_options={block_options!r}"
+        )
+    return [dict(o) for o in options]
 
 
 #: The dataset whose statistics `build_vgg` normalizes with when it is given
@@ -173,7 +191,7 @@ def _features(x, widths, hah_blocks, initializer, block_options):
         conv_index += 1
         prefix = f"block{conv_index}"
         if conv_index <= hah_blocks:
-            options = {"kernel_initializer": initializer, **(block_options or {})}
+            options = {"kernel_initializer": initializer, **block_options[conv_index - 1]}
             x = HaHBlock(width, name=f"{prefix}_hah", **options)(x)
         else:
             x = keras.layers.Conv2D(
@@ -244,7 +262,7 @@ def _robust(widths, hah_blocks, input_shape, num_classes, name, hah_alphas=None,
     that keep every activation (no threshold) and `ROBUST_ALPHAS`."""
     if hah_alphas is None:
         hah_alphas = list(ROBUST_ALPHAS[:hah_blocks])
-    options = {"threshold": None, **(block_options or {})}
+    options = [{"threshold": None, **o} for o in per_block_options(block_options, hah_blocks)]
     return build_vgg(widths, hah_blocks, input_shape, num_classes, hah_alphas=hah_alphas,
                      block_options=options, name=name, **kwargs)
 
@@ -259,8 +277,8 @@ def robust_hah_vgg_small(input_shape=(28, 28, 1), num_classes=10, **kwargs):
     9.5% for `vgg_small_bn`, L2 0.5 47.1% vs 29.0%, at 2.7 points less test
     accuracy; its alpha = 0 twin reaches 5.1% at L-inf 0.05, so the cost
     does it. Activations stay dense (no threshold): it is not sparse.
-    `hah_alphas=None` means `ROBUST_ALPHAS`; `block_options` adds to (or
-    overrides) `{"threshold": None}`.
+    `hah_alphas=None` means `ROBUST_ALPHAS`; `block_options` (one dict, or
+    one per block) adds to (or overrides) `{"threshold": None}`.
     """
     return _robust(SMALL_WIDTHS, 2, input_shape, num_classes,
                    name="robust_hah_vgg_small", **kwargs)

@@ -99,3 +99,37 @@ def test_a_config_sets_it_and_says_what_is_wrong_in_one_line():
                        r"block_options.activity_regularizer='l7': expected a Keras "
                        r"regularizer[^\n]*\.$"):
         validate(apply_overrides(raw, ["block_options.activity_regularizer=l7"]))
+
+
+def test_block_options_may_give_each_hah_block_its_own_regularizer(tmp_path):
+    import keras
+
+    from keras_hebb import architectures
+
+    model = architectures.robust_hah_vgg_small(block_options=[
+        {"activity_regularizer": keras.regularizers.L1(1e-3)},
+        {"activity_regularizer": keras.regularizers.L1(1e-4)}])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    strengths = [loaded.get_layer(f"block{i}_hah").activity_regularizer.get_config()["l1"]
+                 for i in (1, 2)]
+    assert strengths == [pytest.approx(1e-3), pytest.approx(1e-4)]
+    # The recipe's own option stays on every block.
+    assert [loaded.get_layer(f"block{i}_hah").threshold_layer for i in (1, 2)] == [None, None]
+    with pytest.raises(ValueError, match=r"expected a dict, or a list of 2 dicts"):
+        architectures.robust_hah_vgg_small(block_options=[{}])
+
+
+def test_a_config_gives_per_block_options_and_a_dotted_override_reaches_every_block():
+    from training.config import ConfigError, apply_overrides, validate
+
+    raw = {"dataset": "fashion_mnist", "architecture": "hah_vgg_small"}
+    config = validate(apply_overrides(raw, [
+        "block_options=[{activity_regularizer: {class_name: L1, config: {l1: 1.0e-3}}}, {}]",
+        "block_options.threshold=null"]))
+    first, second = config["block_options"]
+    assert first["activity_regularizer"]["config"]["l1"] == pytest.approx(1e-3)
+    assert "activity_regularizer" not in second
+    assert first["threshold"] is None and second["threshold"] is None
+    with pytest.raises(ConfigError, match=r"^Unknown config key 'block_options\[1\]\.thresh'"):
+        validate(apply_overrides(raw, ["block_options=[{}, {thresh: 1}]"]))

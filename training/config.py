@@ -150,18 +150,27 @@ def block_options():
 
 
 def _check_block_options(value):
-    from keras_hebb.errors import InvalidArgument
-    from keras_hebb.layers import HaHBlock
-
+    """A checked `block_options`: one mapping for every HaH block, or a
+    list of one mapping per block (the architecture checks the count)."""
     known = block_options()
     if value is None:
         return {}
+    if isinstance(value, list) and value:
+        return [_check_one_block(v, f"block_options[{i}]", known) for i, v in enumerate(value)]
+    return _check_one_block(value, "block_options", known)
+
+
+def _check_one_block(value, where, known):
+    from keras_hebb.errors import InvalidArgument
+    from keras_hebb.layers import HaHBlock
+
     if not isinstance(value, dict):
-        raise _bad("block_options", value, f"a mapping with keys from {known}")
+        either = "" if "[" in where else ", or a list of such mappings (one per HaH block)"
+        raise _bad(where, value, f"a mapping with keys from {known}{either}")
     for key in value:
         if key not in known:
             raise ConfigError(
-                f"Unknown config key {f'block_options.{key}'!r}: expected one of "
+                f"Unknown config key {f'{where}.{key}'!r}: expected one of "
                 f"{known}{_suggest(key, known)}."
             )
     if "activity_regularizer" in value:
@@ -170,7 +179,7 @@ def _check_block_options(value):
         try:
             keras.regularizers.get(value["activity_regularizer"])
         except (ValueError, TypeError):
-            raise _bad("block_options.activity_regularizer", value["activity_regularizer"],
+            raise _bad(f"{where}.activity_regularizer", value["activity_regularizer"],
                        "a Keras regularizer, e.g. {class_name: L1, config: {l1: 1.0e-4}} "
                        "(YAML reads 1e-4, without a dot, as a string)") from None
     # HaHBlock checks its own arguments (the one place that knows them);
@@ -180,7 +189,7 @@ def _check_block_options(value):
         block = HaHBlock(1, **value, kernel_initializer="zeros",
                          name="block_options_check")
     except InvalidArgument as error:
-        raise _bad(f"block_options.{error.name}", error.value, error.expected) from None
+        raise _bad(f"{where}.{error.name}", error.value, error.expected) from None
     return {key: _plain(getattr(block, key)) for key in value}
 
 
@@ -345,7 +354,8 @@ def parse_override(text):
 
 
 def apply_overrides(raw, overrides):
-    """`raw` updated with `--set` overrides (`block_options.sigma=0.2` too)."""
+    """`raw` updated with `--set` overrides (`block_options.sigma=0.2` too;
+    on a per-block list of block_options, in every block's)."""
     raw = dict(raw)
     for text in overrides:
         key, value = parse_override(text)
@@ -362,7 +372,13 @@ def apply_overrides(raw, overrides):
                     f"adversarial have sub-keys (e.g. block_options.threshold=null, "
                     f"adversarial.eps=0.1)."
                 )
-            options = dict(raw.get(head) or {})
+            current = raw.get(head) or {}
+            if isinstance(current, list):
+                # A per-block block_options: the sub-key in every block's.
+                raw[head] = [dict(o, **{sub: value}) if isinstance(o, dict) else o
+                             for o in current]
+                continue
+            options = dict(current)
             options[sub] = value
             raw[head] = options
         else:
