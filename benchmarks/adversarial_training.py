@@ -11,17 +11,23 @@ that other load on the machine hits all three alike, and prints ms/step
 (median wall time), img/s, each one's wall time over plain training's, and
 the same in process CPU time (which other load disturbs less). An attack
 step is a forward pass and a backward pass to the input only, so the
-expected ratios are a little under 2x (FGSM-RS) and 8x (PGD-7).
+expected ratios are a little under 2x (FGSM-RS) and 8x (PGD-7), plus one
+forward pass for batch norm's clean statistics (the default; the
+`fgsm_rs_bn_adversarial` row is FGSM-RS without it).
 """
 
 import argparse
 
 from benchmarks import common
 
-#: name -> adversarial options (None: plain training).
+#: name -> adversarial options (None: plain training). The default
+#: `batch_norm_statistics="clean"` adds a forward pass on the clean batch
+#: (no gradient) to set batch norm's moving statistics; `_bn_adversarial`
+#: is the step without it (the option's other value), for its cost.
 VARIANTS = {
     "plain": None,
     "fgsm_rs": {"attack": "fgsm_rs"},
+    "fgsm_rs_bn_adversarial": {"attack": "fgsm_rs", "batch_norm_statistics": "adversarial"},
     "pgd7": {"attack": "pgd", "steps": 7},
 }
 
