@@ -36,11 +36,16 @@ def _marker(name):
     return "s" if name.startswith(("recipe", "hah_no_threshold")) else "^"
 
 
+def _mean_point(seeded, budget):
+    """`(robust, clean)` stats (`front_tables.stat`) of a network's seeds."""
+    models = list(seeded.values())
+    return (front_tables.stat([front_tables.measure(m, budget) for m in models]),
+            front_tables.stat([front_tables.measure(m, "clean") for m in models]))
+
+
 def _point(ax, study, name, seeded, budget):
     """Draws one network at `budget`; returns its AutoAttack verdict marks."""
-    models = list(seeded.values())
-    x = front_tables.stat([front_tables.measure(m, budget) for m in models])
-    y = front_tables.stat([front_tables.measure(m, "clean") for m in models])
+    x, y = _mean_point(seeded, budget)
     if x is None or y is None:
         return ""
     color, hollow = COLORS[study], "alpha0" in name
@@ -77,8 +82,7 @@ def _curves(ax, studies, budget):
         points = []
         for study, name in members:
             seeded = front_tables.runs(studies[study], name) if study in studies else {}
-            x = front_tables.stat([front_tables.measure(m, budget) for m in seeded.values()])
-            y = front_tables.stat([front_tables.measure(m, "clean") for m in seeded.values()])
+            x, y = _mean_point(seeded, budget)
             if x is not None and y is not None:
                 points.append((x, y, front_tables.verdict(seeded, *budget)))
         if not points:

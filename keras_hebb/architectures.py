@@ -92,7 +92,7 @@ def build_vgg(
         A `HebbianModel` if `hah_blocks > 0`, else a `keras.Model`.
     """
     _check_shape_arguments(widths, hah_blocks, input_shape)
-    block_options = per_block_options(block_options, hah_blocks)
+    block_options = _per_block_options(block_options, hah_blocks)
     mean, std = _input_statistics(input_shape[-1], mean, std, dataset)
     initializer = _initializer(weight_init)
 
@@ -130,7 +130,7 @@ def _check_shape_arguments(widths, hah_blocks, input_shape):
         )
 
 
-def per_block_options(block_options, hah_blocks):
+def _per_block_options(block_options, hah_blocks):
     """`block_options` as a list of one dict per HaH block: a dict (or
     None) repeated, a list checked for its length."""
     if block_options is None or isinstance(block_options, dict):
@@ -262,7 +262,7 @@ def _robust(widths, hah_blocks, input_shape, num_classes, name, hah_alphas=None,
     that keep every activation (no threshold) and `ROBUST_ALPHAS`."""
     if hah_alphas is None:
         hah_alphas = list(ROBUST_ALPHAS[:hah_blocks])
-    options = [{"threshold": None, **o} for o in per_block_options(block_options, hah_blocks)]
+    options = [{"threshold": None, **o} for o in _per_block_options(block_options, hah_blocks)]
     return build_vgg(widths, hah_blocks, input_shape, num_classes, hah_alphas=hah_alphas,
                      block_options=options, name=name, **kwargs)
 
