@@ -51,8 +51,9 @@ STUDIES = (
           "make results-defenses", True),
     Study("front", "fashion_mnist_front", "results.md", "front.md",
           "Adversarial training without the batch-norm collapse: clean vs adversarial "
-          "batch-norm statistics, small network at x30, 500 eval images, AutoAttack on 100 "
-          "(in progress)", "make results-front", True),
+          "batch-norm statistics, the HaH cost on top of it (3 seeds), the PGD-7 pair, L1 "
+          "sparsity (trained only), small network at x30, 500 eval images, AutoAttack on 100",
+          "make results-front", True),
 )
 LABELS = {s.key: {"regime": "small", "paper_alphas": "small, x1", "medium": "medium",
                   "defenses": "small", "front": "small"}.get(s.key, s.key) for s in STUDIES}
