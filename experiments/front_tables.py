@@ -67,7 +67,8 @@ KEY = (("regime", "standard"), ("regime", "hah"), ("regime", "hah_no_threshold")
        ("defenses", "hah_pgd_at"), ("defenses", "standard_noise_mix"),
        ("defenses", "recipe_noise_mix"), ("defenses", "hah_soft"),
        ("front", "standard_at_bnclean"), ("front", "recipe_at_bnclean"),
-       ("front", "recipe_at_alpha0_bnclean"))
+       ("front", "recipe_at_alpha0_bnclean"), ("front", "recipe_pgd_at_bnclean"),
+       ("front", "recipe_pgd_at_alpha0_bnclean"))
 #: The figure's curves: each family of networks, from the undefended
 #: network of the same design up its defense's strength (the small network
 #: at x30 and 500 eval images in studies 3, 6 and 7, so one curve may join
@@ -104,7 +105,8 @@ DIFFERENCES = (
     ("defenses", "recipe_noise_mix", "standard_noise_mix"),
     ("defenses", "hah_soft", "hah_no_threshold"),
     ("front", "recipe_at_bnclean", "standard_at_bnclean"),
-    ("front", "recipe_at_bnclean", "recipe_at_alpha0_bnclean"))
+    ("front", "recipe_at_bnclean", "recipe_at_alpha0_bnclean"),
+    ("front", "recipe_pgd_at_bnclean", "recipe_pgd_at_alpha0_bnclean"))
 
 
 def _key(value):
