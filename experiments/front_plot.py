@@ -121,7 +121,7 @@ def plot(studies, path):
         ax.set_xlabel(f"robust accuracy at {symbol} {budget[1]:g}, worst case over the "
                       "suite (%, eval images)")
         ax.set_ylabel("clean accuracy (%, the same eval images)")
-        ax.set_title(f"{symbol} {budget[1]:g}: the front, one curve per family (small "
+        ax.set_title(f"{symbol} {budget[1]:g}: the front, one curve per family\n(small "
                      "network, studies 3, 6, 7; ring: AutoAttack confirms)", fontsize=8)
         ax.grid(alpha=0.3)
     curves[0].legend(fontsize=6, loc="lower left")
