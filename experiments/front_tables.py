@@ -51,8 +51,9 @@ STUDIES = (
           "make results-defenses", True),
     Study("front", "fashion_mnist_front", "results.md", "front.md",
           "Adversarial training without the batch-norm collapse: clean vs adversarial "
-          "batch-norm statistics, the HaH cost on top of it (3 seeds), the PGD-7 pair, L1 "
-          "sparsity (trained only), small network at x30, 500 eval images, AutoAttack on 100",
+          "batch-norm statistics, the HaH cost on top of it (3 seeds), the PGD-7 pair, the "
+          "front at L∞ eps 0.02 and 0.05 (1 seed), L1 sparsity (trained only), small "
+          "network at x30, 500 eval images, AutoAttack on 100",
           "make results-front", True),
 )
 LABELS = {s.key: {"regime": "small", "paper_alphas": "small, x1", "medium": "medium",
@@ -68,7 +69,9 @@ KEY = (("regime", "standard"), ("regime", "hah"), ("regime", "hah_no_threshold")
        ("defenses", "recipe_noise_mix"), ("defenses", "hah_soft"),
        ("front", "standard_at_bnclean"), ("front", "recipe_at_bnclean"),
        ("front", "recipe_at_alpha0_bnclean"), ("front", "recipe_pgd_at_bnclean"),
-       ("front", "recipe_pgd_at_alpha0_bnclean"))
+       ("front", "recipe_pgd_at_alpha0_bnclean"), ("front", "standard_at_eps002"),
+       ("front", "recipe_at_eps002"), ("front", "standard_at_eps005"),
+       ("front", "recipe_at_eps005"))
 #: The figure's curves: each family of networks, from the undefended
 #: network of the same design up its defense's strength (the small network
 #: at x30 and 500 eval images in studies 3, 6 and 7, so one curve may join
@@ -106,7 +109,9 @@ DIFFERENCES = (
     ("defenses", "hah_soft", "hah_no_threshold"),
     ("front", "recipe_at_bnclean", "standard_at_bnclean"),
     ("front", "recipe_at_bnclean", "recipe_at_alpha0_bnclean"),
-    ("front", "recipe_pgd_at_bnclean", "recipe_pgd_at_alpha0_bnclean"))
+    ("front", "recipe_pgd_at_bnclean", "recipe_pgd_at_alpha0_bnclean"),
+    ("front", "recipe_at_eps002", "standard_at_eps002"),
+    ("front", "recipe_at_eps005", "standard_at_eps005"))
 
 
 def _key(value):
