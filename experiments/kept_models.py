@@ -266,8 +266,11 @@ def _megabytes(paths, root):
                if os.path.exists(os.path.join(root, p))) / 1e6
 
 
-def _present(root, study):
-    return [os.path.join(d, MODEL) for d in run_dirs(root, study)
+def present(root=ROOT, study=None):
+    """The `results/STUDY/runs/RUN/model.keras` in the tree: of one study,
+    or of every study this command judges (not `UNTOUCHED`)."""
+    chosen = [study] if study else [s for s in studies(root) if s not in UNTOUCHED]
+    return [os.path.join(d, MODEL) for name in chosen for d in run_dirs(root, name)
             if os.path.exists(os.path.join(root, d, MODEL))]
 
 
@@ -299,20 +302,20 @@ def main(argv=None, root=ROOT):
     print(f"{'study':28} {'kept/total':>10} {'MB before':>10} {'MB after':>9}")
     totals = [0, 0, 0.0, 0.0]
     for study in studies(root):
-        present = _present(root, study)
+        in_tree = present(root, study)
         if study in UNTOUCHED:
-            print(f"{study:28} {'untouched':>10} {_megabytes(present, root):10.1f} "
-                  f"{_megabytes(present, root):9.1f}")
+            print(f"{study:28} {'untouched':>10} {_megabytes(in_tree, root):10.1f} "
+                  f"{_megabytes(in_tree, root):9.1f}")
             continue
         total = [os.path.join(d, MODEL) for d in run_dirs(root, study)]
         mine = [p for p in total if p in chosen]
-        before = _megabytes(present, root)
-        after = _megabytes([p for p in present if p in chosen], root)
+        before = _megabytes(in_tree, root)
+        after = _megabytes([p for p in in_tree if p in chosen], root)
         print(f"{study:28} {f'{len(mine)}/{len(total)}':>10} {before:10.1f} {after:9.1f}")
         totals = [totals[0] + len(mine), totals[1] + len(total), totals[2] + before,
                   totals[3] + after]
         if args.prune:
-            for path in present:
+            for path in in_tree:
                 if path not in chosen:
                     os.remove(os.path.join(root, path))
                     removed.append(path)
